@@ -1,0 +1,1 @@
+"""intelliflow.models"""
