@@ -110,7 +110,8 @@ def sample_scene(rng: np.random.Generator, config: ShapesConfig = ShapesConfig()
         slack = max(0.0, (cell_px - extent) / 2 - 0.5)  # keep the object inside its cell
         x = (col + 0.5) * cell_px + float(rng.uniform(-slack, slack))
         y = (row + 0.5) * cell_px + float(rng.uniform(-slack, slack))
-        objects.append(SceneObject(size, colour, shape, row, col, x, y, extent))
+        # positions are kept to 1/1000 px so a scene survives its JSON form exactly
+        objects.append(SceneObject(size, colour, shape, row, col, round(x, 3), round(y, 3), round(extent, 3)))
     return Scene.from_objects(objects)
 
 

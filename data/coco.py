@@ -1,0 +1,215 @@
+"""Real captioning datasets from local files: COCO captions (optionally Karpathy splits) and Flickr8k.
+
+Both yield :class:`~intelliflow.data.sample.CaptionSample` like ``shapes`` (with ``scene=None``).
+Nothing is downloaded: point them at files you have. Every missing or malformed file is a
+:class:`~intelliflow.errors.DatasetError` naming the file.
+
+>>> ds = CocoCaptions("annotations/captions_val2014.json", "val2014/")          # doctest: +SKIP
+>>> ds = CocoCaptions("captions_val2014.json", "val2014/", karpathy="dataset_coco.json",
+...                   split="test")                                            # doctest: +SKIP
+>>> ds = Flickr8k("Flickr8k.token.txt", "Flicker8k_Dataset/", split="test")    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from intelliflow.errors import DatasetError, DatasetNotFoundError
+
+from .sample import CaptionSample
+from .scene import Scene
+
+KARPATHY_SPLITS = ("train", "val", "test", "restval")
+
+
+def _existing(path: str | Path, what: str, folder: bool = False) -> Path:
+    path = Path(path)
+    ok = path.is_dir() if folder else path.is_file()
+    if not ok:
+        raise DatasetNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def _load_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{what} {path} is not valid JSON: {exc}") from exc
+
+
+def _open_image(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise DatasetNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DatasetError(f"image file {path} cannot be read as an image: {exc}") from exc
+
+
+class _FileCaptionDataset(Dataset):
+    """Shared indexing: a list of (image_id, image path, captions)."""
+
+    name = "captions"
+
+    def __init__(self, entries: list[tuple[int, Path, list[str]]], limit: int | None,
+                 scenes: dict[int, Scene] | None = None):
+        if limit is not None:
+            entries = entries[: int(limit)]
+        self.entries = entries
+        self.scenes = scenes or {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> CaptionSample:
+        image_id, path, captions = self.entries[index]
+        return CaptionSample(image_id=image_id, image=_open_image(path), captions=list(captions),
+                             scene=self.scenes.get(image_id), file_name=path.name)
+
+
+class CocoCaptions(_FileCaptionDataset):
+    """COCO captions: an ``annotations.json`` (COCO captions format) and its image folder.
+
+    :param annotations: ``captions_*.json`` with ``images`` (``id``, ``file_name``) and
+        ``annotations`` (``image_id``, ``caption``).
+    :param images: the folder holding the images (``file_name`` is looked up inside it, and
+        inside a sub-folder named by the Karpathy file's ``filepath`` when one is given).
+    Scene graphs stored under the key ``"scenes"`` (an exported ``shapes`` split) come back
+    on the samples.
+
+    :param karpathy: optional Karpathy split file (``dataset_coco.json``); with ``split``, only its
+        images of that split are kept (``"train"`` includes ``"restval"``).
+    """
+
+    name = "coco"
+
+    def __init__(self, annotations: str | Path, images: str | Path, karpathy: str | Path | None = None,
+                 split: str | None = None, limit: int | None = None):
+        annotations = _existing(annotations, "COCO annotations file")
+        images = _existing(images, "COCO image folder", folder=True)
+        data = _load_json(annotations, "COCO annotations file")
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+                or not isinstance(data.get("annotations"), list):
+            raise DatasetError(f"COCO annotations file {annotations} needs 'images' and 'annotations' lists")
+        files: dict[int, str] = {}
+        captions: dict[int, list[str]] = {}
+        try:
+            for image in data["images"]:
+                files[image["id"]] = image["file_name"]
+            for ann in data["annotations"]:
+                if not isinstance(ann["caption"], str):
+                    raise TypeError("caption is not a string")
+                captions.setdefault(ann["image_id"], []).append(ann["caption"].strip())
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"COCO annotations file {annotations} has a malformed entry: {exc!r}") from exc
+        unknown = sorted(set(captions) - set(files))
+        if unknown:
+            raise DatasetError(f"COCO annotations file {annotations}: captions for image ids not in "
+                               f"'images', e.g. {unknown[:5]}")
+
+        ids = [i for i in files if i in captions]
+        folders = {}
+        if karpathy is not None:
+            ids, folders = self._karpathy_ids(_existing(karpathy, "Karpathy split file"), split, files)
+        elif split is not None:
+            raise DatasetError("a COCO split needs the Karpathy split file (karpathy=...)")
+        entries = []
+        for i in ids:
+            path = images / folders.get(i, "") / files[i]
+            if not path.is_file() and (images / files[i]).is_file():
+                path = images / files[i]
+            entries.append((i, path, captions.get(i, [])))
+        missing = [str(p) for _, p, _ in entries if not p.is_file()]
+        if missing:
+            raise DatasetNotFoundError(f"{len(missing)} image file(s) listed in {annotations} are missing, "
+                                       f"e.g. {missing[:3]}")
+        scenes = None
+        if "scenes" in data:
+            try:
+                scenes = {s["image_id"]: Scene.from_dict(s) for s in data["scenes"]}
+            except (KeyError, TypeError) as exc:
+                raise DatasetError(f"COCO annotations file {annotations} has a malformed scene: {exc!r}") from exc
+        super().__init__(entries, limit, scenes)
+
+    @staticmethod
+    def _karpathy_ids(path: Path, split: str | None, files: dict) -> tuple[list[int], dict]:
+        if split not in KARPATHY_SPLITS:
+            raise DatasetError(f"Karpathy split must be one of {KARPATHY_SPLITS}, got {split!r}")
+        wanted = {"train": {"train", "restval"}}.get(split, {split})
+        data = _load_json(path, "Karpathy split file")
+        try:
+            chosen = [(img["cocoid"], img.get("filepath", "")) for img in data["images"]
+                      if img["split"] in wanted]
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"Karpathy split file {path} has a malformed entry: {exc!r}") from exc
+        absent = [i for i, _ in chosen if i not in files]
+        if absent:
+            raise DatasetError(f"Karpathy split file {path} names COCO ids absent from the annotations, e.g. {absent[:5]}")
+        return [i for i, _ in chosen], dict(chosen)
+
+
+class Flickr8k(_FileCaptionDataset):
+    """Flickr8k: its captions file and image folder, optionally restricted to a split.
+
+    :param captions: ``Flickr8k.token.txt`` (lines ``name.jpg#k<TAB>caption``) or the CSV form
+        ``captions.txt`` (header ``image,caption``).
+    :param images: the image folder (``Flicker8k_Dataset/`` or ``Images/``).
+    :param split: ``"train"``, ``"dev"`` or ``"test"``: reads ``Flickr_8k.{trainImages,devImages,
+        testImages}.txt`` from ``split_dir`` (default: the captions file's folder).
+    """
+
+    name = "flickr8k"
+
+    def __init__(self, captions: str | Path, images: str | Path, split: str | None = None,
+                 split_dir: str | Path | None = None, limit: int | None = None):
+        captions = _existing(captions, "Flickr8k captions file")
+        images = _existing(images, "Flickr8k image folder", folder=True)
+        by_image = self._read_captions(captions)
+        names = sorted(by_image)
+        if split is not None:
+            split_names = {"train": "trainImages", "dev": "devImages", "val": "devImages", "test": "testImages"}
+            if split not in split_names:
+                raise DatasetError(f"Flickr8k split must be one of ['train', 'dev', 'test'], got {split!r}")
+            split_file = _existing(Path(split_dir or captions.parent) / f"Flickr_8k.{split_names[split]}.txt",
+                                   "Flickr8k split file")
+            wanted = [n.strip() for n in split_file.read_text(encoding="utf-8").splitlines() if n.strip()]
+            unknown = [n for n in wanted if n not in by_image]
+            if unknown:
+                raise DatasetError(f"Flickr8k split file {split_file} names images without captions, e.g. {unknown[:3]}")
+            names = wanted
+        entries = [(k, images / n, by_image[n]) for k, n in enumerate(names)]
+        missing = [str(p) for _, p, _ in entries if not p.is_file()]
+        if missing:
+            raise DatasetNotFoundError(f"{len(missing)} Flickr8k image file(s) are missing, e.g. {missing[:3]}")
+        super().__init__(entries, limit)
+
+    @staticmethod
+    def _read_captions(path: Path) -> dict[str, list[str]]:
+        text = path.read_text(encoding="utf-8")
+        by_image: dict[str, list[str]] = {}
+        lines = text.splitlines()
+        if lines and lines[0].strip().lower() == "image,caption":
+            rows = list(csv.reader(lines[1:]))
+            for k, row in enumerate(rows, start=2):
+                if len(row) < 2:
+                    raise DatasetError(f"Flickr8k captions file {path}, line {k}: expected 'image,caption', got {row!r}")
+                by_image.setdefault(row[0].strip(), []).append(",".join(row[1:]).strip())
+        else:
+            for k, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                key, sep, caption = line.partition("\t")
+                name = key.split("#")[0].strip()
+                if not sep or "#" not in key or not name:
+                    raise DatasetError(f"Flickr8k captions file {path}, line {k}: expected "
+                                       f"'name.jpg#k<TAB>caption', got {line[:80]!r}")
+                by_image.setdefault(name, []).append(caption.strip())
+        if not by_image:
+            raise DatasetError(f"Flickr8k captions file {path} holds no captions")
+        return by_image

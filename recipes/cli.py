@@ -1,0 +1,199 @@
+"""The ``intelliflow`` command: one sub-command per job, each a thin runner over the library.
+
+Run ``intelliflow --help`` for the list and ``intelliflow COMMAND --help`` for each one.
+Errors from bad input (``intelliflow.errors``) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from intelliflow.errors import IntelliflowError
+
+
+def _print_json(obj) -> None:
+    def clean(v):
+        if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    print(json.dumps(clean(obj), indent=2))
+
+
+# ------------------------------------------------------------------ info
+
+def cmd_info(args) -> int:
+    """Versions of the stack, Java, threads."""
+    import platform
+    import shutil
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    import intelliflow
+
+    def ver(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    info = {
+        "intelliflow": intelliflow.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": ver("torchvision"),
+        "compressai": ver("compressai"),
+        "sionna": ver("sionna-no-rt") or ver("sionna"),
+        "transformers": ver("transformers"),
+        "pycocoevalcap": ver("pycocoevalcap"),
+        "java": shutil.which("java"),
+        "cuda_available": torch.cuda.is_available(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if args.json:
+        _print_json(info)
+    else:
+        width = max(map(len, info))
+        for key, value in info.items():
+            shown = value if value is not None else "not found"
+            print(f"{key:<{width}}  {shown}")
+    return 0
+
+
+# ------------------------------------------------------------------ data
+
+def cmd_data_export(args) -> int:
+    """Write a dataset split to disk in COCO-captions format."""
+    from intelliflow.data.datasets import export_dataset, open_dataset
+
+    dataset = open_dataset(args.spec, limit=args.limit)
+    path = export_dataset(dataset, args.out, description=args.spec, progress=True)
+    print(f"wrote {len(dataset)} images and {path}")
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    """Sizes of a dataset; for shapes also the vocabulary and the exact semantic entropy."""
+    if args.spec.split(":")[0] == "shapes":
+        from intelliflow.data.captions import vocabulary
+        from intelliflow.data.entropy import entropy_breakdown
+        from intelliflow.data.shapes import SPLIT_SIZES, ShapesConfig
+
+        config = ShapesConfig()
+        parts = entropy_breakdown(config)
+        info = {
+            "dataset": "shapes",
+            "entropy_bits": sum(parts.values()),
+            "entropy_breakdown_bits": parts,
+            "splits": {"train": "endless stream", **SPLIT_SIZES},
+            "vocabulary_size": len(vocabulary()),
+            "image_size": config.image_size,
+            "objects_per_image": [config.min_objects, config.max_objects],
+            "references_per_image": config.n_references,
+        }
+        text = [f"shapes: {config.image_size}x{config.image_size} scenes of "
+                f"{config.min_objects}-{config.max_objects} objects on a {config.grid}x{config.grid} grid",
+                f"semantic entropy: {info['entropy_bits']:.4f} bits per image "
+                f"(count {parts['count_bits']:.4f} + attributes {parts['attribute_bits']:.4f} "
+                f"+ relations {parts['relation_bits']:.4f})",
+                f"splits: train endless, val {SPLIT_SIZES['val']}, test {SPLIT_SIZES['test']} images",
+                f"vocabulary: {info['vocabulary_size']} words; {config.n_references} references per image"]
+    else:
+        from intelliflow.data.datasets import open_dataset
+
+        dataset = open_dataset(args.spec)
+        n_captions = sum(len(e[2]) for e in dataset.entries)
+        info = {"dataset": args.spec, "images": len(dataset), "captions": n_captions}
+        text = [f"{args.spec}: {len(dataset)} images, {n_captions} captions"]
+    if args.json:
+        _print_json(info)
+    else:
+        print("\n".join(text))
+    return 0
+
+
+# ------------------------------------------------------------------ score
+
+def cmd_score(args) -> int:
+    """Caption metrics of a COCO results file against COCO annotations."""
+    from intelliflow.evaluation.metrics import score_files
+
+    scores = score_files(args.results, args.annotations, tokenizer=args.tokenizer,
+                         meteor=False if args.no_meteor else "auto")
+    _print_json(scores)
+    return 0
+
+
+# ------------------------------------------------------------------ demo
+
+def cmd_demo(args) -> int:
+    """The main job on the embedded default (see ``intelliflow.recipes.demo``)."""
+    from .demo import run_demo
+
+    return run_demo(args.out, quick=args.quick)
+
+
+# ------------------------------------------------------------------ parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="intelliflow",
+        description="Task-oriented semantic communication: split captioning models, learned feature "
+                    "codecs and simulated wireless channels.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("info", help="print versions of torch, compressai, sionna, transformers, Java and threads")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="run the main job on the built-in benchmark and write a report")
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--quick", action="store_true", help="a reduced run that finishes in about a minute")
+    p.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("data", help="datasets: export to COCO format, print facts")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+    p = dsub.add_parser("export", help="write a split (e.g. shapes:test) as PNG images + annotations.json")
+    p.add_argument("spec", help="dataset spec: shapes:val, shapes:test, coco:DIR, flickr8k:DIR[:SPLIT]")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--limit", type=int, default=None, help="export only the first N images")
+    p.set_defaults(func=cmd_data_export)
+    p = dsub.add_parser("info", help="split sizes, vocabulary and (for shapes) the exact semantic entropy")
+    p.add_argument("spec", help="shapes, or a dataset spec")
+    p.add_argument("--json", action="store_true", help="print a JSON object (key entropy_bits for shapes)")
+    p.set_defaults(func=cmd_data_info)
+
+    p = sub.add_parser("score", help="caption metrics (BLEU, METEOR, ROUGE-L, CIDEr-D) of a COCO results file")
+    p.add_argument("--results", required=True, help="COCO results JSON: a list of {image_id, caption}")
+    p.add_argument("--annotations", required=True, help="COCO captions annotations JSON")
+    p.add_argument("--tokenizer", choices=("auto", "java", "python"), default="auto",
+                   help="PTB tokenizer: Java's when java is on PATH (auto), or the pure-Python one")
+    p.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
+    p.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except IntelliflowError as exc:
+        print(f"intelliflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
