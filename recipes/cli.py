@@ -131,6 +131,26 @@ def cmd_score(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ train
+
+def cmd_train(args) -> int:
+    """Train what a recipe describes (its ``task`` key picks the runner)."""
+    from .config import read_recipe
+
+    data = read_recipe(args.recipe, args.set)
+    task = data.get("task")
+    if task == "captioner":
+        from .train_captioner import recipe_from_dict, train_captioner
+
+        final = train_captioner(recipe_from_dict(data), output=args.out, resume=args.resume)
+    else:
+        from intelliflow.errors import ConfigError
+
+        raise ConfigError(f"recipe {args.recipe}: unknown task {task!r}; allowed: ['captioner']")
+    print(f"trained: {final}")
+    return 0
+
+
 # ------------------------------------------------------------------ demo
 
 def cmd_demo(args) -> int:
@@ -158,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--quick", action="store_true", help="a reduced run that finishes in about a minute")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a model or codec from a YAML recipe (recipes/...)")
+    p.add_argument("recipe", help="recipe YAML, e.g. recipes/shapes/captioner.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set train.steps=100 (repeatable)")
+    p.add_argument("--out", default=None, help="output folder (default: the recipe's output)")
+    p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
+    p.set_defaults(func=cmd_train)
 
     data = sub.add_parser("data", help="datasets: export to COCO format, print facts")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")

@@ -1,0 +1,111 @@
+"""Checkpoints as safetensors plus JSON, written atomically, read without pickle.
+
+A checkpoint folder holds ``model.safetensors`` (tensors) and ``config.json`` (everything else).
+Nested state such as an optimizer's ``state_dict()`` is split by :func:`flatten_state` into
+tensors (stored in safetensors under dotted keys) and a JSON skeleton, and rebuilt by
+:func:`unflatten_state`. Files are written to a temporary name and renamed, so a crash never
+leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from intelliflow.errors import CheckpointError
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+_TENSOR = "__tensor__"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(folder: str | Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
+    """Write ``tensors`` to ``folder/model.safetensors`` and ``config`` to ``folder/config.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}  # tied weights are stored once
+    seen: dict[tuple, str] = {}
+    for key, value in tensors.items():
+        ident = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.dtype) \
+            if value.numel() else None
+        if ident is not None and ident in seen:
+            aliases[key] = seen[ident]
+            continue
+        if ident is not None:
+            seen[ident] = key
+        unique[key] = value.detach().contiguous().cpu().clone()
+    tmp = folder / (WEIGHTS + ".tmp")
+    save_file(unique, str(tmp))
+    os.replace(tmp, folder / WEIGHTS)
+    meta = {**config, "__aliases__": aliases} if aliases else config
+    atomic_write_bytes(folder / CONFIG, json.dumps(meta, indent=2, sort_keys=True).encode())
+    return folder
+
+
+def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``(tensors, config)`` back; a missing or damaged file is a :class:`CheckpointError`."""
+    folder = Path(folder)
+    for name in (WEIGHTS, CONFIG):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"checkpoint folder {folder} has no {name}")
+    try:
+        tensors = load_file(str(folder / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{folder / WEIGHTS} is not a valid safetensors file: {exc}") from exc
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{folder / CONFIG} is not valid JSON: {exc}") from exc
+    for alias, key in config.pop("__aliases__", {}).items():
+        if key not in tensors:
+            raise CheckpointError(f"{folder / CONFIG}: tied tensor {alias!r} points at missing {key!r}")
+        tensors[alias] = tensors[key]
+    return tensors, config
+
+
+def flatten_state(state: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Nested dicts/lists with tensor leaves -> (JSON-able skeleton, ``{dotted key: tensor}``)."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj, key):
+        if isinstance(obj, torch.Tensor):
+            tensors[key] = obj
+            return {_TENSOR: key}
+        if isinstance(obj, dict):
+            return {"__dict__": [[walk(k, f"{key}.k{i}") if isinstance(k, torch.Tensor) else k,
+                                  walk(v, f"{key}.{i}")] for i, (k, v) in enumerate(obj.items())]}
+        if isinstance(obj, (list, tuple)):
+            return {"__list__": [walk(v, f"{key}.{i}") for i, v in enumerate(obj)],
+                    "tuple": isinstance(obj, tuple)}
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        raise CheckpointError(f"cannot store a {type(obj).__name__} at {key or 'top level'} in a checkpoint")
+
+    return walk(state, prefix or "state"), tensors
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`flatten_state`."""
+    if isinstance(skeleton, dict):
+        if _TENSOR in skeleton:
+            return tensors[skeleton[_TENSOR]]
+        if "__dict__" in skeleton:
+            return {unflatten_state(k, tensors): unflatten_state(v, tensors) for k, v in skeleton["__dict__"]}
+        if "__list__" in skeleton:
+            items = [unflatten_state(v, tensors) for v in skeleton["__list__"]]
+            return tuple(items) if skeleton.get("tuple") else items
+    return skeleton
