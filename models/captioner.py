@@ -22,7 +22,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import (AutoConfig, GPT2Config, GPT2LMHeadModel, GenerationConfig, PreTrainedModel,
@@ -33,7 +32,7 @@ from transformers.models.vit.modeling_vit import ViTLayer
 
 from intelliflow.errors import ConfigError
 
-from .protocol import SplitModel
+from .hf_adapters import IMAGENET_HALF, VisionEncoderDecoderSplit
 
 SPECIAL_TOKENS = {"pad": "[PAD]", "bos": "[BOS]", "eos": "[EOS]", "unk": "[UNK]"}
 
@@ -183,8 +182,10 @@ def _from_config(config: VisionEncoderDecoderConfig, tokenizer) -> VisionEncoder
     return model
 
 
-class ShapesCaptioner(SplitModel):
-    """The built-in captioner as a :class:`SplitModel`.
+class ShapesCaptioner(VisionEncoderDecoderSplit):
+    """The built-in captioner as a :class:`~intelliflow.models.protocol.SplitModel`.
+
+    Default split: after the last encoder layer (the whole encoder on the device).
 
     >>> from intelliflow.models import load_split_model
     >>> model = load_split_model("shapes-captioner")         # shipped weights, default split
@@ -192,100 +193,21 @@ class ShapesCaptioner(SplitModel):
     >>> model.tail_generate(features)                           # ["a large red circle left of ..."]
     """
 
+    resample = "bilinear"
+
     def __init__(self, model: VisionEncoderDecoderModel, tokenizer: PreTrainedTokenizerFast,
                  split: int | None = None):
-        super().__init__()
-        self.model = model
-        self.tokenizer = tokenizer
-        self.default_split = len(self.encoder.layers)
-        self.split = self.default_split if split is None else int(split)
-        if not 0 <= self.split < self.num_split_points:
-            raise ConfigError(f"split must be in 0..{self.num_split_points - 1} for shapes-captioner, got {split}")
+        if split is None:
+            split = len(model.encoder.layers)
+        super().__init__(model, tokenizer, split=split, image_mean_std=IMAGENET_HALF, name="shapes-captioner")
+
+    @property
+    def default_split(self) -> int:
+        return len(self.model.encoder.layers)
 
     @property
     def encoder(self) -> ConvViTModel:
         return self.model.encoder
-
-    # -- protocol properties
-    @property
-    def num_split_points(self) -> int:
-        return len(self.encoder.layers) + 1
-
-    @property
-    def feature_grid(self) -> tuple[int, int]:
-        return self.encoder.grid
-
-    @property
-    def feature_dim(self) -> int:
-        return self.encoder.config.hidden_size
-
-    @property
-    def image_size(self) -> int:
-        return self.encoder.config.image_size
-
-    # -- device side
-    def preprocess(self, images: Sequence) -> torch.Tensor:
-        from PIL import Image
-
-        arrays = []
-        for image in images:
-            if not isinstance(image, Image.Image):
-                image = Image.fromarray(np.asarray(image, dtype=np.uint8))
-            image = image.convert("RGB")
-            if image.size != (self.image_size, self.image_size):
-                image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
-            arrays.append(np.asarray(image))
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-        device = next(self.parameters()).device
-        return ((x - 0.5) / 0.5).to(device)
-
-    def head(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.encoder.run_layers(self.encoder.embed(pixel_values), 0, self.split)
-
-    # -- server side
-    def encoder_states(self, features: torch.Tensor) -> torch.Tensor:
-        """The rest of the encoder: features [B, N, D] at the split -> final states [B, N, D]."""
-        self.check_features(features)
-        hidden = self.encoder.run_layers(features, self.split, len(self.encoder.layers))
-        return self.encoder.layernorm(hidden)
-
-    def decode_logits(self, states: torch.Tensor, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher-forced decoder on final encoder states [B, N, D]: (logits [B, T, V], labels [B, T])."""
-        labels = self.labels(captions)
-        out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=states), labels=labels,
-                         decoder_attention_mask=labels != -100)
-        return out.logits, labels
-
-    def labels(self, captions: Sequence[str]) -> torch.Tensor:
-        """Captions -> label ids [B, T]: the words then [EOS], ``-100`` on padding."""
-        eos = self.tokenizer.eos_token_id
-        ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] + [eos] for c in captions]
-        limit = self.model.config.decoder.n_positions - 1
-        ids = [seq[: limit - 1] + [eos] if len(seq) > limit else seq for seq in ids]
-        length = max(len(s) for s in ids)
-        labels = torch.full((len(ids), length), -100, dtype=torch.long)
-        for row, seq in enumerate(ids):
-            labels[row, : len(seq)] = torch.tensor(seq)
-        return labels.to(next(self.parameters()).device)
-
-    def tail_logits(self, features, captions):
-        return self.decode_logits(self.encoder_states(features), captions)
-
-    def full_logits(self, pixel_values, captions):
-        labels = self.labels(captions)
-        return self.model(pixel_values=pixel_values, labels=labels,
-                          decoder_attention_mask=labels != -100).logits, labels
-
-    def _decode(self, ids: torch.Tensor) -> list[str]:
-        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-
-    def tail_generate(self, features, **generation):
-        states = self.encoder_states(features)
-        ids = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), **generation)
-        return self._decode(ids)
-
-    def full_generate(self, pixel_values, **generation):
-        return self._decode(self.model.generate(pixel_values=pixel_values, **generation))
 
     # -- persistence
     def save(self, folder: str | Path, card: str | None = None) -> None:

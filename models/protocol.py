@@ -63,16 +63,28 @@ class SplitModel(nn.Module, ABC):
         labels ``-100`` where no loss is taken."""
 
     @abstractmethod
+    def tail_generate_ids(self, features: torch.Tensor, **generation) -> torch.Tensor:
+        """Server side: features [B, N, D] -> generated token ids [B, T]."""
+
+    @abstractmethod
+    def full_generate_ids(self, pixel_values: torch.Tensor, **generation) -> torch.Tensor:
+        """The unsplit model's generated token ids [B, T]."""
+
+    @abstractmethod
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        """Token ids [B, T] -> captions (special tokens dropped)."""
+
     def tail_generate(self, features: torch.Tensor, **generation) -> list[str]:
         """Server side: features [B, N, D] -> one caption per image."""
+        return self.decode_ids(self.tail_generate_ids(features, **generation))
+
+    def full_generate(self, pixel_values: torch.Tensor, **generation) -> list[str]:
+        """The unsplit model's captions."""
+        return self.decode_ids(self.full_generate_ids(pixel_values, **generation))
 
     @abstractmethod
     def full_logits(self, pixel_values: torch.Tensor, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The unsplit model, teacher-forced: (logits [B, T, V], labels [B, T])."""
-
-    @abstractmethod
-    def full_generate(self, pixel_values: torch.Tensor, **generation) -> list[str]:
-        """The unsplit model's captions."""
 
     def tail_loss(self, features: torch.Tensor, captions: Sequence[str], label_smoothing: float = 0.0) -> torch.Tensor:
         """Teacher-forced cross-entropy of ``captions`` given features [B, N, D]: a scalar."""

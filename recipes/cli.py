@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 from intelliflow.errors import IntelliflowError
 
@@ -151,6 +152,62 @@ def cmd_train(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ eval
+
+def _float_list(text: str) -> list[float]:
+    """``"0,5,10"`` or ``"0:20:5"`` (start:stop:step, stop included) -> floats."""
+    from intelliflow.errors import ConfigError
+
+    try:
+        if ":" in text:
+            start, stop, step = (float(v) for v in text.split(":"))
+            n = int(round((stop - start) / step)) + 1
+            return [round(start + i * step, 6) for i in range(n)]
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"expected a list like 0,5,10 or 0:20:5, got {text!r}") from exc
+
+
+def cmd_eval(args) -> int:
+    """Caption a dataset through model + codec + channel; write results.csv and captions.json."""
+    from .evaluate import run_eval
+
+    rows = run_eval(args.model, args.split, args.codec, args.channel, _float_list(args.snr) if args.snr else None,
+                    args.dataset, args.out, limit=args.limit, batch_size=args.batch_size,
+                    num_beams=args.beams, meteor=False if args.no_meteor else "auto")
+    keys = ("snr_db", "payload_bits", "CIDEr-D", "BLEU-4", "semantic_accuracy", "relation_accuracy", "n_images")
+    print(" ".join(f"{k:>17}" for k in keys))
+    for row in rows:
+        print(" ".join(f"{row[k]:>17.4f}" if isinstance(row[k], float) else f"{row[k]!s:>17}" for k in keys))
+    print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'captions.json'}")
+    return 0
+
+
+# ------------------------------------------------------------------ models
+
+def cmd_models_info(args) -> int:
+    """Parameters and FLOPs per side, and feature size, for every split point."""
+    from intelliflow.data.shapes import make_sample
+    from intelliflow.models import load_split_model
+    from intelliflow.models.costs import costs_for_every_split
+
+    model = load_split_model(args.model, split=args.split)
+    rows = costs_for_every_split(model, [make_sample("val", 0).image])
+    if args.json:
+        _print_json({"model": args.model, "default_split": model.default_split, "selected_split": model.split,
+                     "splits": [r.as_dict() for r in rows]})
+        return 0
+    print(f"{args.model}: split points 0..{model.num_split_points - 1}, default {model.default_split}; "
+          f"FLOPs per image (teacher-forced caption on the server)")
+    print(f"{'k':>3} {'device params':>14} {'server params':>14} {'device MFLOP':>13} {'server MFLOP':>13} "
+          f"{'feature floats':>15}  features")
+    for r in rows:
+        mark = " <" if r.split == model.split else ""
+        print(f"{r.split:>3} {r.device_params:>14,} {r.server_params:>14,} {r.device_flops / 1e6:>13.2f} "
+              f"{r.server_flops / 1e6:>13.2f} {r.feature_floats:>15,}  {list(r.feature_shape)}{mark}")
+    return 0
+
+
 # ------------------------------------------------------------------ demo
 
 def cmd_demo(args) -> int:
@@ -186,6 +243,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: the recipe's output)")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="caption a dataset through model + codec + channel and score it")
+    p.add_argument("--model", default="shapes-captioner", help="model name or local folder (default: shapes-captioner)")
+    p.add_argument("--split", type=int, default=None, help="split point k (default: the model's documented default)")
+    p.add_argument("--codec", default="identity", help="codec name (identity: the clean features)")
+    p.add_argument("--channel", default="none", help="channel name (none: no channel)")
+    p.add_argument("--snr", default=None, help="SNRs in dB: 0,5,10 or 0:20:5")
+    p.add_argument("--dataset", default="shapes:test", help="dataset spec (default: shapes:test)")
+    p.add_argument("--out", required=True, help="output folder for results.csv and captions.json")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--beams", type=int, default=1, help="beam width (1: greedy, the documented default)")
+    p.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
+    p.set_defaults(func=cmd_eval)
+
+    models = sub.add_parser("models", help="split models: costs per split point")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+    p = msub.add_parser("info", help="parameters and FLOPs of each side, and feature size, for every split point")
+    p.add_argument("model", help="model name (shapes-captioner) or local folder")
+    p.add_argument("--split", type=int, default=None, help="mark this split point (default: the model's default)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(func=cmd_models_info)
 
     data = sub.add_parser("data", help="datasets: export to COCO format, print facts")
     dsub = data.add_subparsers(dest="data_command", metavar="ACTION")

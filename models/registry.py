@@ -1,0 +1,49 @@
+"""Split models by name: the shipped built-in captioner, or a local folder of weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from intelliflow.errors import CheckpointError, RegistryError
+
+from .protocol import SplitModel
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+SHIPPED = {"shapes-captioner": WEIGHTS_DIR / "shapes-captioner"}
+
+
+def shipped_models() -> dict[str, Path]:
+    """Names of the models whose weights ship inside the package, with their folders."""
+    return dict(SHIPPED)
+
+
+def load_split_model(name_or_path: str | Path, split: int | None = None) -> SplitModel:
+    """Load a split model: ``"shapes-captioner"`` (shipped), an intelliflow captioner folder, or a
+    local Hugging Face folder of a VisionEncoderDecoder, BLIP or GIT captioner. ``split=None``
+    takes the model's documented default split point."""
+    from .captioner import ShapesCaptioner
+
+    if str(name_or_path) in SHIPPED:
+        folder = SHIPPED[str(name_or_path)]
+        if not (folder / "model.safetensors").is_file():
+            raise CheckpointError(f"the weights of {name_or_path!r} are not in this installation ({folder}); "
+                                  "train them with: intelliflow train recipes/shapes/captioner.yaml")
+        return ShapesCaptioner.load(folder, split=split)
+    folder = Path(name_or_path)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise RegistryError(f"unknown model {str(name_or_path)!r}: not one of {sorted(SHIPPED)} and not a folder "
+                            "with a config.json")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if "config" in config and (folder / "model.safetensors").is_file() and \
+            config["config"].get("encoder", {}).get("model_type") == "intelliflow-convvit":
+        return ShapesCaptioner.load(folder, split=split)
+    from .hf_adapters import BlipSplit, GitSplit, VisionEncoderDecoderSplit
+
+    adapters = {"vision-encoder-decoder": VisionEncoderDecoderSplit, "blip": BlipSplit, "git": GitSplit}
+    kind = config.get("model_type")
+    if kind not in adapters:
+        raise RegistryError(f"{folder}: model_type {kind!r} has no split adapter; supported: {sorted(adapters)} "
+                            "(or use intelliflow.models.split_at)")
+    return adapters[kind].from_pretrained(folder, split=split)
