@@ -143,7 +143,7 @@ def cmd_train(args) -> int:
     if task == "captioner":
         from .train_captioner import recipe_from_dict, train_captioner
 
-        final = train_captioner(recipe_from_dict(data), output=args.out, resume=args.resume)
+        final = train_captioner(recipe_from_dict(data), output=args.out, resume=args.resume, stop_at=args.stop_at)
     else:
         from intelliflow.errors import ConfigError
 
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a recipe key, e.g. --set train.steps=100 (repeatable)")
     p.add_argument("--out", default=None, help="output folder (default: the recipe's output)")
     p.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop after this step with a checkpoint (continue later with --resume)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="caption a dataset through model + codec + channel and score it")

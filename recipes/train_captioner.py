@@ -148,8 +148,13 @@ def evaluate_captioner(captioner: ShapesCaptioner, images: int, batch_size: int 
     return scores
 
 
-def train_captioner(recipe: CaptionerRecipe, output: str | Path | None = None, resume: bool = False) -> Path:
-    """Run a captioner recipe; returns the folder of the final model."""
+def train_captioner(recipe: CaptionerRecipe, output: str | Path | None = None, resume: bool = False,
+                    stop_at: int | None = None) -> Path:
+    """Run a captioner recipe; returns the folder of the final model.
+
+    ``stop_at`` ends this run after that step with a checkpoint (continue later with ``resume``);
+    the function then returns the checkpoint folder.
+    """
     out = Path(output or recipe.output)
     out.mkdir(parents=True, exist_ok=True)
     if recipe.train.threads:
@@ -236,6 +241,12 @@ def train_captioner(recipe: CaptionerRecipe, output: str | Path | None = None, r
             tick = time.perf_counter()
         if step % recipe.checkpoint_every == 0 or step == t.steps:
             save()
+        if stop_at is not None and step >= stop_at and step < t.steps:
+            save()
+            bar.close()
+            log_file.close()
+            print(f"stopped at step {step}; continue with --resume", file=sys.stderr)
+            return ckpt
         if recipe.eval.every and (step % recipe.eval.every == 0 or step == t.steps):
             scores = evaluate_captioner(captioner, recipe.eval.images, recipe.eval.batch_size, config=shapes)
             row = {"step": step, **{k: scores[k] for k in ("CIDEr-D", "BLEU-4", "semantic_accuracy",
