@@ -260,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
     p.set_defaults(func=cmd_eval)
 
+    from .channels_cli import add_channels_parser
+
+    add_channels_parser(sub)
+
     models = sub.add_parser("models", help="split models: costs per split point")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION")
     msub.required = True

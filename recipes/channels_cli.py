@@ -1,0 +1,143 @@
+"""The ``intelliflow channels`` sub-command: uncoded BER tables and adaptive MCS per SNR.
+
+    intelliflow channels ber --channel awgn --modulation qpsk --snr 0:10:2 [--json]
+    intelliflow channels mcs --channel awgn --snr 0:20:2 [--json]
+
+Wire it in with ``add_channels_parser(sub)`` on the main parser's sub-parsers object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from intelliflow.errors import ConfigError
+
+
+def _param(text: str) -> tuple[str, object]:
+    """``key=value`` with a JSON value when it parses (numbers, true/false, null, lists), else a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def cmd_channels_ber(args) -> int:
+    """Simulated and closed-form uncoded BER per SNR through an analog channel."""
+    import torch
+
+    from intelliflow.channels import ber_theory, build_channel, has_ber_theory, simulate_ber
+    from intelliflow.seeding import seed_everything
+
+    from .cli import _float_list, _print_json
+
+    if args.bits <= 0:
+        raise ConfigError(f"--bits must be a positive integer, got {args.bits}")
+    snrs = _float_list(args.snr)
+    if not snrs:
+        raise ConfigError(f"--snr {args.snr!r} gives no SNR values")
+    config = {"name": args.channel, **dict(args.param)}
+    channel = build_channel(config)
+    seed_everything(args.seed, sionna=True)
+    theory = has_ber_theory(channel)
+    rows = []
+    with torch.no_grad():
+        for snr in snrs:
+            ber, bits = simulate_ber(channel, args.modulation, snr, args.bits)
+            rows.append({"snr_db": snr, "ber": ber,
+                         "ber_theory": float(ber_theory(args.modulation, snr, channel)) if theory else None,
+                         "bits_simulated": bits})
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"uncoded {args.modulation.upper()} over {config}")
+    print(f"{'snr_db':>8} {'ber':>12} {'ber_theory':>12} {'bits_simulated':>15}")
+    for r in rows:
+        print(f"{r['snr_db']:>8.2f} {r['ber']:>12.4e} {_fmt(r['ber_theory'], '>12.4e'):>12} {r['bits_simulated']:>15,}")
+    return 0
+
+
+def cmd_channels_mcs(args) -> int:
+    """The MCS adaptive selection picks per SNR, its spectral efficiency and the Shannon limit."""
+    from intelliflow.channels import DigitalLink, capacity, load_bler_table
+
+    from .cli import _float_list, _print_json
+
+    if not 0.0 < args.target_bler < 1.0:
+        raise ConfigError(f"--target-bler must be in (0, 1), got {args.target_bler}")
+    snrs = _float_list(args.snr)
+    if not snrs:
+        raise ConfigError(f"--snr {args.snr!r} gives no SNR values")
+    table = load_bler_table(args.table)
+    if args.channel not in table.channels:
+        raise ConfigError(f"--channel {args.channel!r} has no BLER table; allowed: {table.channels}")
+    link = DigitalLink(table.data["channels"][args.channel].get("config", args.channel),
+                       block_bytes=int(table.data.get("link", {}).get("block_bytes", 256)),
+                       target_bler=args.target_bler, bler_table=table)
+    rows = []
+    for snr in snrs:
+        mcs = link.select_mcs(snr)
+        rows.append({"snr_db": snr,
+                     "mcs": mcs.index if mcs else None,
+                     "modulation": mcs.modulation if mcs else None,
+                     "code_rate": mcs.code_rate if mcs else None,
+                     "spectral_efficiency": link.spectral_efficiency(mcs) if mcs else 0.0,
+                     "shannon_limit": float(capacity(snr, args.channel)),
+                     "bler": table.bler(mcs, snr, args.channel) if mcs else None})
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"adaptive MCS over {args.channel} (BLER <= {args.target_bler:g}, {link.block_bytes}-byte code blocks); "
+          f"spectral efficiency and Shannon limit in information bits per channel use")
+    print(f"{'snr_db':>8} {'mcs':>4} {'modulation':>10} {'code_rate':>9} {'spectral_eff':>12} {'shannon_limit':>13} "
+          f"{'bler':>8}")
+    for r in rows:
+        print(f"{r['snr_db']:>8.2f} {_fmt(r['mcs'], '>4d'):>4} {_fmt(r['modulation'], '>10'):>10} "
+              f"{_fmt(r['code_rate'], '>9.4f'):>9} {r['spectral_efficiency']:>12.4f} {r['shannon_limit']:>13.4f} "
+              f"{_fmt(r['bler'], '>8.4f'):>8}")
+    return 0
+
+
+def add_channels_parser(sub) -> argparse.ArgumentParser:
+    """Add ``channels`` (actions ``ber`` and ``mcs``) to an argparse sub-parsers object; returns its parser."""
+    from intelliflow.channels.ber import MODULATIONS
+    from intelliflow.channels.registry import CHANNEL_NAMES
+
+    channels = sub.add_parser("channels", help="channels: uncoded BER versus theory, adaptive MCS per SNR")
+    csub = channels.add_subparsers(dest="channels_command", metavar="ACTION")
+    csub.required = True
+
+    p = csub.add_parser("ber", help="simulated and closed-form uncoded BER per SNR through an analog channel")
+    p.add_argument("--channel", default="awgn", choices=CHANNEL_NAMES, help="channel name (default: awgn)")
+    p.add_argument("--param", action="append", default=[], type=_param, metavar="KEY=VALUE",
+                   help="channel parameter, e.g. --param csi=estimated --param block_length=64 (repeatable)")
+    p.add_argument("--modulation", default="qpsk", choices=list(MODULATIONS), help="default: qpsk")
+    p.add_argument("--snr", default="0:10:2",
+                   help="Es/N0 values in dB: 0,5,10 or 0:10:2 (stop included); negative start: --snr=-4:10:2")
+    p.add_argument("--bits", type=int, default=1_000_000, help="bits simulated per SNR (default: 1000000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of torch, numpy and Sionna (default: 0)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of {snr_db, ber, ber_theory, bits_simulated}")
+    p.set_defaults(func=cmd_channels_ber)
+
+    p = csub.add_parser("mcs", help="adaptive MCS per SNR from the simulated BLER tables, with the Shannon limit")
+    p.add_argument("--channel", default="awgn", help="a channel with a BLER table: awgn or rayleigh (default: awgn)")
+    p.add_argument("--snr", default="0:20:2",
+                   help="Es/N0 values in dB: 0,5,10 or 0:20:2 (stop included); negative start: --snr=-4:20:2")
+    p.add_argument("--target-bler", type=float, default=0.1, help="block error rate target (default: 0.1)")
+    p.add_argument("--table", default=None, help="BLER table JSON (default: the one shipped in the package)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {snr_db, mcs, modulation, code_rate, "
+                                                       "spectral_efficiency, shannon_limit}")
+    p.set_defaults(func=cmd_channels_mcs)
+    return channels

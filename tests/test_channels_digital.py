@@ -1,0 +1,161 @@
+"""The digital link: round trips, losses, retransmissions, channel-use accounting, MCS table and selection."""
+
+import math
+
+import numpy as np
+import pytest
+
+from intelliflow.channels import (MCS_TABLE, DigitalLink, build_channel, get_mcs, load_bler_table, select_mcs,
+                                  shannon_channel_uses)
+from intelliflow.errors import ConfigError
+from intelliflow.seeding import seed_everything
+
+
+def payload(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def expected_uses(nbytes, mcs, block_bytes=256):
+    m = get_mcs(mcs)
+    sizes = [block_bytes] * (nbytes // block_bytes) + ([nbytes % block_bytes] if nbytes % block_bytes else [])
+    return sum(math.ceil((8 * b + 24) / (m.code_rate * m.bits_per_symbol) - 1e-9) for b in sizes)
+
+
+def test_mcs_table_follows_ts38214_as_sionna_decodes_it():
+    from sionna.phy.nr.utils import decode_mcs_index
+
+    assert len(MCS_TABLE) >= 10 and [m.index for m in MCS_TABLE] == list(range(3, 29))
+    assert {m.modulation for m in MCS_TABLE} == {"qpsk", "16qam", "64qam"}
+    for m in MCS_TABLE:
+        qm, rate = decode_mcs_index(m.index, table_index=1, is_pusch=False)
+        assert int(qm) == m.bits_per_symbol
+        assert float(rate) == pytest.approx(m.code_rate, abs=1e-6)
+    with pytest.raises(ConfigError, match="allowed"):
+        get_mcs(2)
+    with pytest.raises(ConfigError, match="allowed"):
+        get_mcs(29)
+
+
+@pytest.mark.parametrize("mcs", [4, 14, 27])
+def test_round_trip_at_high_snr_and_channel_uses(mcs):
+    seed_everything(20, sionna=True)
+    link = DigitalLink("awgn")
+    data = payload(600, mcs)                                 # blocks of 256, 256 and 88 bytes
+    result = link.transmit(data, 30.0, mcs)
+    received, uses = result                                  # the DESIGN contract unpacks to two values
+    assert received == data
+    assert uses == expected_uses(600, mcs) == link.channel_uses(600, mcs)
+    assert (result.blocks, result.block_errors, result.blocks_lost, result.transmissions) == (3, 0, 0, 3)
+    assert result.mcs == [mcs]
+
+
+def test_loss_at_low_snr_is_reported_not_hidden():
+    seed_everything(21, sionna=True)
+    result = DigitalLink("awgn").transmit(payload(512), -5.0, 20)
+    assert result.received is None
+    assert result.block_errors == result.blocks == result.blocks_lost == 2
+    assert result.channel_uses == expected_uses(512, 20)
+
+
+def test_packets_with_their_own_snr():
+    seed_everything(22, sionna=True)
+    packets = [payload(300, 1), payload(40, 2), b""]
+    result = DigitalLink("awgn").transmit(packets, [-3.0, 25.0, 25.0], 16)
+    assert result.received == [None, packets[1], b""]
+    assert result.channel_uses_per_packet == [expected_uses(300, 16), expected_uses(40, 16), 0]
+    assert result.channel_uses == sum(result.channel_uses_per_packet)
+
+
+def test_harq_incremental_redundancy_recovers_and_counts_every_use():
+    seed_everything(23, sionna=True)
+    data = payload(1024, 3)
+    single = DigitalLink("awgn").transmit(data, -1.5, 5)
+    assert single.received is None                          # one transmission is 0.7 dB short
+    harq = DigitalLink("awgn", max_transmissions=4, harq="ir").transmit(data, -1.5, 5)
+    assert harq.received == data
+    assert harq.transmissions > harq.blocks == 4
+    per_block = expected_uses(256, 5)
+    assert harq.channel_uses == harq.transmissions * per_block
+    assert harq.block_errors == harq.transmissions - harq.blocks
+
+
+def test_chase_and_arq_count_retransmissions():
+    seed_everything(24, sionna=True)
+    data = payload(256, 4)
+    arq = DigitalLink("awgn", max_transmissions=3, harq="arq").transmit(data, -8.0, 10)
+    assert arq.received is None and arq.transmissions == 3 and arq.block_errors == 3
+    assert arq.channel_uses == 3 * expected_uses(256, 10)
+    chase = DigitalLink("awgn", max_transmissions=4, harq="chase").transmit(data, -1.0, 5)
+    assert chase.received == data and chase.channel_uses == chase.transmissions * expected_uses(256, 5)
+
+
+@pytest.mark.parametrize("cfg", [{"name": "rayleigh", "csi": "estimated", "block_length": 200, "num_pilots": 8},
+                                 {"name": "ofdm-tdl"}])
+def test_link_over_fading_channels_counts_their_overhead(cfg):
+    seed_everything(25, sionna=True)
+    channel = build_channel(cfg)
+    data = payload(700, 5)
+    result = DigitalLink(channel).transmit(data, 30.0, 11)
+    assert result.received == data
+    assert result.channel_uses == channel.channel_uses(expected_uses(700, 11)) > expected_uses(700, 11)
+
+
+def test_bler_table_file_says_how_it_was_made():
+    table = load_bler_table()
+    assert "channels_bler_tables.py" in table.data["command"]
+    assert {"awgn", "rayleigh"} <= set(table.channels)
+    assert table.mcs_indices("awgn") == [m.index for m in MCS_TABLE]
+    link = table.data["link"]
+    default = DigitalLink("awgn")
+    assert (link["block_bytes"], link["cn_update"], link["num_iter"]) == \
+        (default.block_bytes, default.cn_update, default.num_iter)
+    with pytest.raises(ConfigError, match="awgn"):
+        table.bler(5, 0.0, "ofdm-tdl")
+
+
+def test_select_mcs_is_the_highest_rate_under_the_target():
+    table = load_bler_table()
+    chosen = [select_mcs(s) for s in np.arange(-6.0, 26.0, 0.5)]
+    assert chosen[0] is None and chosen[-1].index == 28
+    rates = [m.spectral_efficiency if m else 0.0 for m in chosen]
+    assert rates == sorted(rates)                            # more SNR never picks a slower MCS
+    for snr, mcs in zip(np.arange(-6.0, 26.0, 0.5), chosen):
+        if mcs is None:
+            continue
+        assert table.bler(mcs, snr) <= 0.1
+        faster = [m for m in MCS_TABLE if m.spectral_efficiency > mcs.spectral_efficiency]
+        assert all(table.bler(m, snr) > 0.1 for m in faster)
+    # a stricter target never picks a faster MCS; fading needs more SNR for the same MCS
+    assert select_mcs(10.0, target_bler=0.01).spectral_efficiency <= select_mcs(10.0).spectral_efficiency
+    assert select_mcs(15.0, "rayleigh").spectral_efficiency < select_mcs(15.0, "awgn").spectral_efficiency
+    with pytest.raises(ConfigError, match="target_bler"):
+        select_mcs(10.0, target_bler=1.5)
+
+
+def test_auto_mcs_delivers_near_capacity_but_never_beyond():
+    seed_everything(26, sionna=True)
+    link = DigitalLink("awgn")
+    data = payload(1024, 6)
+    for snr in (2.0, 9.0, 17.0):
+        result = link.transmit(data, snr, "auto")
+        assert result.mcs[0] == select_mcs(snr).index
+        floor = shannon_channel_uses(8 * len(data), snr, "awgn")
+        assert result.channel_uses > floor
+        if result.received == data:
+            assert result.channel_uses < 4 * floor
+
+
+def test_bad_inputs():
+    link = DigitalLink("awgn")
+    with pytest.raises(ConfigError, match="bytes"):
+        link.transmit(["text"], 10.0, 5)
+    with pytest.raises(ConfigError, match="2 SNR values for 3 packets"):
+        link.transmit([b"a", b"b", b"c"], [1.0, 2.0], 5)
+    with pytest.raises(ConfigError, match="auto"):
+        link.transmit(b"abc", 10.0, "fast")
+    with pytest.raises(ConfigError, match="block_bytes"):
+        DigitalLink("awgn", block_bytes=1000)
+    with pytest.raises(ConfigError, match="cn_update"):
+        DigitalLink("awgn", cn_update="sum-product")
+    with pytest.raises(ConfigError, match="harq"):
+        DigitalLink("awgn", harq="soft")
