@@ -1,0 +1,60 @@
+"""Codecs by name: ``build_codec({"name": "hyperprior", ...})``.
+
+Unknown names fail with the registered ones; unknown parameters with the allowed ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import fields
+from typing import Any, Mapping
+
+from intelliflow.errors import ConfigError, RegistryError
+
+from .baselines import IdentityCodec, ImageUploadCodec, QuantizeCodec, TextCodec
+from .digital import FactorizedFeatureCodec, FeatureCodecConfig, HyperpriorFeatureCodec
+
+
+def _digital(cls):
+    def build(**params):
+        return cls(FeatureCodecConfig(**params))
+    build.allowed = [f.name for f in fields(FeatureCodecConfig)]
+    return build
+
+
+def _plain(factory, **fixed):
+    def build(**params):
+        return factory(**fixed, **params)
+    build.allowed = [p for p in inspect.signature(factory).parameters if p not in fixed and p != "self"]
+    return build
+
+
+CODECS = {
+    "factorized": _digital(FactorizedFeatureCodec),
+    "hyperprior": _digital(HyperpriorFeatureCodec),
+    "jpeg": _plain(ImageUploadCodec, fmt="jpeg"),
+    "webp": _plain(ImageUploadCodec, fmt="webp"),
+    "quantize": _plain(QuantizeCodec),
+    "identity": _plain(IdentityCodec),
+    "text": _plain(TextCodec),
+}
+
+
+def available_codecs() -> list[str]:
+    """Registered codec names."""
+    return sorted(CODECS)
+
+
+def build_codec(config: str | Mapping[str, Any]):
+    """Build a codec from its name or a mapping ``{"name": ..., **parameters}``."""
+    if isinstance(config, str):
+        config = {"name": config}
+    params = dict(config)
+    name = params.pop("name", None)
+    if name not in CODECS:
+        raise RegistryError(f"unknown codec {name!r}; registered: {available_codecs()}")
+    build = CODECS[name]
+    unknown = sorted(set(params) - set(build.allowed))
+    if unknown:
+        raise ConfigError(f"codec {name!r} has no parameter(s) {unknown}; allowed: {build.allowed}")
+    return build(**params)
