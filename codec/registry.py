@@ -13,6 +13,7 @@ from intelliflow.errors import ConfigError, RegistryError
 
 from .baselines import IdentityCodec, ImageUploadCodec, QuantizeCodec, TextCodec
 from .digital import FactorizedFeatureCodec, FeatureCodecConfig, HyperpriorFeatureCodec
+from .jscc import JSCCCodec, JSCCConfig
 
 
 def _digital(cls):
@@ -20,6 +21,13 @@ def _digital(cls):
         return cls(FeatureCodecConfig(**params))
     build.allowed = [f.name for f in fields(FeatureCodecConfig)]
     return build
+
+
+def _jscc(**params):
+    return JSCCCodec(JSCCConfig(**params))
+
+
+_jscc.allowed = [f.name for f in fields(JSCCConfig)]
 
 
 def _plain(factory, **fixed):
@@ -32,6 +40,7 @@ def _plain(factory, **fixed):
 CODECS = {
     "factorized": _digital(FactorizedFeatureCodec),
     "hyperprior": _digital(HyperpriorFeatureCodec),
+    "jscc": _jscc,
     "jpeg": _plain(ImageUploadCodec, fmt="jpeg"),
     "webp": _plain(ImageUploadCodec, fmt="webp"),
     "quantize": _plain(QuantizeCodec),

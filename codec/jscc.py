@@ -1,0 +1,142 @@
+"""Analog deep joint source-channel coding of split features, adaptive to the SNR.
+
+::
+
+    f [B, D, H, W] ─► conv ─► AF(snr) ─► conv↓ ─► AF(snr) ─► conv ─► [B, 2c, h, w]
+                   ─► complex symbols x [B, n = c·h·w], mean energy 1 per image ─► channel
+    y, noise level per symbol ─► conv ─► AF(snr) ─► conv↑ ─► AF(snr) ─► conv ─► f̂ [B, D, H, W]
+
+``AF`` is the attention-feature module of ADJSCC (Xu et al., 2021): a small network maps the
+pooled activations and the SNR to channel-wise scales, so one model serves the whole SNR range.
+The decoder also sees the post-equalisation noise level of every symbol (``no_eff`` of
+:class:`intelliflow.channels.ChannelOutput`), which is how it knows deep fades on fading channels.
+Rate = channel uses per image: ``n`` data symbols (the channel adds pilots where it has them).
+
+>>> codec = JSCCCodec(JSCCConfig(in_channels=192, symbol_channels=4))
+>>> x = codec.encode(features, snr_db=10.0)               # complex [B, n]
+>>> out = build_channel("awgn")(x, 10.0)
+>>> f_hat = codec.decode(out.y, 10.0, noise=out.no_eff)   # [B, 192, 8, 8]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from intelliflow.errors import ConfigError, ShapeError
+
+
+@dataclass
+class JSCCConfig:
+    """Sizes of a deep JSCC codec; ``symbol_channels`` complex symbols per latent position."""
+
+    in_channels: int = 192
+    hidden_channels: int = 128
+    symbol_channels: int = 4
+    downsample: int = 1
+    snr_low_db: float = -5.0
+    snr_high_db: float = 25.0
+
+    def __post_init__(self):
+        if min(self.in_channels, self.hidden_channels, self.symbol_channels) < 1:
+            raise ConfigError("JSCC channel counts must be positive")
+        if self.downsample not in (0, 1, 2):
+            raise ConfigError(f"JSCC downsample must be 0, 1 or 2, got {self.downsample}")
+
+
+class AttentionFeature(nn.Module):
+    """Channel-wise scaling from (pooled features, SNR): [B, C, H, W], [B] -> [B, C, H, W]."""
+
+    def __init__(self, channels: int, extra: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(channels + extra, channels // 2 + 1), nn.ReLU(),
+                                 nn.Linear(channels // 2 + 1, channels), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        scale = self.net(torch.cat([x.mean(dim=(2, 3)), context], dim=1))
+        return x * scale[:, :, None, None]
+
+
+class JSCCCodec(nn.Module):
+    """SNR-adaptive analog codec: ``encode(f, snr_db) -> x``, ``decode(y, snr_db, noise) -> f̂``."""
+
+    kind = "jscc"
+
+    def __init__(self, config: JSCCConfig | None = None):
+        super().__init__()
+        self.config = c = config or JSCCConfig()
+        n, s = c.hidden_channels, c.symbol_channels
+        self.enc_in = nn.Conv2d(c.in_channels, n, 3, padding=1)
+        self.enc_down = nn.ModuleList(nn.Conv2d(n, n, 3, stride=2, padding=1) for _ in range(c.downsample))
+        self.enc_af = nn.ModuleList(AttentionFeature(n) for _ in range(c.downsample + 1))
+        self.enc_out = nn.Conv2d(n, 2 * s, 3, padding=1)
+        self.dec_in = nn.Conv2d(3 * s, n, 3, padding=1)  # real, imaginary, log noise level
+        self.dec_up = nn.ModuleList(nn.ConvTranspose2d(n, n, 4, stride=2, padding=1) for _ in range(c.downsample))
+        self.dec_af = nn.ModuleList(AttentionFeature(n) for _ in range(c.downsample + 1))
+        self.dec_out = nn.Conv2d(n, c.in_channels, 3, padding=1)
+        self.act = nn.PReLU()
+        self._latent_hw: tuple[int, int] | None = None
+
+    def _snr(self, snr_db, batch: int, device) -> torch.Tensor:
+        snr = torch.as_tensor(snr_db, dtype=torch.float32, device=device)
+        snr = snr.expand(batch) if snr.dim() == 0 else snr
+        if snr.shape != (batch,):
+            raise ShapeError(f"snr_db must be a number or a tensor [B={batch}], got shape {list(snr.shape)}")
+        c = self.config
+        return ((snr - c.snr_low_db) / (c.snr_high_db - c.snr_low_db))[:, None]  # about [0, 1]
+
+    def channel_uses(self, height: int, width: int) -> int:
+        """Complex symbols per image for features on a ``height`` x ``width`` grid."""
+        step = 2 ** self.config.downsample
+        return self.config.symbol_channels * -(-height // step) * -(-width // step)
+
+    def encode(self, features: torch.Tensor, snr_db) -> torch.Tensor:
+        """features [B, D, H, W] -> complex symbols [B, n] with mean energy 1 per image."""
+        c = self.config
+        if features.dim() != 4 or features.shape[1] != c.in_channels:
+            raise ShapeError(f"JSCC features must be [B, {c.in_channels}, H, W], got {list(features.shape)}")
+        snr = self._snr(snr_db, features.shape[0], features.device)
+        x = self.enc_af[0](self.act(self.enc_in(features)), snr)
+        for down, af in zip(self.enc_down, self.enc_af[1:]):
+            x = af(self.act(down(x)), snr)
+        z = self.enc_out(x)
+        self._latent_hw = tuple(z.shape[-2:])
+        real, imag = z.chunk(2, dim=1)
+        symbols = torch.complex(real, imag).flatten(1)
+        power = symbols.abs().pow(2).mean(dim=1, keepdim=True).clamp_min(1e-12)
+        return symbols / power.sqrt()
+
+    def decode(self, received: torch.Tensor, snr_db, noise: torch.Tensor | None = None,
+               grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """Received symbols [B, n] (complex) -> features [B, D, H, W].
+
+        :param noise: post-equalisation noise level per symbol [B, n] (or [B, 1]); ``None`` means
+            AWGN at ``snr_db``. :param grid: the feature grid (H, W); default: that of the last encode.
+        """
+        c = self.config
+        if not received.is_complex() or received.dim() != 2:
+            raise ShapeError(f"received symbols must be complex [B, n], got {received.dtype} {list(received.shape)}")
+        b = received.shape[0]
+        step = 2 ** c.downsample
+        if grid is not None:
+            hw = (-(-grid[0] // step), -(-grid[1] // step))
+        elif self._latent_hw is not None:
+            hw = self._latent_hw
+        else:
+            raise ShapeError("decode needs the feature grid (grid=(H, W)) when nothing was encoded before")
+        if received.shape[1] != c.symbol_channels * hw[0] * hw[1]:
+            raise ShapeError(f"{received.shape[1]} symbols do not fit {c.symbol_channels} x {hw[0]} x {hw[1]}")
+        snr = self._snr(snr_db, b, received.device)
+        if noise is None:
+            level = torch.as_tensor(snr_db, dtype=torch.float32, device=received.device)
+            noise = (10 ** (-level / 10)).reshape(-1, 1).expand(b, received.shape[1])
+        noise = noise.expand(b, received.shape[1]) if noise.shape[1] == 1 else noise
+        shape = (b, c.symbol_channels, *hw)
+        planes = torch.cat([received.real.reshape(shape), received.imag.reshape(shape),
+                            torch.log10(noise.float().clamp_min(1e-6)).reshape(shape)], dim=1)
+        x = self.dec_af[0](self.act(self.dec_in(planes)), snr)
+        for up, af in zip(self.dec_up, self.dec_af[1:]):
+            x = af(self.act(up(x)), snr)
+        return self.dec_out(x)
