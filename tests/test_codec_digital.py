@@ -130,3 +130,14 @@ def test_bad_inputs_are_clear_errors(codec):
         fresh.compress(features(1))
     with pytest.raises(ConfigError, match="rate_points"):
         FeatureCodecConfig(rate_points=20)
+
+
+def test_saved_codec_decodes_payloads_of_the_original(codec, tmp_path):
+    from intelliflow.codec.persistence import load_codec, save_codec
+
+    f = features(3)
+    payloads = codec.compress(f, q=2.0)
+    save_codec(codec, tmp_path / "codec", trained_for="tests")
+    loaded = load_codec(tmp_path / "codec")
+    assert torch.equal(loaded.decompress(payloads), codec.decompress(payloads))
+    assert loaded.compress(f, q=2.0) == payloads

@@ -1,0 +1,37 @@
+"""Save and load codecs: safetensors weights (entropy-coder tables included) plus a JSON config.
+
+The entropy models' quantised CDF tables are buffers of the state dict, so an encoder and a
+decoder on different machines that load the same folder code with the same tables. Nothing is
+unpickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from intelliflow.checkpoint import load_checkpoint, save_checkpoint
+from intelliflow.errors import CheckpointError
+
+from .registry import build_codec
+
+
+def save_codec(codec, folder: str | Path, **metadata) -> Path:
+    """Write a learned codec (digital or JSCC) to ``folder``; ``metadata`` goes into the JSON."""
+    if not hasattr(codec, "config") or not hasattr(codec, "state_dict"):
+        raise CheckpointError(f"{type(codec).__name__} has no weights to save")
+    config = {"name": codec.kind, "params": asdict(codec.config), **metadata}
+    return save_checkpoint(folder, codec.state_dict(), config)
+
+
+def load_codec(folder: str | Path):
+    """Load what :func:`save_codec` wrote; the codec comes back in eval mode, ready to code."""
+    tensors, config = load_checkpoint(folder)
+    if "name" not in config or "params" not in config:
+        raise CheckpointError(f"{folder}: config.json is not a codec checkpoint (needs 'name' and 'params')")
+    codec = build_codec({"name": config["name"], **config["params"]})
+    try:
+        codec.load_state_dict(tensors)
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{folder}: weights do not fit a {config['name']} codec: {exc}") from exc
+    return codec.eval()
