@@ -1,1 +1,1 @@
-"""intelliflow.flow"""
+"""intelliflow.flow: head + codec + channel + tail as one pipeline; files and links."""

@@ -183,6 +183,68 @@ def cmd_eval(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ codecs and files
+
+def cmd_codecs(args) -> int:
+    """Registered codec names."""
+    from intelliflow.codec import available_codecs
+
+    info = {"registered": available_codecs(), "shipped_checkpoints": []}
+    if args.json:
+        _print_json(info)
+    else:
+        print("registered codecs: " + ", ".join(info["registered"]))
+        print("baselines take an option after a dash: jpeg-50, webp-80, quantize-6")
+        print("learned codecs (factorized, hyperprior, jscc) need a checkpoint folder; none ship yet")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    """Device side: images -> .iflow files."""
+    from PIL import Image, UnidentifiedImageError
+
+    from intelliflow.errors import DatasetError
+    from intelliflow.flow.files import encode_images, resolve_codec
+    from intelliflow.models import load_split_model
+
+    model = load_split_model(args.model, split=args.split)
+    codec = resolve_codec(args.codec)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in args.images:
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise DatasetError(f"cannot read image {path}: {exc}") from exc
+        (data,) = encode_images(model, codec, args.codec, [image], args.model)
+        target = out / (Path(path).stem + ".iflow")
+        target.write_bytes(data)
+        print(f"{target}  {len(data)} bytes")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    """Receiver: .iflow files -> captions; a damaged file is reported and the others still decode."""
+    from intelliflow.errors import IntelliflowError
+    from intelliflow.flow.files import FileDecoder
+
+    decoder, failed, rows = FileDecoder(), 0, []
+    for path in args.files:
+        try:
+            caption, bits = decoder.decode(Path(path).read_bytes())
+        except (IntelliflowError, OSError) as exc:
+            failed += 1
+            print(f"intelliflow decode: {path}: {exc}", file=sys.stderr)
+            continue
+        rows.append({"file": str(path), "caption": caption, "bits": bits})
+        if not args.json:
+            print(f"{path}: {caption}  ({bits} bits)")
+    if args.json:
+        _print_json(rows)
+    return 1 if failed else 0
+
+
 # ------------------------------------------------------------------ models
 
 def cmd_models_info(args) -> int:
@@ -259,6 +321,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beams", type=int, default=1, help="beam width (1: greedy, the documented default)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("codecs", help="list the registered codecs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_codecs)
+
+    p = sub.add_parser("encode", help="device side: images -> .iflow files (model head + codec)")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--model", default="shapes-captioner")
+    p.add_argument("--split", type=int, default=None)
+    p.add_argument("--codec", required=True, help="codec: a baseline (quantize-8, jpeg-75, text, identity) "
+                                                   "or a codec checkpoint folder")
+    p.add_argument("--out", required=True, help="folder for the .iflow files")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="receiver: .iflow files -> captions")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="print a list of {file, caption, bits}")
+    p.set_defaults(func=cmd_decode)
 
     from .channels_cli import add_channels_parser
 
