@@ -49,17 +49,33 @@ def _feature_grid(model, features: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def device_payloads(model, codec, images, codec_name: str = "codec") -> list[bytes]:
+    """Device side: PIL images -> one codec payload (bytes) per image."""
+    if isinstance(codec, ImageUploadCodec):
+        return codec.compress(images)
+    if isinstance(codec, TextCodec):
+        return codec.compress(model.caption(images))
+    if hasattr(codec, "encode") and not hasattr(codec, "compress"):
+        raise ConfigError(f"{codec_name} is an analog codec: its symbols go through a channel, not into bytes")
+    return codec.compress(_feature_grid(model, model.head(model.preprocess(images))))
+
+
+@torch.no_grad()
+def receiver_captions(model, codec, payloads: list[bytes], **generation) -> list[str]:
+    """Receiver side: payloads -> captions (the whole model for image uploads, the text for ``text``)."""
+    if isinstance(codec, TextCodec):
+        return codec.decompress(payloads)
+    if isinstance(codec, ImageUploadCodec):
+        with torch.no_grad():
+            return model.full_generate(model.preprocess(codec.decompress(payloads)), **generation)
+    grid = codec.decompress(payloads)
+    return model.tail_generate(grid_to_tokens(grid.to(next(model.parameters()).device)), **generation)
+
+
 def encode_images(model, codec, codec_name: str, images, model_name: str) -> list[bytes]:
     """Device side: PIL images -> one ``.iflow`` file (bytes) per image."""
-    if isinstance(codec, ImageUploadCodec):
-        payloads = codec.compress(images)
-    elif isinstance(codec, TextCodec):
-        payloads = codec.compress(model.caption(images))
-    elif hasattr(codec, "encode") and not hasattr(codec, "compress"):
-        raise ConfigError(f"{codec_name} is an analog codec: its symbols go through a channel, not into a file")
-    else:
-        payloads = codec.compress(_feature_grid(model, model.head(model.preprocess(images))))
-    return [pack_iflow(model_name, model.split, codec_name, p) for p in payloads]
+    return [pack_iflow(model_name, model.split, codec_name, p)
+            for p in device_payloads(model, codec, images, codec_name)]
 
 
 class FileDecoder:
@@ -84,10 +100,4 @@ class FileDecoder:
         parsed = unpack_iflow(data)
         codec = self.codec(parsed.codec)
         model = self.model(parsed.model, parsed.split)
-        if isinstance(codec, TextCodec):
-            return codec.decompress([parsed.payload])[0], parsed.bits
-        if isinstance(codec, ImageUploadCodec):
-            return model.caption(codec.decompress([parsed.payload]))[0], parsed.bits
-        grid = codec.decompress([parsed.payload])
-        features = grid_to_tokens(grid.to(next(model.parameters()).device))
-        return model.tail_generate(features)[0], parsed.bits
+        return receiver_captions(model, codec, [parsed.payload])[0], parsed.bits

@@ -84,7 +84,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> int:
     except Exception as exc:  # noqa: BLE001 - the demo reports what is missing and goes on
         captioner_note += f" ({exc})"
     else:
-        results, references, scenes = caption_dataset(model, dataset, batch_size=100, desc="shapes-captioner")
+        results, references, scenes, _ = caption_dataset(model, dataset, batch_size=100, desc="shapes-captioner")
         model_scores = score(results, references, scenes)
         report["captioner"] = {"split": model.split, **model_scores}
         rows.append(row(f"shapes-captioner, clean features (k={model.split})", model_scores))

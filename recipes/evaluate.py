@@ -1,8 +1,9 @@
-"""``intelliflow eval``: caption a dataset through a split model (and, later, a codec and a channel),
-score it, and write ``results.csv`` (one row per evaluated point) and ``captions.json``.
+"""``intelliflow eval``: caption a dataset through a split model and a codec, score it, and write
+``results.csv`` (one row per evaluated point) and ``captions.json``.
 
-Today the codec is ``identity`` (the clean float32 features) and the channel ``none``; codecs and
-channels plug in here as they land.
+Codecs: ``identity`` (the clean float32 features), and the byte-payload baselines over an ideal
+link: ``quantize-B``, ``jpeg-Q``, ``webp-Q``, ``text``, or a digital codec checkpoint folder. The
+channel is ``none`` until the end-to-end flow lands (channels and analog codecs plug in here).
 """
 
 from __future__ import annotations
@@ -23,30 +24,31 @@ from intelliflow.errors import RegistryError
 RESULT_COLUMNS = ["model", "split", "codec", "channel", "snr_db", "payload_bits", "channel_uses", "BLEU-1",
                   "BLEU-4", "CIDEr-D", "ROUGE-L", "METEOR", "semantic_accuracy", "relation_accuracy",
                   "exact_match", "n_images"]
-AVAILABLE_CODECS = ("identity",)
 AVAILABLE_CHANNELS = ("none",)
 
 
 @torch.no_grad()
 def caption_dataset(model, dataset, batch_size: int = 50, generation: dict | None = None,
-                    transform=None, desc: str = "caption") -> tuple[dict, dict, dict]:
-    """Caption every image: ``(results {id: caption}, references {id: [..]}, scenes {id: Scene})``.
+                    codec=None, desc: str = "caption") -> tuple[dict, dict, dict, list[int]]:
+    """Caption every image: ``(results {id: caption}, references {id: [..]}, scenes {id: Scene},
+    payload bits per image)``. ``codec=None`` passes the clean features (no payload: bits empty)."""
+    from intelliflow.flow.files import device_payloads, receiver_captions
 
-    ``transform`` maps features [B, N, D] to received features (codec + channel); ``None`` is clean.
-    """
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples)
-    results, references, scenes = {}, {}, {}
+    results, references, scenes, bits = {}, {}, {}, []
     for batch in tqdm(loader, desc=desc, unit="batch", file=sys.stderr):
-        features = model.head(model.preprocess(batch["images"]))
-        if transform is not None:
-            features = transform(features)
-        captions = model.tail_generate(features, **(generation or {}))
+        if codec is None:
+            captions = model.tail_generate(model.head(model.preprocess(batch["images"])), **(generation or {}))
+        else:
+            payloads = device_payloads(model, codec, batch["images"])
+            bits += [8 * len(p) for p in payloads]
+            captions = receiver_captions(model, codec, payloads, **(generation or {}))
         for i, caption, refs, scene in zip(batch["image_ids"], captions, batch["captions"], batch["scenes"]):
             results[i], references[i] = caption, refs
             if scene is not None:
                 scenes[i] = scene
-    return results, references, scenes
+    return results, references, scenes, bits
 
 
 def score(results: dict, references: dict, scenes: dict, meteor="auto") -> dict:
@@ -67,8 +69,9 @@ def run_eval(model_name: str, split: int | None, codec: str, channel: str, snr: 
     from intelliflow.data.datasets import open_dataset
     from intelliflow.models import load_split_model
 
-    if codec not in AVAILABLE_CODECS:
-        raise RegistryError(f"unknown codec {codec!r}; available now: {list(AVAILABLE_CODECS)}")
+    from intelliflow.flow.files import resolve_codec
+
+    codec_object = None if codec == "identity" else resolve_codec(codec)
     if channel not in AVAILABLE_CHANNELS:
         raise RegistryError(f"unknown channel {channel!r}; available now: {list(AVAILABLE_CHANNELS)}")
     model = load_split_model(model_name, split=split)
@@ -78,13 +81,15 @@ def run_eval(model_name: str, split: int | None, codec: str, channel: str, snr: 
     generation = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
     rows, all_captions = [], []
     for snr_db in (snr or [None]):
-        results, references, scenes = caption_dataset(model, dataset, batch_size, generation,
-                                                      desc=f"{model_name} k={model.split} {codec}/{channel}")
+        results, references, scenes, bits = caption_dataset(
+            model, dataset, batch_size, generation, codec=codec_object,
+            desc=f"{model_name} k={model.split} {codec}/{channel}")
         scores = score(results, references, scenes, meteor=meteor)
         h, w = model.feature_grid
         row = {"model": model_name, "split": model.split, "codec": codec, "channel": channel,
                "snr_db": "" if snr_db is None else snr_db,
-               "payload_bits": 32 * (model.prefix_tokens + h * w) * model.feature_dim,  # raw float32 features
+               # identity: the raw float32 features; others: mean real payload bits, headers included
+               "payload_bits": sum(bits) / len(bits) if bits else 32 * (model.prefix_tokens + h * w) * model.feature_dim,
                "channel_uses": "", "n_images": len(results)}
         for key in RESULT_COLUMNS:
             if key not in row:

@@ -76,3 +76,7 @@ def test_eval_command_writes_results_and_coco_captions(saved_captioner, tmp_path
     assert sorted(c["image_id"] for c in captions) == list(range(6))
     assert all(isinstance(c["caption"], str) for c in captions)
     assert main(["eval", "--model", str(saved_captioner), "--codec", "zip", "--out", str(out)]) == 2
+    assert main(["eval", "--model", str(saved_captioner), "--codec", "quantize-4", "--dataset", "shapes:test",
+                 "--limit", "4", "--out", str(out), "--no-meteor"]) == 0
+    row = next(csv.DictReader((out / "results.csv").open()))
+    assert row["codec"] == "quantize-4" and 0 < float(row["payload_bits"]) < 64 * 32 * 4 + 200
