@@ -42,14 +42,11 @@ class IflowFile:
 
 def pack_iflow(model: str, split: int, codec: str, payload: bytes) -> bytes:
     """Header + payload (see the module docstring)."""
-    parts = [MAGIC, bytes([VERSION])]
-    for name in (model,):
-        raw = name.encode("utf-8")
-        parts += [write_varint(len(raw)), raw]
-    parts.append(write_varint(int(split)))
-    raw = codec.encode("utf-8")
-    parts += [write_varint(len(raw)), raw, bytes(payload)]
-    return b"".join(parts)
+    def name(text: str) -> bytes:
+        raw = text.encode("utf-8")
+        return write_varint(len(raw)) + raw
+
+    return MAGIC + bytes([VERSION]) + name(model) + write_varint(int(split)) + name(codec) + bytes(payload)
 
 
 def unpack_iflow(data: bytes) -> IflowFile:
