@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
-from intelliflow.codec.baselines import ImageUploadCodec, TextCodec
+from intelliflow.codec.baselines import ImageUploadCodec, QuantizeCodec, TextCodec
+from intelliflow.codec.bitstream import read_varint, write_varint
 from intelliflow.codec.container import pack_iflow, unpack_iflow
 from intelliflow.codec.registry import CODECS, build_codec
-from intelliflow.errors import ConfigError, RegistryError
+from intelliflow.errors import BitstreamError, ConfigError, RegistryError
 from intelliflow.models import grid_to_tokens, load_split_model, tokens_to_grid
 
 LEARNED = ("factorized", "hyperprior", "jscc")
@@ -40,12 +41,35 @@ def resolve_codec(name: str):
                         "and not a checkpoint folder")
 
 
-def _feature_grid(model, features: torch.Tensor) -> torch.Tensor:
+# Prefix tokens (CLS and the like) are not on the grid a feature codec sees: they travel beside
+# it, quantised to 8 bits: payload = varint(len(prefix part)) + prefix part + codec payload.
+_PREFIX_CODEC = QuantizeCodec(bits=8)
+
+
+def _features_to_payloads(model, codec, features: torch.Tensor) -> list[bytes]:
+    grid, prefix = tokens_to_grid(features, model.feature_grid, model.prefix_tokens)
+    payloads = codec.compress(grid)
+    if not model.prefix_tokens:
+        return payloads
+    prefix_parts = _PREFIX_CODEC.compress(prefix.transpose(1, 2).unsqueeze(-1))  # [B, D, P, 1]
+    return [write_varint(len(pp)) + pp + p for pp, p in zip(prefix_parts, payloads)]
+
+
+def _payloads_to_features(model, codec, payloads: list[bytes]) -> torch.Tensor:
+    prefix = None
     if model.prefix_tokens:
-        raise ConfigError(f"feature codecs do not carry {model.prefix_tokens} prefix token(s) yet; "
-                          "use a model whose features all lie on the grid")
-    grid, _ = tokens_to_grid(features, model.feature_grid, 0)
-    return grid
+        parts, rest = [], []
+        for data in payloads:
+            length, pos = read_varint(bytes(data), 0)
+            if pos + length > len(data):
+                raise BitstreamError("the prefix-token part runs past the end of the payload")
+            parts.append(bytes(data[pos:pos + length]))
+            rest.append(bytes(data[pos + length:]))
+        prefix = _PREFIX_CODEC.decompress(parts).squeeze(-1).transpose(1, 2)  # [B, P, D]
+        payloads = rest
+    grid = codec.decompress(payloads)
+    device = next(model.parameters()).device
+    return grid_to_tokens(grid.to(device), None if prefix is None else prefix.to(device))
 
 
 @torch.no_grad()
@@ -57,7 +81,7 @@ def device_payloads(model, codec, images, codec_name: str = "codec") -> list[byt
         return codec.compress(model.caption(images))
     if hasattr(codec, "encode") and not hasattr(codec, "compress"):
         raise ConfigError(f"{codec_name} is an analog codec: its symbols go through a channel, not into bytes")
-    return codec.compress(_feature_grid(model, model.head(model.preprocess(images))))
+    return _features_to_payloads(model, codec, model.head(model.preprocess(images)))
 
 
 @torch.no_grad()
@@ -68,8 +92,7 @@ def receiver_captions(model, codec, payloads: list[bytes], **generation) -> list
     if isinstance(codec, ImageUploadCodec):
         with torch.no_grad():
             return model.full_generate(model.preprocess(codec.decompress(payloads)), **generation)
-    grid = codec.decompress(payloads)
-    return model.tail_generate(grid_to_tokens(grid.to(next(model.parameters()).device)), **generation)
+    return model.tail_generate(_payloads_to_features(model, codec, payloads), **generation)
 
 
 def encode_images(model, codec, codec_name: str, images, model_name: str) -> list[bytes]:

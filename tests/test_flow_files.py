@@ -62,3 +62,33 @@ def test_a_damaged_file_fails_alone_with_its_name(setup, capsys):
     captured = capsys.readouterr()
     assert str(good) in captured.out
     assert captured.err.count("\n") == 1 and str(bad) in captured.err and "integrity" in captured.err
+
+
+def test_models_with_a_cls_token_send_it_beside_the_grid(tmp_path, capsys):
+    from tiny_models import tiny_blip
+
+    model, tokenizer = tiny_blip()
+    model.save_pretrained(tmp_path / "blip")
+    tokenizer.save_pretrained(tmp_path / "blip")
+    image = tmp_path / "img.png"
+    make_sample("test", 3).image.save(image)
+    assert main(["encode", str(image), "--model", str(tmp_path / "blip"), "--split", "1",
+                 "--codec", "identity", "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "out" / "img.iflow"), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    import torch
+    from PIL import Image
+
+    from intelliflow.codec.baselines import QuantizeCodec
+    from intelliflow.models import load_split_model
+
+    blip = load_split_model(tmp_path / "blip", split=1)
+    with torch.no_grad():
+        features = blip.head(blip.preprocess([Image.open(image).convert("RGB")]))
+        eight_bit = QuantizeCodec(8)  # the CLS token travels at 8 bits beside the identity-coded grid
+        cls = eight_bit.decompress(eight_bit.compress(features[:, :1].transpose(1, 2).unsqueeze(-1)))
+        received = torch.cat([cls.squeeze(-1).transpose(1, 2), features[:, 1:]], dim=1)
+        expected = blip.tail_generate(received)[0]
+    assert row["caption"] == expected
+    assert row["bits"] > 8 * (4 + 16 * 32 * 4)  # the grid's float32 values plus the prefix part
