@@ -30,7 +30,7 @@ def _sample_sheet(samples, path: Path) -> None:
 
     cols = 4
     rows = (len(samples) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 4.4 * rows))
     for ax in axes.ravel():
         ax.axis("off")
     for ax, sample in zip(axes.ravel(), samples):
