@@ -35,7 +35,9 @@ def _existing(path: str | Path, what: str, folder: bool = False) -> Path:
     return path
 
 
-def _load_json(path: Path, what: str):
+def read_json(path: str | Path, what: str):
+    """Parse a JSON file; a missing file or bad JSON is a :class:`DatasetError` naming ``what`` and the path."""
+    path = _existing(path, what)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -91,9 +93,9 @@ class CocoCaptions(_FileCaptionDataset):
 
     def __init__(self, annotations: str | Path, images: str | Path, karpathy: str | Path | None = None,
                  split: str | None = None, limit: int | None = None):
-        annotations = _existing(annotations, "COCO annotations file")
+        data = read_json(annotations, "COCO annotations file")
+        annotations = Path(annotations)
         images = _existing(images, "COCO image folder", folder=True)
-        data = _load_json(annotations, "COCO annotations file")
         if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
                 or not isinstance(data.get("annotations"), list):
             raise DatasetError(f"COCO annotations file {annotations} needs 'images' and 'annotations' lists")
@@ -116,7 +118,7 @@ class CocoCaptions(_FileCaptionDataset):
         ids = [i for i in files if i in captions]
         folders = {}
         if karpathy is not None:
-            ids, folders = self._karpathy_ids(_existing(karpathy, "Karpathy split file"), split, files)
+            ids, folders = self._karpathy_ids(Path(karpathy), split, files)
         elif split is not None:
             raise DatasetError("a COCO split needs the Karpathy split file (karpathy=...)")
         entries = []
@@ -142,7 +144,7 @@ class CocoCaptions(_FileCaptionDataset):
         if split not in KARPATHY_SPLITS:
             raise DatasetError(f"Karpathy split must be one of {KARPATHY_SPLITS}, got {split!r}")
         wanted = {"train": {"train", "restval"}}.get(split, {split})
-        data = _load_json(path, "Karpathy split file")
+        data = read_json(path, "Karpathy split file")
         try:
             chosen = [(img["cocoid"], img.get("filepath", "")) for img in data["images"]
                       if img["split"] in wanted]

@@ -13,13 +13,13 @@ A dataset spec is a string, as the command line takes it:
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from intelliflow.checkpoint import atomic_write_bytes
 from intelliflow.errors import DatasetNotFoundError, RegistryError
 
 from .coco import CocoCaptions, Flickr8k
@@ -88,7 +88,5 @@ def export_dataset(dataset: Dataset, out_dir: str | Path, description: str = "",
     if scenes:
         data["scenes"] = scenes
     path = out_dir / "annotations.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
     return path

@@ -18,7 +18,8 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from intelliflow.errors import DatasetError, DatasetNotFoundError, MetricError
+from intelliflow.data.coco import read_json
+from intelliflow.errors import DatasetError, MetricError
 
 from .tokenize import PythonPTBTokenizer, coco_tokenizer, java_available
 
@@ -102,19 +103,9 @@ def _meteor(gts: dict, res: dict) -> float:
 # COCO files
 
 
-def _read_json(path: str | Path, what: str):
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetNotFoundError(f"{what} file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{what} file {path} is not valid JSON: {exc}") from exc
-
-
 def read_coco_results(path: str | Path) -> dict:
     """COCO results file (a list of ``{"image_id", "caption"}``) -> ``{image_id: caption}``."""
-    data = _read_json(path, "results")
+    data = read_json(path, "results file")
     if not isinstance(data, list):
         raise DatasetError(f"results file {path} must hold a JSON list of {{image_id, caption}} objects")
     results: dict = {}
@@ -133,7 +124,7 @@ def read_coco_annotations(path: str | Path) -> tuple[dict, dict]:
     The scene dictionary is empty unless the file comes from ``intelliflow data export shapes:...``
     (which stores each image's scene graph under the top-level key ``"scenes"``).
     """
-    data = _read_json(path, "annotations")
+    data = read_json(path, "annotations file")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise DatasetError(f"annotations file {path} must be a COCO captions object with an 'annotations' list")
     references: dict = {}

@@ -197,8 +197,6 @@ class ShapesCaptioner(VisionEncoderDecoderSplit):
 
     def __init__(self, model: VisionEncoderDecoderModel, tokenizer: PreTrainedTokenizerFast,
                  split: int | None = None):
-        if split is None:
-            split = len(model.encoder.layers)
         super().__init__(model, tokenizer, split=split, image_mean_std=IMAGENET_HALF, name="shapes-captioner")
 
     @property

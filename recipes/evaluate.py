@@ -29,7 +29,7 @@ AVAILABLE_CHANNELS = ("none",)
 
 @torch.no_grad()
 def caption_dataset(model, dataset, batch_size: int = 50, generation: dict | None = None,
-                    codec=None, desc: str = "caption") -> tuple[dict, dict, dict, list[int]]:
+                    codec=None, desc: str = "caption", progress: bool = True) -> tuple[dict, dict, dict, list[int]]:
     """Caption every image: ``(results {id: caption}, references {id: [..]}, scenes {id: Scene},
     payload bits per image)``. ``codec=None`` passes the clean features (no payload: bits empty)."""
     from intelliflow.flow.files import device_payloads, receiver_captions
@@ -37,7 +37,7 @@ def caption_dataset(model, dataset, batch_size: int = 50, generation: dict | Non
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples)
     results, references, scenes, bits = {}, {}, {}, []
-    for batch in tqdm(loader, desc=desc, unit="batch", file=sys.stderr):
+    for batch in tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not progress):
         if codec is None:
             captions = model.tail_generate(model.head(model.preprocess(batch["images"])), **(generation or {}))
         else:
@@ -51,12 +51,12 @@ def caption_dataset(model, dataset, batch_size: int = 50, generation: dict | Non
     return results, references, scenes, bits
 
 
-def score(results: dict, references: dict, scenes: dict, meteor="auto") -> dict:
+def score(results: dict, references: dict, scenes: dict, meteor="auto", tokenizer: str = "auto") -> dict:
     """Caption metrics, plus semantic scores when the dataset has scene graphs."""
     from intelliflow.evaluation.metrics import caption_metrics
     from intelliflow.evaluation.semantic import semantic_accuracy
 
-    scores = caption_metrics(results, references, meteor=meteor)
+    scores = caption_metrics(results, references, meteor=meteor, tokenizer=tokenizer)
     if scenes and len(scenes) == len(results):
         scores.update(semantic_accuracy(results, scenes))
     return scores

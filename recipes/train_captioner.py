@@ -130,22 +130,13 @@ def lr_factor(step: int, recipe: CaptionerRecipe) -> float:
 def evaluate_captioner(captioner: ShapesCaptioner, images: int, batch_size: int = 100,
                        split: str = "val", config: ShapesConfig = ShapesConfig()) -> dict:
     """Greedy captions of the first ``images`` of ``shapes:split``: CIDEr-D, BLEU-4, semantic scores."""
-    from intelliflow.evaluation.metrics import caption_metrics
-    from intelliflow.evaluation.semantic import semantic_accuracy
+    from .evaluate import caption_dataset, score
 
     was_training = captioner.training
-    captioner.eval()
     dataset = ShapesDataset(split, config, limit=images)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples)
-    results, references, scenes = {}, {}, {}
-    for batch in loader:
-        captions = captioner.tail_generate(captioner.head(captioner.preprocess(batch["images"])))
-        for i, c, refs, scene in zip(batch["image_ids"], captions, batch["captions"], batch["scenes"]):
-            results[i], references[i], scenes[i] = c, refs, scene
-    scores = caption_metrics(results, references, tokenizer="python", meteor=False)
-    scores.update(semantic_accuracy(results, scenes))
+    results, references, scenes, _ = caption_dataset(captioner, dataset, batch_size, progress=False)
     captioner.train(was_training)
-    return scores
+    return score(results, references, scenes, meteor=False, tokenizer="python")
 
 
 def train_captioner(recipe: CaptionerRecipe, output: str | Path | None = None, resume: bool = False,
