@@ -26,6 +26,16 @@ HARQ_MODES = ("ir", "chase", "arq")
 RV_SEQUENCE = (0, 2, 3, 1)  # redundancy versions of successive HARQ-IR transmissions (TS 38.321)
 CRC_DEGREE = "CRC24A"
 CRC_BITS = 24
+# Transport block sizes up to 3824 bits (TS 38.214 Table 5.1.3.2-1), in bytes: a code block is
+# zero-padded to the next one, as 5G sizes transport blocks (the receiver knows the size from the
+# control channel and strips the padding). This bounds the number of distinct LDPC codes, each of
+# which takes Sionna a while to build, and its cost is counted in the channel uses.
+TBS_BYTES = tuple(b // 8 for b in (
+    24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152, 160, 168, 176, 184, 192, 208,
+    224, 240, 256, 272, 288, 304, 320, 336, 352, 368, 384, 408, 432, 456, 480, 504, 528, 552, 576, 608, 640,
+    672, 704, 736, 768, 808, 848, 888, 928, 984, 1032, 1064, 1128, 1160, 1192, 1224, 1256, 1288, 1320, 1352,
+    1416, 1480, 1544, 1608, 1672, 1736, 1800, 1864, 1928, 2024, 2088, 2152, 2216, 2280, 2408, 2472, 2536,
+    2600, 2664, 2728, 2792, 2856, 2976, 3104, 3240, 3368, 3496, 3624, 3752, 3824))
 MAX_BLOCK_BYTES = 477  # k = 8 * 477 + 24 = 3840, the largest k base graph 2 takes (rates <= 1/4)
 
 
@@ -65,6 +75,7 @@ class _Block:
     position: int
     data: bytes
     mcs: MCS
+    length: int  # payload bytes before padding
     llrs: list = field(default_factory=list)   # one [n] LLR tensor per transmission
     ok: bool = False
     decoded: bytes = b""
@@ -97,6 +108,8 @@ class DigitalLink:
     :param max_transmissions: transmissions per block (1: no retransmission).
     :param harq: ``"ir"``, ``"chase"`` or ``"arq"``.
     :param target_bler: BLER target of ``mcs="auto"``.
+    :param tbs_padding: zero-pad each code block to the next 5G transport block size (the padding's
+        channel uses are counted; the receiver strips it), so only a few LDPC codes are ever built.
     :param bler_table: tables for ``mcs="auto"`` (default: the cached file).
     :param device: torch device of the Sionna blocks and the channel.
 
@@ -110,7 +123,7 @@ class DigitalLink:
 
     def __init__(self, channel: Any = "awgn", block_bytes: int = 256, cn_update: str = "boxplus-phi",
                  num_iter: int = 20, demapping: str = "app", max_transmissions: int = 1, harq: str = "ir",
-                 target_bler: float = 0.1, bler_table: BlerTable | None = None,
+                 target_bler: float = 0.1, bler_table: BlerTable | None = None, tbs_padding: bool = True,
                  device: str | torch.device = "cpu") -> None:
         from .analog import AnalogChannel
         from .registry import build_channel
@@ -136,6 +149,7 @@ class DigitalLink:
         self.num_iter = num_iter
         self.demapping = demapping
         self.max_transmissions = max_transmissions
+        self.tbs_padding = bool(tbs_padding)
         self.harq = harq
         self.target_bler = float(target_bler)
         self._bler_table = bler_table
@@ -156,14 +170,22 @@ class DigitalLink:
         return int(math.ceil(k / (mcs.code_rate * m) - 1e-9)) * m
 
     def block_sizes(self, payload_bytes: int) -> list[int]:
-        """Payload bytes of each code block of a packet of ``payload_bytes`` bytes."""
+        """Payload bytes of each code block of a packet of ``payload_bytes`` bytes (before padding)."""
         full, rest = divmod(int(payload_bytes), self.block_bytes)
         return [self.block_bytes] * full + ([rest] if rest else [])
+
+    def padded_size(self, block_bytes: int) -> int:
+        """Bytes a code block of ``block_bytes`` occupies: the next transport block size (``TBS_BYTES``)
+        when ``tbs_padding`` is on, at most ``block_bytes`` of the link (full blocks are not padded)."""
+        if not self.tbs_padding or block_bytes >= self.block_bytes:
+            return block_bytes
+        return min(self.block_bytes, next((t for t in TBS_BYTES if t >= block_bytes), block_bytes))
 
     def data_symbols(self, payload_bytes: int, mcs: int | MCS) -> int:
         """QAM symbols of one transmission of a packet (before pilots/cyclic prefix)."""
         mcs = get_mcs(mcs)
-        return sum(self.codeword_bits(b, mcs) // mcs.bits_per_symbol for b in self.block_sizes(payload_bytes))
+        return sum(self.codeword_bits(self.padded_size(b), mcs) // mcs.bits_per_symbol
+                   for b in self.block_sizes(payload_bytes))
 
     def channel_uses(self, payload_bytes: int, mcs: int | MCS) -> int:
         """Channel uses of one transmission of a packet, channel overhead included."""
@@ -277,7 +299,8 @@ class DigitalLink:
         for i, data in enumerate(packets):
             offset = 0
             for j, size in enumerate(self.block_sizes(len(data))):
-                blocks.append(_Block(i, j, data[offset:offset + size], schemes[i]))
+                chunk = data[offset:offset + size]
+                blocks.append(_Block(i, j, chunk + bytes(self.padded_size(size) - size), schemes[i], size))
                 offset += size
 
         uses = [0] * len(packets)
@@ -295,7 +318,7 @@ class DigitalLink:
         received: list[bytes | None] = []
         for i, data in enumerate(packets):
             mine = [b for b in blocks if b.packet == i]
-            received.append(b"".join(b.decoded for b in mine) if all(b.ok for b in mine) else None)
+            received.append(b"".join(b.decoded[:b.length] for b in mine) if all(b.ok for b in mine) else None)
         return LinkResult(received=received[0] if single else received, channel_uses=int(sum(uses)),
                           block_errors=block_errors, blocks=len(blocks),
                           blocks_lost=sum(not b.ok for b in blocks), transmissions=transmissions,

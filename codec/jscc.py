@@ -46,6 +46,9 @@ class JSCCConfig:
             raise ConfigError(f"JSCC downsample must be 0, 1 or 2, got {self.downsample}")
 
 
+LOST_LEVEL = 3.0  # log10 noise level the decoder sees for symbols that were not sent
+
+
 class AttentionFeature(nn.Module):
     """Channel-wise scaling from (pooled features, SNR): [B, C, H, W], [B] -> [B, C, H, W]."""
 
@@ -87,14 +90,26 @@ class JSCCCodec(nn.Module):
         c = self.config
         return ((snr - c.snr_low_db) / (c.snr_high_db - c.snr_low_db))[:, None]  # about [0, 1]
 
-    def channel_uses(self, height: int, width: int) -> int:
-        """Complex symbols per image for features on a ``height`` x ``width`` grid."""
+    def channel_uses(self, height: int, width: int, symbols: int | None = None) -> int:
+        """Complex symbols per image for features on a ``height`` x ``width`` grid, sending the
+        first ``symbols`` symbol channels (default all)."""
         step = 2 ** self.config.downsample
-        return self.config.symbol_channels * -(-height // step) * -(-width // step)
+        return self._symbols(symbols) * -(-height // step) * -(-width // step)
 
-    def encode(self, features: torch.Tensor, snr_db) -> torch.Tensor:
-        """features [B, D, H, W] -> complex symbols [B, n] with mean energy 1 per image."""
+    def _symbols(self, symbols: int | None) -> int:
+        s = self.config.symbol_channels if symbols is None else int(symbols)
+        if not 1 <= s <= self.config.symbol_channels:
+            raise ConfigError(f"symbols must be in 1..{self.config.symbol_channels}, got {symbols}")
+        return s
+
+    def encode(self, features: torch.Tensor, snr_db, symbols: int | None = None) -> torch.Tensor:
+        """features [B, D, H, W] -> complex symbols [B, n] with mean energy 1 per image.
+
+        ``symbols`` (1..``symbol_channels``) sends only the first symbol channels: one trained
+        model, several bandwidth ratios (``n = symbols * h * w``); the decoder sees the rest as lost.
+        """
         c = self.config
+        s = self._symbols(symbols)
         if features.dim() != 4 or features.shape[1] != c.in_channels:
             raise ShapeError(f"JSCC features must be [B, {c.in_channels}, H, W], got {list(features.shape)}")
         snr = self._snr(snr_db, features.shape[0], features.device)
@@ -104,9 +119,9 @@ class JSCCCodec(nn.Module):
         z = self.enc_out(x)
         self._latent_hw = tuple(z.shape[-2:])
         real, imag = z.chunk(2, dim=1)
-        symbols = torch.complex(real, imag).flatten(1)
-        power = symbols.abs().pow(2).mean(dim=1, keepdim=True).clamp_min(1e-12)
-        return symbols / power.sqrt()
+        x = torch.complex(real[:, :s], imag[:, :s]).flatten(1)
+        power = x.abs().pow(2).mean(dim=1, keepdim=True).clamp_min(1e-12)
+        return x / power.sqrt()
 
     def decode(self, received: torch.Tensor, snr_db, noise: torch.Tensor | None = None,
                grid: tuple[int, int] | None = None) -> torch.Tensor:
@@ -126,16 +141,24 @@ class JSCCCodec(nn.Module):
             hw = self._latent_hw
         else:
             raise ShapeError("decode needs the feature grid (grid=(H, W)) when nothing was encoded before")
-        if received.shape[1] != c.symbol_channels * hw[0] * hw[1]:
-            raise ShapeError(f"{received.shape[1]} symbols do not fit {c.symbol_channels} x {hw[0]} x {hw[1]}")
+        s, rest = divmod(received.shape[1], hw[0] * hw[1])
+        if rest or not 1 <= s <= c.symbol_channels:
+            raise ShapeError(f"{received.shape[1]} symbols do not fit 1..{c.symbol_channels} symbol channels "
+                             f"x {hw[0]} x {hw[1]}")
         snr = self._snr(snr_db, b, received.device)
         if noise is None:
             level = torch.as_tensor(snr_db, dtype=torch.float32, device=received.device)
             noise = (10 ** (-level / 10)).reshape(-1, 1).expand(b, received.shape[1])
         noise = noise.expand(b, received.shape[1]) if noise.shape[1] == 1 else noise
-        shape = (b, c.symbol_channels, *hw)
-        planes = torch.cat([received.real.reshape(shape), received.imag.reshape(shape),
-                            torch.log10(noise.float().clamp_min(1e-6)).reshape(shape)], dim=1)
+        shape = (b, s, *hw)
+        real, imag = received.real.reshape(shape), received.imag.reshape(shape)
+        level = torch.log10(noise.float().clamp_min(1e-6)).reshape(shape)
+        if s < c.symbol_channels:  # channels not sent: zeros with a huge noise level
+            missing = (b, c.symbol_channels - s, *hw)
+            zeros = real.new_zeros(missing)
+            real, imag = torch.cat([real, zeros], 1), torch.cat([imag, zeros], 1)
+            level = torch.cat([level, level.new_full(missing, LOST_LEVEL)], 1)
+        planes = torch.cat([real, imag, level], dim=1)
         x = self.dec_af[0](self.act(self.dec_in(planes)), snr)
         for up, af in zip(self.dec_up, self.dec_af[1:]):
             x = af(self.act(up(x)), snr)

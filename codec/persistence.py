@@ -35,3 +35,34 @@ def load_codec(folder: str | Path):
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{folder}: weights do not fit a {config['name']} codec: {exc}") from exc
     return codec.eval()
+
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: registered names that stand for a shipped checkpoint
+ALIASES = {"mse-codec": "shapes-mse-codec"}
+
+
+def shipped_codecs() -> dict[str, Path]:
+    """Codec checkpoints shipped in the package (``{name: folder}``), trained for ``shapes-captioner``."""
+    if not WEIGHTS_DIR.is_dir():
+        return {}
+    return {d.name: d for d in sorted(WEIGHTS_DIR.iterdir()) if (d / "config.json").is_file()}
+
+
+def codec_folder(name: str | Path) -> Path | None:
+    """The checkpoint folder a codec name stands for: a shipped name, an alias, or a folder; else ``None``."""
+    shipped = shipped_codecs()
+    name = str(name)
+    if ALIASES.get(name) in shipped:
+        return shipped[ALIASES[name]]
+    if name in shipped:
+        return shipped[name]
+    folder = Path(name)
+    return folder if (folder / "config.json").is_file() else None
+
+
+def codec_info(folder: str | Path) -> dict:
+    """The JSON config of a codec checkpoint (name, params and what trained it)."""
+    import json
+
+    return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))

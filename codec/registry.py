@@ -50,8 +50,8 @@ CODECS = {
 
 
 def available_codecs() -> list[str]:
-    """Registered codec names."""
-    return sorted(CODECS)
+    """Registered codec names (``mse-codec`` is the shipped MSE-trained hyperprior)."""
+    return sorted([*CODECS, "mse-codec"])
 
 
 def build_codec(config: str | Mapping[str, Any]):
@@ -60,6 +60,16 @@ def build_codec(config: str | Mapping[str, Any]):
         config = {"name": config}
     params = dict(config)
     name = params.pop("name", None)
+    if name == "mse-codec":
+        from .persistence import codec_folder, load_codec
+
+        folder = codec_folder(name)
+        if folder is None:
+            raise RegistryError("the mse-codec checkpoint is not in this installation; train it with "
+                                "intelliflow train recipes/shapes/mse_codec.yaml")
+        if params:
+            raise ConfigError(f"mse-codec is a trained checkpoint; it takes no parameters, got {sorted(params)}")
+        return load_codec(folder)
     if name not in CODECS:
         raise RegistryError(f"unknown codec {name!r}; registered: {available_codecs()}")
     build = CODECS[name]

@@ -23,7 +23,14 @@ LEARNED = ("factorized", "hyperprior", "jscc")
 
 
 def resolve_codec(name: str):
-    """A codec from a registered baseline name (``quantize-6`` picks 6 bits), or a checkpoint folder."""
+    """A codec from a registered baseline name (``quantize-6`` picks 6 bits), a shipped codec's
+    name (``intelliflow codecs`` lists them; ``mse-codec`` is the shipped MSE-trained codec), or a
+    checkpoint folder."""
+    from intelliflow.codec.persistence import codec_folder, load_codec, shipped_codecs
+
+    folder = codec_folder(name)
+    if folder is not None:
+        return load_codec(folder)
     base, _, option = name.partition("-")
     if base in CODECS and base not in LEARNED:
         if base == "quantize":
@@ -31,14 +38,21 @@ def resolve_codec(name: str):
         if base in ("jpeg", "webp"):
             return build_codec({"name": base, "quality": int(option or 75)})
         return build_codec(base)
-    if base in LEARNED and not Path(name).exists():
-        raise ConfigError(f"codec {name!r} needs trained weights: give its checkpoint folder instead")
+    if base in LEARNED or name == "mse-codec":
+        raise ConfigError(f"codec {name!r} needs trained weights: give a shipped codec "
+                          f"({sorted(shipped_codecs())}) or a checkpoint folder")
     if Path(name).is_dir():
-        from intelliflow.codec.persistence import load_codec
-
         return load_codec(name)
-    raise RegistryError(f"unknown codec {name!r}: not a registered baseline ({sorted(set(CODECS) - set(LEARNED))}) "
-                        "and not a checkpoint folder")
+    raise RegistryError(f"unknown codec {name!r}: not a registered baseline ({sorted(set(CODECS) - set(LEARNED))}), "
+                        f"not a shipped codec ({sorted(shipped_codecs())}) and not a checkpoint folder")
+
+
+def codec_metadata(name: str) -> dict:
+    """What trained a learned codec (its checkpoint's JSON), or ``{}`` for baselines."""
+    from intelliflow.codec.persistence import codec_folder, codec_info
+
+    folder = codec_folder(name)
+    return codec_info(folder) if folder is not None else {}
 
 
 # Prefix tokens (CLS and the like) are not on the grid a feature codec sees: they travel beside
@@ -46,13 +60,18 @@ def resolve_codec(name: str):
 _PREFIX_CODEC = QuantizeCodec(bits=8)
 
 
-def _features_to_payloads(model, codec, features: torch.Tensor) -> list[bytes]:
+def _features_to_payloads(model, codec, features: torch.Tensor, compress_options: dict | None = None) -> list[bytes]:
     grid, prefix = tokens_to_grid(features, model.feature_grid, model.prefix_tokens)
-    payloads = codec.compress(grid)
+    options = {k: v for k, v in (compress_options or {}).items() if v is not None}
     if not model.prefix_tokens:
-        return payloads
-    prefix_parts = _PREFIX_CODEC.compress(prefix.transpose(1, 2).unsqueeze(-1))  # [B, D, P, 1]
-    return [write_varint(len(pp)) + pp + p for pp, p in zip(prefix_parts, payloads)]
+        return codec.compress(grid, **options)
+    prefix_parts = [write_varint(len(pp)) + pp
+                    for pp in _PREFIX_CODEC.compress(prefix.transpose(1, 2).unsqueeze(-1))]  # [B, D, P, 1]
+    if "target_bytes" in options:  # the budget covers the prefix part too
+        budgets = options["target_bytes"]
+        budgets = [budgets] * len(prefix_parts) if isinstance(budgets, (int, float)) else budgets
+        options["target_bytes"] = [max(1, int(t) - len(pp)) for t, pp in zip(budgets, prefix_parts)]
+    return [pp + p for pp, p in zip(prefix_parts, codec.compress(grid, **options))]
 
 
 def _payloads_to_features(model, codec, payloads: list[bytes]) -> torch.Tensor:
@@ -73,15 +92,20 @@ def _payloads_to_features(model, codec, payloads: list[bytes]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def device_payloads(model, codec, images, codec_name: str = "codec") -> list[bytes]:
-    """Device side: PIL images -> one codec payload (bytes) per image."""
+def device_payloads(model, codec, images, codec_name: str = "codec",
+                    compress_options: dict | None = None) -> list[bytes]:
+    """Device side: PIL images -> one codec payload (bytes) per image.
+
+    ``compress_options`` go to a learned codec's ``compress`` (``q``, ``target_bytes``)."""
     if isinstance(codec, ImageUploadCodec):
         return codec.compress(images)
     if isinstance(codec, TextCodec):
         return codec.compress(model.caption(images))
     if hasattr(codec, "encode") and not hasattr(codec, "compress"):
         raise ConfigError(f"{codec_name} is an analog codec: its symbols go through a channel, not into bytes")
-    return _features_to_payloads(model, codec, model.head(model.preprocess(images)))
+    if not hasattr(codec, "log_gain"):  # fixed baselines take no rate options
+        compress_options = None
+    return _features_to_payloads(model, codec, model.head(model.preprocess(images)), compress_options)
 
 
 @torch.no_grad()

@@ -144,10 +144,14 @@ def cmd_train(args) -> int:
         from .train_captioner import recipe_from_dict, train_captioner
 
         final = train_captioner(recipe_from_dict(data), output=args.out, resume=args.resume, stop_at=args.stop_at)
+    elif task == "codec":
+        from .train_codec import recipe_from_dict, train_codec
+
+        final = train_codec(recipe_from_dict(data), output=args.out, resume=args.resume, stop_at=args.stop_at)
     else:
         from intelliflow.errors import ConfigError
 
-        raise ConfigError(f"recipe {args.recipe}: unknown task {task!r}; allowed: ['captioner']")
+        raise ConfigError(f"recipe {args.recipe}: unknown task {task!r}; allowed: ['captioner', 'codec']")
     print(f"trained: {final}")
     return 0
 
@@ -172,13 +176,18 @@ def cmd_eval(args) -> int:
     """Caption a dataset through model + codec + channel; write results.csv and captions.json."""
     from .evaluate import run_eval
 
+    mcs = args.mcs if args.mcs == "auto" else int(args.mcs)
     rows = run_eval(args.model, args.split, args.codec, args.channel, _float_list(args.snr) if args.snr else None,
                     args.dataset, args.out, limit=args.limit, batch_size=args.batch_size,
-                    num_beams=args.beams, meteor=False if args.no_meteor else "auto")
-    keys = ("snr_db", "payload_bits", "CIDEr-D", "BLEU-4", "semantic_accuracy", "relation_accuracy", "n_images")
-    print(" ".join(f"{k:>17}" for k in keys))
+                    num_beams=args.beams, meteor=False if args.no_meteor else "auto",
+                    rate_points=_float_list(args.rate_points) if args.rate_points else None,
+                    symbols=[int(v) for v in _float_list(args.symbols)] if args.symbols else None,
+                    mcs=mcs, channel_uses=args.channel_uses, method=args.method)
+    keys = ("snr_db", "rate_point", "symbols", "payload_bits", "channel_uses", "loss_rate", "CIDEr-D", "BLEU-4",
+            "semantic_accuracy", "n_images")
+    print(" ".join(f"{k:>14}" for k in keys))
     for row in rows:
-        print(" ".join(f"{row[k]:>17.4f}" if isinstance(row[k], float) else f"{row[k]!s:>17}" for k in keys))
+        print(" ".join(f"{row[k]:>14.4f}" if isinstance(row[k], float) else f"{row[k]!s:>14}" for k in keys))
     print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'captions.json'}")
     return 0
 
@@ -186,16 +195,30 @@ def cmd_eval(args) -> int:
 # ------------------------------------------------------------------ codecs and files
 
 def cmd_codecs(args) -> int:
-    """Registered codec names."""
+    """Registered codec names and the shipped checkpoints."""
     from intelliflow.codec import available_codecs
+    from intelliflow.codec.persistence import codec_info, shipped_codecs
 
-    info = {"registered": available_codecs(), "shipped_checkpoints": []}
+    shipped = []
+    for name, folder in shipped_codecs().items():
+        meta = codec_info(folder)
+        shipped.append({"name": name, "codec": meta["name"], "model": meta.get("model"), "split": meta.get("split"),
+                        "objective": meta.get("objective"), "channel": meta.get("channel"),
+                        "steps": meta.get("steps"), "seed": meta.get("seed"), "folder": str(folder)})
+    info = {"registered": available_codecs(), "shipped_checkpoints": shipped}
     if args.json:
         _print_json(info)
+        return 0
+    print("registered codecs: " + ", ".join(info["registered"]))
+    print("baselines take an option after a dash: jpeg-50, webp-80, quantize-6")
+    print("learned codecs (factorized, hyperprior, jscc) need weights: a shipped checkpoint or a folder")
+    if shipped:
+        print("shipped checkpoints (use the name wherever --codec is taken):")
+        for s in shipped:
+            print(f"  {s['name']:<24} {s['codec']:<11} for {s['model']} k={s['split']}, objective {s['objective']}, "
+                  f"trained on channel {s['channel']} ({s['steps']} steps, seed {s['seed']})")
     else:
-        print("registered codecs: " + ", ".join(info["registered"]))
-        print("baselines take an option after a dash: jpeg-50, webp-80, quantize-6")
-        print("learned codecs (factorized, hyperprior, jscc) need a checkpoint folder; none ship yet")
+        print("no codec checkpoints are shipped in this installation")
     return 0
 
 
@@ -311,9 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="caption a dataset through model + codec + channel and score it")
     p.add_argument("--model", default="shapes-captioner", help="model name or local folder (default: shapes-captioner)")
     p.add_argument("--split", type=int, default=None, help="split point k (default: the model's documented default)")
-    p.add_argument("--codec", default="identity", help="codec name (identity: the clean features)")
-    p.add_argument("--channel", default="none", help="channel name (none: no channel)")
+    p.add_argument("--codec", default="identity",
+                   help="a registered baseline (identity, jpeg-50, webp-80, quantize-6, text, mse-codec), a shipped "
+                        "codec (intelliflow codecs) or a codec checkpoint folder")
+    p.add_argument("--channel", default="none",
+                   help="none (ideal link), awgn, rayleigh, ofdm-tdl; options as rayleigh:csi=estimated,block_length=32")
     p.add_argument("--snr", default=None, help="SNRs in dB: 0,5,10 or 0:20:5")
+    p.add_argument("--rate-points", default=None, help="rate points q of a variable-rate codec: 0,1,2.5,5 (default: its highest)")
+    p.add_argument("--symbols", default=None, help="JSCC symbol channels to send (bandwidths): 4,8,16 (default: all)")
+    p.add_argument("--mcs", default="auto", help="MCS of byte payloads over a channel: auto (adaptive) or an index 3..28")
+    p.add_argument("--channel-uses", type=int, default=None,
+                   help="channel-use budget per image for a learned digital codec (its rate adapts to fit)")
+    p.add_argument("--method", default=None, help="label of this method in results and plots (default: the codec)")
     p.add_argument("--dataset", default="shapes:test", help="dataset spec (default: shapes:test)")
     p.add_argument("--out", required=True, help="output folder for results.csv and captions.json")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -330,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", default="shapes-captioner")
     p.add_argument("--split", type=int, default=None)
-    p.add_argument("--codec", required=True, help="codec: a baseline (quantize-8, jpeg-75, text, identity) "
-                                                   "or a codec checkpoint folder")
+    p.add_argument("--codec", required=True, help="codec: a baseline (quantize-8, jpeg-75, text, mse-codec), "
+                                                   "a shipped codec (intelliflow codecs) or a checkpoint folder")
     p.add_argument("--out", required=True, help="folder for the .iflow files")
     p.set_defaults(func=cmd_encode)
 

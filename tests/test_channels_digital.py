@@ -15,9 +15,17 @@ def payload(n, seed=0):
     return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
 
 
+# TS 38.214 Table 5.1.3.2-1 transport block sizes (bits) near the partial blocks used below
+TBS_BITS = (24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136, 144, 152, 160, 168, 176, 184, 192,
+            208, 224, 240, 256, 272, 288, 304, 320, 336, 352, 368, 384, 408, 432, 456, 480, 504, 528, 552, 576,
+            608, 640, 672, 704, 736, 768, 808, 848, 888, 928, 984, 1032, 1064, 1128, 1160, 1192, 1224, 1256, 1288,
+            1320, 1352, 1416, 1480, 1544, 1608, 1672, 1736, 1800, 1864, 1928, 2024, 2088)
+
+
 def expected_uses(nbytes, mcs, block_bytes=256):
     m = get_mcs(mcs)
     sizes = [block_bytes] * (nbytes // block_bytes) + ([nbytes % block_bytes] if nbytes % block_bytes else [])
+    sizes = [b if b == block_bytes else min(block_bytes, next(t // 8 for t in TBS_BITS if t >= 8 * b)) for b in sizes]
     return sum(math.ceil((8 * b + 24) / (m.code_rate * m.bits_per_symbol) - 1e-9) for b in sizes)
 
 
@@ -98,6 +106,17 @@ def test_link_over_fading_channels_counts_their_overhead(cfg):
     result = DigitalLink(channel).transmit(data, 30.0, 11)
     assert result.received == data
     assert result.channel_uses == channel.channel_uses(expected_uses(700, 11)) > expected_uses(700, 11)
+
+
+def test_partial_blocks_are_padded_to_a_transport_block_size_and_stripped():
+    link = DigitalLink("awgn")
+    assert [link.padded_size(b) for b in (1, 3, 25, 188, 255, 256)] == [3, 3, 26, 193, 256, 256]
+    data = payload(25, 9)
+    result = link.transmit(data, 30.0, 9)
+    assert result.received == data                          # the padding does not come back
+    assert result.channel_uses == expected_uses(25, 9) > expected_uses(25, 9, block_bytes=25)
+    plain = DigitalLink("awgn", tbs_padding=False)
+    assert plain.channel_uses(25, 9) == expected_uses(25, 9, block_bytes=25)
 
 
 def test_bler_table_file_says_how_it_was_made():
