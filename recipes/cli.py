@@ -192,6 +192,31 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_curve(args) -> int:
+    """Rate-quality plot and summary table from result folders."""
+    from intelliflow.evaluation.curves import clean_cider, format_summary, load_results, plot_curves, summarize
+
+    rows = load_results(args.results)
+    floor = args.floor_bits
+    if floor is None and rows and all(str(r.get("dataset", "")).startswith("shapes") for r in rows):
+        from intelliflow.data.entropy import entropy_breakdown
+        from intelliflow.data.shapes import ShapesConfig
+
+        floor = sum(entropy_breakdown(ShapesConfig()).values())
+    clean = args.clean if args.clean is not None else clean_cider(rows)
+    table = summarize(rows, ours=args.ours, clean=clean)
+    plot = plot_curves(rows, args.out, floor_bits=floor, clean=clean)
+    text = format_summary(table, clean, floor)
+    summary = Path(args.out).with_suffix(".md")
+    summary.write_text(text + "\n")
+    if args.json:
+        _print_json({"clean_CIDEr-D": clean, "floor_bits": floor, "methods": table, "plot": str(plot)})
+    else:
+        print(text)
+        print(f"wrote {plot} and {summary}")
+    return 0
+
+
 # ------------------------------------------------------------------ codecs and files
 
 def cmd_codecs(args) -> int:
@@ -318,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on the built-in benchmark and write a report")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    p.add_argument("--quick", action="store_true", help="a reduced run that finishes in about a minute")
+    p.add_argument("--quick", action="store_true", help="fewer images and points: about two minutes on 2 cores")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a model or codec from a YAML recipe (recipes/...)")
@@ -354,7 +379,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("codecs", help="list the registered codecs")
+    p = sub.add_parser("curve", help="plot caption quality against payload bits, SNR and channel uses; summary table")
+    p.add_argument("results", nargs="+", help="result folders (results.csv inside, searched recursively) or files")
+    p.add_argument("--out", required=True, help="PNG to write; the summary goes next to it as .md")
+    p.add_argument("--ours", default=None, help="the method the ratios refer to (default: the first learned codec)")
+    p.add_argument("--clean", type=float, default=None, help="clean CIDEr-D (default: the identity codec's row)")
+    p.add_argument("--floor-bits", type=float, default=None,
+                   help="semantic-entropy floor to mark (default: the shapes entropy for shapes results)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_curve)
+
+    p = sub.add_parser("codecs", help="list the registered codecs and the shipped checkpoints")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_codecs)
 

@@ -1,21 +1,19 @@
-"""``intelliflow demo``: the main job on the embedded default, with what the library has today.
+"""``intelliflow demo``: the main job on the embedded default (shipped captioner and codecs, ``shapes``).
 
-At this stage of the project (foundation) the demo runs the parts that exist:
+1. Rate-quality over an ideal link: our task-oriented digital codec at every rate point against
+   the information-flow baselines (JPEG and WebP quality sweeps, quantised features, the
+   MSE-trained codec, the device's own text) and the clean features.
+2. Over AWGN and Rayleigh at a few SNRs: our digital codec on the 5G link at the adaptive MCS,
+   the same codec held to the JSCC's channel-use budget (where its cliff shows), the SNR-adaptive
+   JSCC codecs, and the byte baselines on the same link.
+3. ``results.csv`` (every point), ``curves.png`` (quality against bits, SNR and channel uses),
+   ``samples.png`` and ``summary.md`` (printed at the end).
 
-1. the ``shapes`` benchmark: renders the test split and draws a sheet of samples with captions;
-2. its semantic entropy, the floor in bits per image for every codec;
-3. the human-style ceiling of the caption metrics: each image's first reference caption scored
-   against the other four (BLEU, METEOR, ROUGE-L, CIDEr-D, semantic accuracy), which checks the
-   whole metric pipeline end to end;
-4. the shipped captioner on clean features (no codec, no channel), when its weights are installed.
-
-It writes ``samples.png``, ``results.json`` and ``summary.md`` to the output folder and prints the
-summary. Split models, codecs and channels join the demo as they land.
+``--quick`` evaluates fewer images and points (about two minutes on 2 cores).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -44,74 +42,123 @@ def _sample_sheet(samples, path: Path) -> None:
     plt.close(fig)
 
 
+def demo_jobs(quick: bool) -> list[dict]:
+    """What the demo evaluates: one ``run_eval`` call each (label, codec, channel, points, images)."""
+    from intelliflow.codec.persistence import shipped_codecs
+
+    shipped = shipped_codecs()
+    ideal_n, channel_n = (60, 30) if quick else (300, 100)
+    snrs = [0.0, 10.0, 20.0] if quick else [0.0, 5.0, 10.0, 20.0]
+    jobs = [{"method": "identity", "codec": "identity", "channel": "none", "limit": ideal_n}]
+    if "shapes-hyperprior" in shipped:
+        jobs.append({"method": "ours (hyperprior)", "codec": "shapes-hyperprior", "channel": "none", "limit": ideal_n,
+                     "rate_points": [0, 1, 2, 3, 4, 5] if not quick else [0, 2.5, 5]})
+    if "shapes-mse-codec" in shipped:
+        jobs.append({"method": "mse-codec", "codec": "mse-codec", "channel": "none", "limit": ideal_n,
+                     "rate_points": [0, 1, 2, 3, 4, 5] if not quick else [0, 2.5, 5]})
+    qualities = [5, 10, 20, 40, 70, 90] if not quick else [10, 40, 90]
+    jobs += [{"method": f"jpeg-{q}", "group": "jpeg", "codec": f"jpeg-{q}", "channel": "none", "limit": ideal_n}
+             for q in qualities]
+    jobs += [{"method": f"webp-{q}", "group": "webp", "codec": f"webp-{q}", "channel": "none", "limit": ideal_n}
+             for q in (qualities if not quick else [10, 90])]
+    jobs += [{"method": f"quantize-{b}", "group": "quantize", "codec": f"quantize-{b}", "channel": "none",
+              "limit": ideal_n} for b in ((8, 6, 4) if not quick else (4,))]
+    jobs.append({"method": "text", "codec": "text", "channel": "none", "limit": ideal_n})
+    for channel in ("awgn", "rayleigh"):
+        if "shapes-hyperprior" in shipped:
+            jobs.append({"method": "ours (hyperprior)", "codec": "shapes-hyperprior", "channel": channel,
+                         "snr": snrs, "rate_points": [2.5], "limit": channel_n})
+            jobs.append({"method": "ours (hyperprior), 256-use budget", "codec": "shapes-hyperprior",
+                         "channel": channel, "snr": snrs, "channel_uses": 256, "limit": channel_n})
+        jscc = f"shapes-jscc-{channel}"
+        if jscc in shipped:
+            jobs.append({"method": f"ours (jscc-{channel})", "codec": jscc, "channel": channel, "snr": snrs,
+                         "symbols": [16] if quick else [4, 16], "limit": channel_n})
+        if not quick:
+            jobs.append({"method": "jpeg-20", "group": "jpeg", "codec": "jpeg-20", "channel": channel, "snr": snrs,
+                         "limit": channel_n // 2})
+            jobs.append({"method": "quantize-4", "group": "quantize", "codec": "quantize-4", "channel": channel,
+                         "snr": snrs, "limit": channel_n // 2})
+            jobs.append({"method": "text", "codec": "text", "channel": channel, "snr": snrs, "limit": channel_n})
+    return jobs
+
+
 def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> int:
-    """Run the demo; ``quick`` uses 200 test images instead of 1000."""
+    """Run the demo into ``out``; print and return 0."""
     from intelliflow.data.entropy import semantic_entropy_bits
     from intelliflow.data.shapes import ShapesDataset
-    from intelliflow.evaluation.metrics import caption_metrics
-    from intelliflow.evaluation.semantic import semantic_accuracy
+    from intelliflow.evaluation.curves import clean_cider, format_summary, plot_curves, summarize
+
+    from .evaluate import run_eval, write_results
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    n_images = 200 if quick else 1000
-    dataset = ShapesDataset("test", limit=n_images)
-    samples = [dataset[i] for i in tqdm(range(len(dataset)), desc="render shapes:test", unit="img")]
-    render_s = time.perf_counter() - start
-    _sample_sheet(samples[:8], out / "samples.png")
-
+    _sample_sheet([ShapesDataset("test", limit=8)[i] for i in range(8)], out / "samples.png")
     entropy = semantic_entropy_bits()
-    results = {s.image_id: s.captions[0] for s in samples}
-    references = {s.image_id: s.captions[1:] for s in samples}
-    metrics = caption_metrics(results, references)
-    metrics.update(semantic_accuracy(results, {s.image_id: s.scene for s in samples}))
-    report = {"n_images": n_images, "semantic_entropy_bits": entropy, "render_seconds": render_s,
-              "reference_ceiling": metrics}
+    jobs = demo_jobs(quick)
+    rows = []
+    for job in tqdm(jobs, desc="demo", unit="run"):
+        job_rows = run_eval("shapes-captioner", None, job["codec"], job["channel"], job.get("snr"), "shapes:test",
+                            out / "runs" / f"{job['method']}_{job['channel']}".replace(" ", "_").replace("/", "-"),
+                            limit=job["limit"], batch_size=100, meteor=False, rate_points=job.get("rate_points"),
+                            symbols=job.get("symbols"), channel_uses=job.get("channel_uses"),
+                            method=job.get("group", job["method"]), progress=False)
+        rows += job_rows
+    write_results(out / "results.csv", rows)
+    for row in rows:  # numbers for the summary
+        for key in ("payload_bits", "channel_uses", "snr_db"):
+            row[key] = float(row[key]) if row[key] not in ("", None) else None
+    clean = clean_cider(rows)
+    table = summarize(rows, ours="ours (hyperprior)", clean=clean)
+    plot_curves(rows, out / "curves.png", floor_bits=entropy, clean=clean,
+                title=f"shapes:test, shipped captioner (k=4){' - quick' if quick else ''}")
+    channel_table = _channel_table(rows)
+    elapsed = time.perf_counter() - start
+    summary = f"""# intelliflow demo{' (quick)' if quick else ''}
 
-    keys = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "semantic_accuracy", "relation_accuracy")
+Shipped `shapes-captioner` split after encoder layer 4, `shapes:test`; semantic entropy
+**{entropy:.2f} bits per image**. Clean-feature CIDEr-D {clean:.3f}. Greedy captions, Python PTB tokenizer.
 
-    def row(name, scores):
-        return f"| {name} | " + " | ".join("n/a" if scores.get(k) is None else f"{scores[k]:.3f}" for k in keys) + " |"
+## Bits per image to reach 95 % of the clean CIDEr-D (ideal link)
 
-    rows = [row("references (ceiling)", metrics)]
-    captioner_note = "The shipped captioner's weights are not installed; train them with `intelliflow train recipes/shapes/captioner.yaml`."
-    try:
-        from intelliflow.models import load_split_model
+{format_summary(table, clean, entropy)}
 
-        from .evaluate import caption_dataset, score
+## Over the channel (CIDEr-D; payload bits and channel uses per image; digital at the adaptive MCS)
 
-        model = load_split_model("shapes-captioner")
-    except Exception as exc:  # noqa: BLE001 - the demo reports what is missing and goes on
-        captioner_note += f" ({exc})"
-    else:
-        results, references, scenes, _ = caption_dataset(model, dataset, batch_size=100, desc="shapes-captioner")
-        model_scores = score(results, references, scenes)
-        report["captioner"] = {"split": model.split, **model_scores}
-        rows.append(row(f"shapes-captioner, clean features (k={model.split})", model_scores))
-        (out / "captions.json").write_text(json.dumps(
-            [{"image_id": i, "caption": c} for i, c in results.items()], indent=1))
-        captioner_note = (f"The shipped captioner, split after encoder layer {model.split}, with clean features "
-                          "(no codec, no channel) is the ceiling every codec is measured against.")
-    report["seconds"] = time.perf_counter() - start
-    (out / "results.json").write_text(json.dumps(report, indent=2))
-    table = "| captions | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n" + "\n".join(rows)
-    summary = f"""# intelliflow demo
+{channel_table}
 
-- Benchmark: `shapes:test`, first {n_images} images, rendered in {render_s:.2f} s.
-- Semantic entropy (exact): **{entropy:.3f} bits per image**: no codec can carry what a perfect
-  caption says in fewer bits on average.
-- Caption quality (references: the first reference scored against the other four; tokenizer
-  `{metrics['tokenizer']}`):
-
-{table}
-
-{captioner_note}
-
-Samples: `samples.png`. Feature codecs, channels and rate-quality curves join this demo as they
-land.
+Plots: `curves.png`; every point: `results.csv`; samples: `samples.png`. Took {elapsed:.0f} s.
 """
     (out / "summary.md").write_text(summary)
     print(summary)
-    print(f"wrote {out / 'summary.md'}, {out / 'results.json'}, {out / 'samples.png'} "
-          f"in {time.perf_counter() - start:.1f} s")
+    print(f"wrote {out / 'summary.md'}, {out / 'results.csv'}, {out / 'curves.png'} in {elapsed:.1f} s")
     return 0
+
+
+def _channel_table(rows: list[dict]) -> str:
+    channel_rows = [r for r in rows if r["channel"] != "none"]
+    if not channel_rows:
+        return "(no channel results: the shipped codecs are not installed)"
+    snrs = sorted({r["snr_db"] for r in channel_rows})
+    lines = ["| method | channel | " + " | ".join(f"{s:g} dB" for s in snrs) + " | channel uses |",
+             "|---|---|" + "---|" * (len(snrs) + 1)]
+    keyed: dict = {}
+    for r in channel_rows:
+        name = r["method"] + (f" ({r['codec']})" if r["codec"] != r["method"] and not r["method"].startswith("ours") else "")
+        if r.get("symbols") not in (None, ""):
+            name += f", {int(float(r['symbols']))} symbol ch."
+        keyed.setdefault((name, r["channel"]), {})[r["snr_db"]] = r
+    for (name, channel), by_snr in keyed.items():
+        cells = []
+        for s in snrs:
+            r = by_snr.get(s)
+            if r is None:
+                cells.append("")
+                continue
+            lost = f", {r['loss_rate']:.0%} lost" if float(r["loss_rate"] or 0) > 0 else ""
+            cells.append(f"{float(r['CIDEr-D']):.2f}{lost}")
+        uses = [by_snr[s]["channel_uses"] for s in snrs if s in by_snr and by_snr[s]["channel_uses"]]
+        lines.append(f"| {name} | {channel} | " + " | ".join(cells) + f" | {min(uses):.0f}-{max(uses):.0f} |"
+                     if uses else f"| {name} | {channel} | " + " | ".join(cells) + " | |")
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from intelliflow.data.sample import collate_samples
 from intelliflow.errors import ConfigError
 
-RESULT_COLUMNS = ["method", "model", "split", "codec", "kind", "channel", "snr_db", "rate_point", "symbols",
+RESULT_COLUMNS = ["method", "dataset", "model", "split", "codec", "kind", "channel", "snr_db", "rate_point", "symbols",
                   "payload_bits", "channel_uses", "mcs", "loss_rate", "BLEU-1", "BLEU-4", "CIDEr-D", "ROUGE-L",
                   "METEOR", "semantic_accuracy", "relation_accuracy", "exact_match", "n_images"]
 
@@ -153,7 +153,7 @@ def run_eval(model_name: str, split: int | None, codec: str, channel: str, snr: 
         scores = score(results, references, scenes, meteor=meteor)
         h, w = model.feature_grid
         raw_bits = 32 * (model.prefix_tokens + h * w) * model.feature_dim
-        row = {"method": label, "model": model_name, "split": model.split, "codec": codec, "kind": kind,
+        row = {"method": label, "dataset": dataset_spec, "model": model_name, "split": model.split, "codec": codec, "kind": kind,
                "channel": channel_label, "snr_db": "" if point["snr_db"] is None else point["snr_db"],
                "rate_point": "" if point["q"] is None else point["q"],
                "symbols": "" if point["symbols"] is None else point["symbols"],

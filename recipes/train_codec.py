@@ -163,7 +163,9 @@ class _Images:
 
         if spec == "shapes":
             stream = ShapesStream(ShapesConfig(seed=seed + 10_000_000 * rank), start=start_batch * batch_size)
-            self._iter = iter(DataLoader(stream, batch_size=batch_size, collate_fn=collate_samples))
+            # its own generator: creating the loader must not draw from torch's global RNG (resume)
+            self._iter = iter(DataLoader(stream, batch_size=batch_size, collate_fn=collate_samples,
+                                         generator=torch.Generator().manual_seed(seed)))
             return
         from intelliflow.data.datasets import open_dataset
 

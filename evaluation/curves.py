@@ -1,0 +1,193 @@
+"""Rate-quality curves and their summary, from the ``results.csv`` files that ``intelliflow eval`` writes.
+
+- :func:`load_results`: rows of one or more result folders/files (numbers parsed).
+- :func:`bits_to_reach`: the payload bits per image a method needs to reach a CIDEr-D target,
+  interpolated along its rate curve (log-linear in bits); ``None`` when it never gets there.
+- :func:`summarize`: for each method, the bits to reach 95 % of the clean CIDEr-D and the ratio
+  to ours.
+- :func:`plot_curves`: one PNG with CIDEr-D and semantic accuracy against payload bits (log axis,
+  the semantic-entropy floor marked), CIDEr-D against SNR, and against channel uses, one line per
+  method (and channel).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from intelliflow.errors import DatasetNotFoundError
+
+NUMERIC = ("snr_db", "rate_point", "symbols", "payload_bits", "channel_uses", "loss_rate", "BLEU-1", "BLEU-4",
+           "CIDEr-D", "ROUGE-L", "METEOR", "semantic_accuracy", "relation_accuracy", "exact_match", "n_images",
+           "split", "mcs")
+
+
+def load_results(paths: Iterable[str | Path]) -> list[dict]:
+    """Rows of ``results.csv`` files (a folder means its ``results.csv``); empty cells become ``None``."""
+    rows = []
+    for path in paths:
+        path = Path(path)
+        files = sorted(path.rglob("results.csv")) if path.is_dir() else [path]
+        if not files or not all(f.is_file() for f in files):
+            raise DatasetNotFoundError(f"no results.csv in {path}")
+        for file in files:
+            with file.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    for key in NUMERIC:
+                        if key in row:
+                            row[key] = float(row[key]) if row[key] not in ("", None) else None
+                    row.setdefault("method", row.get("codec"))
+                    row["source"] = str(file)
+                    rows.append(row)
+    return rows
+
+
+def rate_curve(rows: Sequence[dict], method: str, channel: str = "none") -> list[tuple[float, float]]:
+    """(payload bits, CIDEr-D) points of one method over one channel, sorted by bits."""
+    points = [(r["payload_bits"], r["CIDEr-D"]) for r in rows
+              if r["method"] == method and r["channel"] == channel and r["payload_bits"] and r["CIDEr-D"] is not None]
+    return sorted(points)
+
+
+def bits_to_reach(curve: Sequence[tuple[float, float]], target: float) -> float | None:
+    """Fewest bits at which the curve reaches ``target`` (log-linear interpolation between points)."""
+    best = None
+    for i, (bits, quality) in enumerate(curve):
+        if quality >= target:
+            if i == 0 or curve[i - 1][1] >= target:
+                candidate = bits
+            else:
+                (b0, q0), (b1, q1) = curve[i - 1], (bits, quality)
+                t = (target - q0) / (q1 - q0)
+                candidate = math.exp(math.log(b0) + t * (math.log(b1) - math.log(b0)))
+            best = candidate if best is None else min(best, candidate)
+            break
+    return best
+
+
+def clean_cider(rows: Sequence[dict]) -> float | None:
+    """CIDEr-D of the clean features (the ``identity`` codec), if evaluated."""
+    values = [r["CIDEr-D"] for r in rows if r.get("kind") == "identity" or r.get("codec") == "identity"]
+    return max(values) if values else None
+
+
+def summarize(rows: Sequence[dict], ours: str | None = None, fraction: float = 0.95,
+              clean: float | None = None) -> list[dict]:
+    """Per method (over the ideal link): bits to reach ``fraction`` of the clean CIDEr-D, ratio to ours.
+
+    ``ours`` defaults to the first method whose kind is ``learned`` and whose name is not ``mse-codec``.
+    """
+    clean = clean if clean is not None else clean_cider(rows)
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["channel"] == "none"))
+    if ours is None:
+        ours = next((m for m in methods if any(r["method"] == m and r.get("kind") == "learned"
+                                               and "mse" not in m for r in rows)), None)
+    target = None if clean is None else fraction * clean
+    table = []
+    for method in methods:
+        curve = rate_curve(rows, method)
+        best = max((q for _, q in curve), default=None)
+        table.append({"method": method, "points": len(curve), "best_CIDEr-D": best,
+                      "min_bits": curve[0][0] if curve else None,
+                      "bits_to_target": bits_to_reach(curve, target) if target is not None else None})
+    ours_bits = next((t["bits_to_target"] for t in table if t["method"] == ours), None)
+    for t in table:
+        t["ratio_to_ours"] = (t["bits_to_target"] / ours_bits) if t["bits_to_target"] and ours_bits else None
+        t["ours"] = t["method"] == ours
+    return table
+
+
+def format_summary(table: Sequence[dict], clean: float | None, floor_bits: float | None = None,
+                   fraction: float = 0.95) -> str:
+    """The summary as a Markdown table."""
+    head = f"Target: {fraction:.0%} of the clean CIDEr-D" + (f" ({clean:.3f} -> {fraction * clean:.3f})" if clean else "")
+    lines = [head, "", "| method | best CIDEr-D | fewest bits | bits to target | x ours |", "|---|---|---|---|---|"]
+
+    def fmt(v, spec):
+        return "n/a" if v is None else format(v, spec)
+
+    for t in table:
+        name = f"**{t['method']}** (ours)" if t["ours"] else t["method"]
+        reach = fmt(t["bits_to_target"], ".0f") if t["bits_to_target"] else "not reached"
+        lines.append(f"| {name} | {fmt(t['best_CIDEr-D'], '.3f')} | {fmt(t['min_bits'], '.0f')} | {reach} | "
+                     f"{fmt(t['ratio_to_ours'], '.1f')} |")
+    if floor_bits:
+        ours = next((t for t in table if t["ours"] and t["bits_to_target"]), None)
+        lines += ["", f"Semantic-entropy floor: {floor_bits:.1f} bits per image"
+                  + (f"; ours needs {ours['bits_to_target'] / floor_bits:.1f}x the floor" if ours else "")]
+    return "\n".join(lines)
+
+
+def plot_curves(rows: Sequence[dict], path: str | Path, floor_bits: float | None = None,
+                clean: float | None = None, title: str = "") -> Path:
+    """Draw the 2x2 panel figure to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clean = clean if clean is not None else clean_cider(rows)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    (ax_bits, ax_sem), (ax_snr, ax_uses) = axes
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["channel"]), []).append(r)
+    for (method, channel), members in groups.items():
+        label = method if channel == "none" else f"{method} / {channel}"
+        ideal = channel == "none"
+        if ideal:
+            pts = sorted((r["payload_bits"], r["CIDEr-D"], r.get("semantic_accuracy")) for r in members
+                         if r["payload_bits"] and r["CIDEr-D"] is not None)
+            if pts:
+                ax_bits.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+                if all(p[2] is not None for p in pts):
+                    ax_sem.plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=label)
+            continue
+        # over a channel: one line per bandwidth / rate point, against SNR and against channel uses
+        by_variant: dict = {}
+        for r in members:
+            by_variant.setdefault((r.get("rate_point"), r.get("symbols")), []).append(r)
+        for (q, s), variant in by_variant.items():
+            name = label + (f" q={q:g}" if q is not None else "") + (f" n/img≈{variant[0]['channel_uses']:.0f}"
+                                                                       if s is not None and variant[0]["channel_uses"] else "")
+            pts = sorted((r["snr_db"], r["CIDEr-D"]) for r in variant if r["snr_db"] is not None)
+            if pts:
+                ax_snr.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+        uses = sorted((r["channel_uses"], r["CIDEr-D"]) for r in members if r["channel_uses"])
+        if uses:
+            ax_uses.scatter([u[0] for u in uses], [u[1] for u in uses], label=label, s=18)
+    for ax in (ax_bits, ax_sem):
+        ax.set_xscale("log")
+        ax.set_xlabel("payload bits per image (headers included)")
+        if floor_bits:
+            ax.axvline(floor_bits, color="k", ls=":", lw=1)
+            ax.text(floor_bits, ax.get_ylim()[0], " semantic-entropy floor", rotation=90, va="bottom", fontsize=8)
+    if clean:
+        for ax in (ax_bits, ax_snr, ax_uses):
+            ax.axhline(clean, color="grey", ls="--", lw=1)
+            ax.axhline(0.95 * clean, color="grey", ls=":", lw=1)
+    ax_bits.set_ylabel("CIDEr-D")
+    ax_bits.set_title("caption quality vs payload (ideal link)")
+    ax_sem.set_ylabel("semantic accuracy")
+    ax_sem.set_title("semantic accuracy vs payload (ideal link)")
+    ax_snr.set_xlabel("SNR (dB)")
+    ax_snr.set_ylabel("CIDEr-D")
+    ax_snr.set_title("caption quality vs SNR")
+    ax_uses.set_xscale("log")
+    ax_uses.set_xlabel("channel uses per image")
+    ax_uses.set_ylabel("CIDEr-D")
+    ax_uses.set_title("caption quality vs channel uses (all SNRs)")
+    for ax in axes.ravel():
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,105 @@
+"""Flow: head + codec + channel + tail for training (gradients, rates) and inference (real payloads
+through the digital link or the analog channel)."""
+
+import pytest
+import torch
+
+from intelliflow.codec import build_codec
+from intelliflow.data.shapes import make_sample
+from intelliflow.errors import ConfigError
+from intelliflow.flow.files import device_payloads
+from intelliflow.flow.flow import Flow, codec_kind
+from intelliflow.seeding import seed_everything
+from test_models_split import tiny_shapes_captioner
+
+IMAGES = [make_sample("test", i).image for i in range(4)]
+
+
+def digital_codec():
+    torch.manual_seed(1)
+    return build_codec({"name": "hyperprior", "in_channels": 32, "hidden_channels": 16, "latent_channels": 8,
+                        "hyper_channels": 8, "rate_points": 3})
+
+
+def test_training_pass_gives_rate_and_gradients_only_to_the_codec():
+    model = tiny_shapes_captioner()
+    codec = digital_codec()
+    flow = Flow(model, codec).train()
+    px = model.preprocess(IMAGES)
+    out = flow(px, q=torch.tensor([0.0, 1.0, 2.0, 2.0]))
+    assert out["bits"].shape == (4,) and (out["bits"] > 0).all()
+    assert out["features_hat"].shape == out["features"].shape
+    loss = model.tail_loss(out["features_hat"], ["a red circle"] * 4) + 1e-3 * out["bits"].mean()
+    loss.backward()
+    assert codec.g_a[0].weight.grad is not None and codec.g_a[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.parameters())   # frozen: nothing reaches the model
+
+
+def test_trainable_tail_learns_and_the_head_stays_out_of_autograd():
+    model = tiny_shapes_captioner()
+    flow = Flow(model, digital_codec(), trainable="tail").train()
+    out = flow(model.preprocess(IMAGES), q=1.0)
+    assert not out["features"].requires_grad
+    model.tail_loss(out["features_hat"], ["a red circle"] * 4).backward()
+    grads = [p.grad is not None for p in model.parameters()]
+    assert any(grads) and not all(grads)                     # the tail learns, the head's layers do not
+    with pytest.raises(ConfigError, match="trainable"):
+        Flow(model, digital_codec(), trainable="head")
+
+
+def test_analog_codec_trains_through_the_channel_and_counts_channel_uses():
+    seed_everything(3, sionna=True)
+    model = tiny_shapes_captioner()
+    codec = build_codec({"name": "jscc", "in_channels": 32, "hidden_channels": 16, "symbol_channels": 4})
+    flow = Flow(model, codec, {"name": "rayleigh", "block_length": 16, "csi": "estimated", "num_pilots": 2}).train()
+    px = model.preprocess(IMAGES)
+    out = flow(px, snr_db=torch.tensor([0.0, 5.0, 10.0, 20.0]))
+    assert out["channel_uses"] == 4 * 16 + 4 * 2             # 4 symbol channels on 4x4, pilots per block
+    model.tail_loss(out["features_hat"], ["a red circle"] * 4).backward()
+    assert codec.enc_in.weight.grad.abs().sum() > 0          # through Sionna's channel to the encoder
+    half = flow(px, snr_db=10.0, symbols=2)
+    assert half["channel_uses"] == 2 * 16 + 2 * 2            # one model, a smaller bandwidth
+    result = flow.eval().caption(IMAGES, snr_db=10.0, symbols=2)
+    assert result.channel_uses == [36] * 4 and result.payload_bits == [None] * 4 and len(result.captions) == 4
+    with pytest.raises(ConfigError, match="snr_db"):
+        flow(px)
+
+
+def test_digital_inference_sends_the_real_payload_and_losses_give_no_caption():
+    seed_everything(4, sionna=True)
+    model = tiny_shapes_captioner()
+    codec = digital_codec().eval()
+    codec.update()
+    payloads = device_payloads(model, codec, IMAGES, compress_options={"q": 2.0})
+    ideal = Flow(model, codec).caption(IMAGES, q=2.0)
+    assert ideal.payload_bits == [8 * len(p) for p in payloads] and ideal.channel_uses == [None] * 4
+    link = Flow(model, codec, "awgn")
+    clean = link.caption(IMAGES, snr_db=30.0, q=2.0)
+    assert clean.captions == ideal.captions and not any(clean.lost)
+    assert all(u > 0 for u in clean.channel_uses) and all(m is not None for m in clean.mcs)
+    broken = link.caption(IMAGES, snr_db=-10.0, q=2.0, mcs=20)  # far below what MCS 20 needs
+    assert all(broken.lost) and broken.captions == [""] * 4
+
+
+def test_channel_use_budget_fits_the_payload_or_loses_the_image():
+    seed_everything(5, sionna=True)
+    model = tiny_shapes_captioner()
+    codec = digital_codec().eval()
+    codec.update()
+    flow = Flow(model, codec, "awgn")
+    roomy = flow.caption(IMAGES, snr_db=20.0, channel_uses=400)
+    assert not any(roomy.lost) and all(u <= 400 for u in roomy.channel_uses)
+    smallest = min(len(p) for p in device_payloads(model, codec, IMAGES, compress_options={"q": 0.0}))
+    assert flow._budget_bytes(400, roomy.mcs[0]) >= max(b // 8 for b in roomy.payload_bits)
+    tight = flow.caption(IMAGES, snr_db=0.0, channel_uses=8)    # nothing fits in 8 channel uses
+    assert all(tight.lost) and tight.captions == [""] * 4 and flow._budget_bytes(8, 5) < smallest
+
+
+def test_kinds_and_refusals():
+    model = tiny_shapes_captioner()
+    assert codec_kind(None) == "identity" and codec_kind(digital_codec()) == "learned"
+    assert codec_kind(build_codec("jpeg")) == "bytes"
+    with pytest.raises(ConfigError, match="identity"):
+        Flow(model, None, "awgn").caption(IMAGES, snr_db=10.0)
+    with pytest.raises(ConfigError, match="no training pass"):
+        Flow(model, build_codec("quantize"))(model.preprocess(IMAGES))

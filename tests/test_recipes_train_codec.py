@@ -1,0 +1,160 @@
+"""Codec training through the channel: recipes validate, runs resume bit for bit, codecs come out
+usable, a bad loss stops the run, and two DDP processes end with identical weights."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from intelliflow.checkpoint import load_checkpoint
+from intelliflow.codec.persistence import load_codec
+from intelliflow.errors import ConfigError
+from intelliflow.recipes.config import apply_overrides
+from intelliflow.recipes.train_codec import Objective, rate_lambda, recipe_from_dict, train_codec
+from test_models_split import tiny_shapes_captioner
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    tiny_shapes_captioner().save(folder)
+    return folder
+
+
+def recipe(model_dir, codec="hyperprior", **changes):
+    data = {"task": "codec", "checkpoint_every": 2, "log_every": 1, "model": {"name": str(model_dir)},
+            "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "threads": 1},
+            "eval": {"every": 4, "images": 4, "batch_size": 4, "rate_points": [0, 2], "snr_db": [0, 10]}}
+    if codec == "hyperprior":
+        data["codec"] = {"name": "hyperprior", "hidden_channels": 16, "latent_channels": 8, "hyper_channels": 8,
+                         "rate_points": 3}
+    else:
+        data["codec"] = {"name": "jscc", "hidden_channels": 16, "symbol_channels": 4}
+        data["channel"] = {"name": "awgn", "snr_db": [0, 20], "symbols": [2, 4]}
+    return recipe_from_dict(apply_overrides(data, [f"{k}={v}" for k, v in changes.items()]))
+
+
+@pytest.mark.parametrize("codec", ["hyperprior", "jscc"])
+def test_resumed_run_equals_an_uninterrupted_one_and_the_codec_loads(model_dir, tmp_path, codec):
+    straight = train_codec(recipe(model_dir, codec), output=tmp_path / "a")
+    train_codec(recipe(model_dir, codec), output=tmp_path / "b", stop_at=2)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint")[1]["step"] == 2
+    resumed = train_codec(recipe(model_dir, codec), output=tmp_path / "b", resume=True)
+    a, b = load_codec(straight).state_dict(), load_codec(resumed).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = (tmp_path / "a" / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("step,loss,caption_nats") and len(log) == 5
+    evals = (tmp_path / "a" / "eval_log.csv").read_text().splitlines()
+    assert len(evals) == 3 and evals[1].startswith("4,")   # two points at step 4
+    _, meta = load_checkpoint(straight)
+    assert meta["model"] == str(model_dir) and meta["steps"] == 4
+
+
+def test_training_moves_the_codec_and_the_frozen_model_stays(model_dir, tmp_path):
+    from intelliflow.models import load_split_model
+
+    out = train_codec(recipe(model_dir, **{"train.steps": 3, "eval.every": 0}), output=tmp_path)
+    codec = load_codec(out)
+    torch.manual_seed(0)
+    from intelliflow.codec import build_codec
+
+    fresh = build_codec({"name": "hyperprior", "in_channels": 32, "hidden_channels": 16, "latent_channels": 8,
+                         "hyper_channels": 8, "rate_points": 3})
+    assert not torch.equal(codec.g_a[0].weight, fresh.g_a[0].weight)
+    before = load_split_model(str(model_dir)).state_dict()
+    after = load_split_model(str(model_dir)).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_recipe_errors_name_the_key(model_dir):
+    with pytest.raises(ConfigError, match="objective.lambda_low"):
+        recipe(model_dir, **{"objective.lambda_low": 1})
+    with pytest.raises(ConfigError, match="snr_db"):
+        recipe(model_dir, "jscc", **{"channel.snr_db": "[10, 0]"})
+    with pytest.raises(ConfigError, match="through a channel"):
+        train_codec(recipe(model_dir, "jscc", **{"channel.name": "none"}))
+
+
+def test_rate_lambda_goes_log_linearly_between_the_ends():
+    o = Objective(lambda_low_rate=0.1, lambda_high_rate=0.001)
+    lam = rate_lambda(torch.tensor([0.0, 1.0, 2.0]), 2.0, o)
+    assert torch.allclose(lam, torch.tensor([0.1, 0.01, 0.001]))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(model_dir, tmp_path, monkeypatch):
+    import intelliflow.recipes.train_codec as runner
+
+    real = runner.per_caption_nats
+    calls = []
+
+    def exploding(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return out * float("nan") if len(calls) == 3 else out
+
+    monkeypatch.setattr(runner, "per_caption_nats", exploding)
+    with pytest.raises(FloatingPointError, match="step 2"):
+        train_codec(recipe(model_dir, **{"eval.every": 0}), output=tmp_path)
+    assert load_checkpoint(tmp_path / "checkpoint")[1]["step"] == 2
+
+
+def test_two_ddp_processes_on_cpu_end_with_identical_weights(model_dir, tmp_path):
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"""task: codec
+model: {{name: {model_dir}}}
+codec: {{name: hyperprior, hidden_channels: 16, latent_channels: 8, hyper_channels: 8, rate_points: 3}}
+train: {{steps: 3, batch_size: 4, warmup_steps: 1, threads: 1}}
+eval: {{every: 0}}
+""")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517",
+                          "-m", "intelliflow.recipes.cli", "train", str(recipe_file), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    digests = [(tmp_path / "out" / f"weights_rank{r}.sha256").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1]
+    assert "2 process(es)" in run.stderr
+    single = train_codec(recipe_from_dict({"task": "codec", "model": {"name": str(model_dir)},
+                                           "codec": {"name": "hyperprior", "hidden_channels": 16,
+                                                     "latent_channels": 8, "hyper_channels": 8, "rate_points": 3},
+                                           "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "threads": 1},
+                                           "eval": {"every": 0}}), output=tmp_path / "single")
+    assert (tmp_path / "single" / "weights_rank0.sha256").read_text() != digests[0]  # the ranks saw other images
+    assert load_codec(single) is not None
+
+
+def test_coco_blip_recipe_trains_on_a_tiny_fixture_model_and_dataset(tmp_path):
+    from PIL import Image
+    import json
+
+    from intelliflow.recipes.cli import main
+    from tiny_models import tiny_blip
+
+    model, tokenizer = tiny_blip()
+    model.save_pretrained(tmp_path / "blip")
+    tokenizer.save_pretrained(tmp_path / "blip")
+    images = tmp_path / "coco" / "images"
+    images.mkdir(parents=True)
+    annotations = {"images": [], "annotations": []}
+    for i in range(4):
+        Image.new("RGB", (40, 30), (60 * i, 20, 200 - 40 * i)).save(images / f"{i}.jpg")
+        annotations["images"].append({"id": i, "file_name": f"{i}.jpg"})
+        annotations["annotations"] += [{"id": 10 * i + j, "image_id": i, "caption": f"a red circle {j}"}
+                                       for j in range(2)]
+    (tmp_path / "coco" / "annotations.json").write_text(json.dumps(annotations))
+    recipe = Path(__file__).parent.parent / "recipes" / "coco" / "blip_hyperprior.yaml"
+    code = main(["train", str(recipe), "--set", f"model.name={tmp_path / 'blip'}", "--set", "model.split=1",
+                 "--set", f"data=coco:{tmp_path / 'coco'}", "--set", "train.steps=2", "--set", "train.batch_size=2",
+                 "--set", "codec.hidden_channels=16", "--set", "codec.latent_channels=8",
+                 "--set", "codec.hyper_channels=8", "--set", "log_every=1", "--out", str(tmp_path / "run")])
+    assert code == 0
+    codec = load_codec(tmp_path / "run" / "codec")
+    assert codec.config.in_channels == 32                       # the tiny BLIP's feature width
+    log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    assert len(log) == 3
+    nats, kl, bits = (float(log[-1].split(",")[k]) for k in (2, 3, 5))
+    assert nats > 0 and kl >= 0 and bits > 0                   # caption, distillation and rate terms all run
