@@ -87,7 +87,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> int:
     """Run the demo into ``out``; print and return 0."""
     from intelliflow.data.entropy import semantic_entropy_bits
     from intelliflow.data.shapes import ShapesDataset
-    from intelliflow.evaluation.curves import clean_cider, format_summary, plot_curves, summarize
+    from intelliflow.evaluation.curves import clean_cider, format_summary, load_results, plot_curves, summarize
 
     from .evaluate import run_eval, write_results
 
@@ -106,9 +106,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> int:
                             method=job.get("group", job["method"]), progress=False)
         rows += job_rows
     write_results(out / "results.csv", rows)
-    for row in rows:  # numbers for the summary
-        for key in ("payload_bits", "channel_uses", "snr_db"):
-            row[key] = float(row[key]) if row[key] not in ("", None) else None
+    rows = load_results([out / "results.csv"])  # numbers parsed, empty cells None
     clean = clean_cider(rows)
     table = summarize(rows, ours="ours (hyperprior)", clean=clean)
     plot_curves(rows, out / "curves.png", floor_bits=entropy, clean=clean,
@@ -146,8 +144,8 @@ def _channel_table(rows: list[dict]) -> str:
     keyed: dict = {}
     for r in channel_rows:
         name = r["method"] + (f" ({r['codec']})" if r["codec"] != r["method"] and not r["method"].startswith("ours") else "")
-        if r.get("symbols") not in (None, ""):
-            name += f", {int(float(r['symbols']))} symbol ch."
+        if r.get("symbols") is not None:
+            name += f", {int(r['symbols'])} symbol ch."
         keyed.setdefault((name, r["channel"]), {})[r["snr_db"]] = r
     for (name, channel), by_snr in keyed.items():
         cells = []
@@ -156,8 +154,8 @@ def _channel_table(rows: list[dict]) -> str:
             if r is None:
                 cells.append("")
                 continue
-            lost = f", {r['loss_rate']:.0%} lost" if float(r["loss_rate"] or 0) > 0 else ""
-            cells.append(f"{float(r['CIDEr-D']):.2f}{lost}")
+            lost = f", {r['loss_rate']:.0%} lost" if (r["loss_rate"] or 0) > 0 else ""
+            cells.append(f"{r['CIDEr-D']:.2f}{lost}")
         uses = [by_snr[s]["channel_uses"] for s in snrs if s in by_snr and by_snr[s]["channel_uses"]]
         lines.append(f"| {name} | {channel} | " + " | ".join(cells) + f" | {min(uses):.0f}-{max(uses):.0f} |"
                      if uses else f"| {name} | {channel} | " + " | ".join(cells) + " | |")

@@ -109,6 +109,7 @@ class CodecRecipe:
     log_every: int = 25
     model: ModelSection = field(default_factory=ModelSection)
     codec: dict = field(default_factory=lambda: {"name": "hyperprior"})
+    init_from: str | None = None  # start from a trained codec (shipped name or folder) of the same shape
     channel: ChannelSection = field(default_factory=ChannelSection)
     objective: Objective = field(default_factory=Objective)
     train: CodecTraining = field(default_factory=CodecTraining)
@@ -235,6 +236,17 @@ def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: b
     codec_config = dict(recipe.codec)
     codec_config.setdefault("in_channels", model.feature_dim)
     codec = build_codec(codec_config).to(device)
+    if recipe.init_from:
+        from intelliflow.codec.persistence import codec_folder, load_codec
+
+        folder = codec_folder(recipe.init_from)
+        if folder is None:
+            raise ConfigError(f"recipe key 'init_from': no codec checkpoint {recipe.init_from!r}")
+        start = load_codec(folder)
+        if type(start) is not type(codec) or start.config != codec.config:
+            raise ConfigError(f"recipe key 'init_from': {recipe.init_from} is a {start.kind} codec with "
+                              f"{start.config}, the recipe builds {codec.config}")
+        codec.load_state_dict(start.state_dict())
     channel = {"name": recipe.channel.name, **recipe.channel.options}
     flow = Flow(model, codec, channel, trainable=recipe.model.trainable).to(device)
     if flow.kind not in ("learned", "analog"):
@@ -421,6 +433,7 @@ def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: b
     if rank == 0:
         save_codec(codec, final, model=recipe.model.name, split=model.split, objective=objective.kind,
                    channel=recipe.channel.name, seed=recipe.seed, steps=step, recipe=to_dict(recipe))
+        (final / "README.md").write_text(codec_card(recipe, step, out))
         print(f"saved the codec to {final}", file=sys.stderr)
     if world > 1:
         torch.distributed.barrier()
@@ -467,3 +480,31 @@ def validate(flow, recipe: CodecRecipe) -> list[dict]:
                      **{k: scores[k] for k in ("CIDEr-D", "semantic_accuracy", "relation_accuracy")}})
     flow.train(was_training)
     return rows
+
+
+def codec_card(recipe: CodecRecipe, steps: int, run: Path) -> str:
+    """A short model card for a trained codec: what, how it was made, its last validation."""
+    evals = (run / "eval_log.csv").read_text().strip().splitlines() if (run / "eval_log.csv").is_file() else []
+    last_step = evals[-1].split(",")[0] if len(evals) > 1 else None
+    table = "\n".join([evals[0]] + [line for line in evals[1:] if line.split(",")[0] == last_step]) if last_step else \
+        "(no validation in this run)"
+    return f"""# {recipe.codec.get('name')} codec for {recipe.model.name} (split {recipe.model.split})
+
+Objective `{recipe.objective.kind}`, channel `{recipe.channel.name}`, trained for {steps} steps of
+{recipe.train.batch_size} images on `{recipe.data}`, seed {recipe.seed}.
+
+Reproduce: `intelliflow train RECIPE.yaml` with the recipe below (add `--resume` to continue an
+interrupted run), then copy `OUT/codec/` here.
+
+Last validation (`shapes:val`, first {recipe.eval.images} images; digital points over an ideal link):
+
+```
+{table}
+```
+
+Recipe:
+
+```json
+{json.dumps(to_dict(recipe), indent=2)}
+```
+"""

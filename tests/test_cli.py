@@ -84,13 +84,3 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "none.json" in err
     code, _, err = run_cli(capsys, "data", "export", "shapes:holdout", "--out", str(tmp_path))
     assert code == 2 and "shapes:test" in err
-
-
-def test_quick_demo_writes_its_report(tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "demo", "--quick", "--out", str(tmp_path))
-    assert code == 0
-    report = json.loads((tmp_path / "results.json").read_text())
-    assert report["semantic_entropy_bits"] == semantic_entropy_bits()
-    assert report["reference_ceiling"]["semantic_accuracy"] == 1.0
-    assert (tmp_path / "samples.png").stat().st_size > 10_000
-    assert "semantic entropy" in (tmp_path / "summary.md").read_text().lower()

@@ -158,3 +158,13 @@ def test_coco_blip_recipe_trains_on_a_tiny_fixture_model_and_dataset(tmp_path):
     assert len(log) == 3
     nats, kl, bits = (float(log[-1].split(",")[k]) for k in (2, 3, 5))
     assert nats > 0 and kl >= 0 and bits > 0                   # caption, distillation and rate terms all run
+
+
+def test_init_from_starts_at_a_trained_codec_of_the_same_shape(model_dir, tmp_path):
+    source = train_codec(recipe(model_dir, **{"train.steps": 2, "eval.every": 0}), output=tmp_path / "src")
+    tuned = train_codec(recipe(model_dir, **{"train.steps": 1, "train.lr": 1e-12, "train.aux_lr": 1e-12,
+                                             "eval.every": 0, "init_from": str(source)}), output=tmp_path / "ft")
+    a, b = load_codec(source).state_dict(), load_codec(tuned).state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a if k.startswith(("g_a", "g_s")))
+    with pytest.raises(ConfigError, match="init_from"):
+        train_codec(recipe(model_dir, **{"codec.latent_channels": 4, "init_from": str(source)}), output=tmp_path / "x")

@@ -1,0 +1,52 @@
+"""Rate-quality summaries and plots from results.csv files."""
+
+import csv
+
+import pytest
+
+from intelliflow.errors import DatasetNotFoundError
+from intelliflow.evaluation.curves import bits_to_reach, load_results, plot_curves, summarize
+from intelliflow.recipes.cli import main
+from intelliflow.recipes.evaluate import RESULT_COLUMNS
+
+
+def write(folder, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS, restval="")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def row(method, kind, bits, cider, channel="none", snr="", uses=""):
+    return {"method": method, "codec": method, "kind": kind, "dataset": "shapes:test", "channel": channel,
+            "snr_db": snr, "payload_bits": bits, "channel_uses": uses, "CIDEr-D": cider, "semantic_accuracy": cider / 3}
+
+
+def test_bits_to_reach_interpolates_log_linearly_and_says_never():
+    curve = [(100.0, 1.0), (400.0, 2.0), (1600.0, 3.0)]
+    assert bits_to_reach(curve, 1.5) == pytest.approx(200.0)
+    assert bits_to_reach(curve, 0.5) == 100.0
+    assert bits_to_reach(curve, 3.5) is None
+
+
+def test_summary_ratios_and_plot(tmp_path):
+    write(tmp_path / "a", [row("identity", "identity", 393216, 2.0),
+                           row("ours", "learned", 100, 1.0), row("ours", "learned", 200, 2.0),
+                           row("jpeg", "bytes", 3000, 1.5), row("jpeg", "bytes", 6000, 2.0),
+                           row("mse-codec", "learned", 500, 0.5)])
+    write(tmp_path / "b", [row("ours", "learned", 200, 1.8, "awgn", 0, 300), row("ours", "learned", 200, 2.0, "awgn", 10, 120)])
+    rows = load_results([tmp_path])
+    assert len(rows) == 8 and rows[0]["payload_bits"] == 393216.0
+    table = {t["method"]: t for t in summarize(rows)}
+    assert table["ours"]["ours"] and table["ours"]["bits_to_target"] == pytest.approx(100 * 2 ** (0.9))
+    assert table["jpeg"]["ratio_to_ours"] == pytest.approx(bits_to_reach([(3000, 1.5), (6000, 2.0)], 1.9)
+                                                           / table["ours"]["bits_to_target"])
+    assert table["mse-codec"]["bits_to_target"] is None and table["mse-codec"]["ratio_to_ours"] is None
+    png = plot_curves(rows, tmp_path / "plot.png", floor_bits=15.6)
+    assert png.stat().st_size > 20_000
+    assert main(["curve", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c.png")]) == 0
+    text = (tmp_path / "c.md").read_text()
+    assert "| **ours** (ours) |" in text and "Semantic-entropy floor: 15.6" in text
+    with pytest.raises(DatasetNotFoundError):
+        load_results([tmp_path / "nothing"])
