@@ -217,6 +217,82 @@ def cmd_curve(args) -> int:
     return 0
 
 
+def cmd_latency(args) -> int:
+    """Latency per paradigm for one image, from profiles, the model's FLOPs and measured rate-quality."""
+    from dataclasses import replace
+
+    from intelliflow.evaluation.curves import bits_to_reach, clean_cider, load_results, rate_curve, summarize
+    from intelliflow.flow.latency import (PARADIGMS, STAGES, Scenario, breakdown, crossover_bandwidth,
+                                          crossover_device_speed, plot_latency, read_profile)
+
+    from .latency_costs import codec_flops, model_flops
+
+    profile = read_profile(args.profile) if args.profile else {}
+    rows = load_results(args.results)
+    clean = clean_cider(rows)
+    table = summarize(rows, ours=args.ours, clean=clean)
+    ours = next((t for t in table if t["ours"]), None)
+    if ours is None or clean is None:
+        from intelliflow.errors import ConfigError
+
+        raise ConfigError("the results need an identity row (the clean quality) and a learned codec's rate curve")
+    target = args.quality * clean
+
+    def operating_point(method):
+        """(bits, quality): the fewest bits reaching the floor, else the method's best point."""
+        curve = rate_curve(rows, method)
+        bits = bits_to_reach(curve, target)
+        if bits is not None:
+            return bits, target
+        best = max(curve, key=lambda c: c[1], default=(None, None))
+        return best
+
+    ours_bits, ours_quality = operating_point(ours["method"])
+    uploads = [(operating_point(t["method"]), t["method"]) for t in table if t["method"].startswith(("jpeg", "webp"))]
+    uploads = [u for u in uploads if u[0][0] is not None]
+    ((image_bits, image_quality), image_method) = min(uploads, key=lambda u: (-(u[0][1] >= target), u[0][0])) \
+        if uploads else ((None, None), None)
+    text_rows = [r for r in rows if r["method"] == "text" and r["channel"] == "none" and r["payload_bits"]]
+    head, tail = model_flops(args.model, args.split)
+    scenario = Scenario(**profile, head_flops=head, tail_flops=tail, edge_extra_flops=tail / 2,
+                        codec_flops=codec_flops(ours["method"]) if args.codec_flops is None else args.codec_flops,
+                        payload_bits=ours_bits or 0.0, image_bits=image_bits or 0.0,
+                        text_bits=text_rows[0]["payload_bits"] if text_rows else 8 * 60.0,
+                        backhaul_bits=ours_bits or 0.0)
+    if args.bandwidth:
+        scenario = replace(scenario, wireless=replace(scenario.wireless, bandwidth_hz=args.bandwidth))
+    quality = {"device-only": clean, "cloud-only": image_quality, "device-edge": ours_quality,
+               "device-edge-cloud": ours_quality}
+    payload = {"device-only": scenario.text_bits, "cloud-only": image_bits, "device-edge": ours_bits,
+               "device-edge-cloud": ours_bits}
+    report = {"target_CIDEr-D": target, "ours": ours["method"], "image_upload": image_method,
+              "wireless": vars(scenario.wireless), "device": vars(scenario.device), "paradigms": {}}
+    for p in PARADIGMS:
+        report["paradigms"][p] = {"payload_bits": payload[p], "CIDEr-D": quality[p], "ms": breakdown(scenario, p)}
+    report["crossover_bandwidth_hz"] = crossover_bandwidth(scenario, "device-edge", "cloud-only")
+    report["crossover_device_flops"] = crossover_device_speed(scenario, "device-edge", "device-only")
+    plot = plot_latency(scenario, args.out) if args.out else None
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"quality floor: CIDEr-D {target:.3f} ({args.quality:.0%} of clean {clean:.3f}); ours = {ours['method']}, "
+          f"upload = {image_method}; uplink {scenario.wireless.bandwidth_hz / 1e6:g} MHz at "
+          f"{scenario.wireless.snr_db:g} dB ({scenario.wireless.channel})")
+    print(f"{'paradigm':<18} {'payload bits':>12} {'CIDEr-D':>8} " + " ".join(f"{s:>9}" for s in STAGES)
+          + f" {'total ms':>10}")
+    for p, r in report["paradigms"].items():
+        bits = "n/a" if r["payload_bits"] is None else f"{r['payload_bits']:.0f}"
+        q = "n/a" if r["CIDEr-D"] is None else f"{r['CIDEr-D']:.3f}"
+        print(f"{p:<18} {bits:>12} {q:>8} " + " ".join(f"{r['ms'][s]:>9.3f}" for s in STAGES)
+              + f" {r['ms']['total']:>10.3f}")
+    cb, cd = report["crossover_bandwidth_hz"], report["crossover_device_flops"]
+    print("split beats cloud upload below " + (f"{cb / 1e6:.3g} MHz of uplink" if cb else "no crossover in 1 kHz-10 GHz"))
+    print("split beats device-only below " + (f"{cd / 1e9:.3g} GFLOP/s on the device" if cd else "no crossover"))
+    if plot:
+        print(f"wrote {plot}")
+    return 0
+
+
 # ------------------------------------------------------------------ codecs and files
 
 def cmd_codecs(args) -> int:
@@ -388,6 +464,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="semantic-entropy floor to mark (default: the shapes entropy for shapes results)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_curve)
+
+    p = sub.add_parser("latency", help="latency per paradigm (device-only, cloud upload, split, 3-tier) from "
+                                       "profiles, FLOPs and rate-quality results")
+    p.add_argument("--results", nargs="+", required=True, help="result folders of intelliflow eval / demo")
+    p.add_argument("--profile", default=None, help="YAML profile (device/edge/cloud presets or FLOP/s, wireless, backhaul)")
+    p.add_argument("--model", default="shapes-captioner")
+    p.add_argument("--split", type=int, default=None)
+    p.add_argument("--ours", default=None, help="our method in the results (default: the first learned codec)")
+    p.add_argument("--quality", type=float, default=0.95, help="quality floor as a fraction of the clean CIDEr-D")
+    p.add_argument("--bandwidth", type=float, default=None, help="uplink bandwidth in Hz (overrides the profile)")
+    p.add_argument("--codec-flops", type=float, default=None, help="codec FLOPs per image per side (default: counted)")
+    p.add_argument("--out", default=None, help="PNG: latency against uplink bandwidth with the crossover")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_latency)
 
     p = sub.add_parser("codecs", help="list the registered codecs and the shipped checkpoints")
     p.add_argument("--json", action="store_true")

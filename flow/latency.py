@@ -1,0 +1,288 @@
+"""Latency of one image across device, edge and cloud: node and link profiles, paradigms, breakdowns.
+
+A *node* computes at an effective throughput (FLOP/s actually reached on this kind of model, not
+the datasheet peak); a *wireless link* (device to edge) carries digital payloads at the spectral
+efficiency of the MCS its SNR allows (with that MCS's block error rate: a lost payload is sent
+again, so the expected time is divided by ``1 - BLER``) or analog symbols at one channel use per
+``1 / bandwidth`` seconds; a *backhaul* (edge to cloud) has a bit rate and a round-trip time.
+
+Paradigms (same image, same model):
+
+- ``device-only``: the whole model on the device; only the caption goes up (as text).
+- ``cloud-only``: upload the compressed image (information flow), the whole model in the cloud.
+- ``device-edge``: head on the device, our codec over the wireless link, tail on the edge.
+- ``device-edge-cloud``: head on the device, more layers on the edge, the features re-encoded over
+  the backhaul, the rest in the cloud.
+
+Every latency is in milliseconds and broken down into ``device``, ``encode``, ``uplink``,
+``edge``, ``backhaul``, ``cloud``, ``decode``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from intelliflow.errors import ConfigError
+
+STAGES = ("device", "encode", "uplink", "edge", "backhaul", "cloud", "decode")
+
+
+@dataclass(frozen=True)
+class NodeProfile:
+    """A compute node: effective FLOP/s on transformer inference, optional memory limit, and why."""
+
+    name: str
+    flops_per_s: float
+    memory_bytes: float | None = None
+    source: str = ""
+
+    def __post_init__(self):
+        if self.flops_per_s <= 0:
+            raise ConfigError(f"node {self.name!r}: flops_per_s must be positive, got {self.flops_per_s}")
+
+    def compute_ms(self, flops: float) -> float:
+        return 1e3 * flops / self.flops_per_s
+
+
+#: Effective throughputs, stated with their assumption (datasheet peak x a typical utilisation of
+#: batch-1 transformer inference). Replace them with your own measurements in a YAML profile.
+PRESETS = {
+    "phone": NodeProfile("phone", 0.4e12, 8e9,
+                         "phone-class SoC GPU/NPU: ~2 TFLOP/s FP16 peak (e.g. Adreno 740), ~20 % reached at batch 1"),
+    "jetson": NodeProfile("jetson", 2.0e12, 8e9,
+                          "embedded GPU board (Jetson Orin Nano class): ~10 TFLOP/s dense FP16, ~20 % reached"),
+    "edge-gpu": NodeProfile("edge-gpu", 30e12, 24e9,
+                            "edge GPU server (NVIDIA L4 class): ~120 TFLOP/s dense FP16, ~25 % reached"),
+    "cloud-gpu": NodeProfile("cloud-gpu", 200e12, 80e9,
+                             "cloud GPU (NVIDIA H100 class): ~800 TFLOP/s dense FP16, ~25 % reached"),
+}
+
+
+@dataclass(frozen=True)
+class WirelessLink:
+    """Device-to-edge radio: bandwidth (Hz), SNR (dB, Es/N0) and channel (``awgn`` or ``rayleigh``)."""
+
+    bandwidth_hz: float = 10e6
+    snr_db: float = 10.0
+    channel: str = "awgn"
+    rtt_ms: float = 0.0  # air-interface scheduling delay per request, if any
+
+    def digital_rate(self) -> tuple[float, float, int | None]:
+        """(information bit/s, BLER, MCS index) at this SNR with the adaptive MCS; (0, 1, None) in outage."""
+        from intelliflow.channels.mcs import load_bler_table, select_mcs
+
+        mcs = select_mcs(self.snr_db, self.channel)
+        if mcs is None:
+            return 0.0, 1.0, None
+        bler = load_bler_table().bler(mcs, self.snr_db, self.channel)
+        return self.bandwidth_hz * mcs.spectral_efficiency, bler, mcs.index
+
+    def digital_ms(self, payload_bits: float) -> float:
+        """Expected time to deliver ``payload_bits`` (24-bit CRC per 256-byte block; lost blocks re-sent)."""
+        rate, bler, _ = self.digital_rate()
+        if rate <= 0:
+            return float("inf")
+        blocks = max(1, -(-int(payload_bits) // 2048))
+        return self.rtt_ms + 1e3 * (payload_bits + 24 * blocks) / rate / max(1e-9, 1 - bler)
+
+    def analog_ms(self, channel_uses: float) -> float:
+        """Time for ``channel_uses`` complex symbols at one symbol per ``1 / bandwidth`` seconds."""
+        return self.rtt_ms + 1e3 * channel_uses / self.bandwidth_hz
+
+
+@dataclass(frozen=True)
+class Backhaul:
+    """Edge-to-cloud link: bit rate and round-trip time."""
+
+    bits_per_s: float = 1e9
+    rtt_ms: float = 20.0
+
+    def ms(self, bits: float) -> float:
+        return self.rtt_ms / 2 + 1e3 * bits / self.bits_per_s
+
+
+@dataclass
+class Scenario:
+    """Everything a latency estimate needs: nodes, links, the model's costs and the payloads."""
+
+    device: NodeProfile = PRESETS["phone"]
+    edge: NodeProfile = PRESETS["edge-gpu"]
+    cloud: NodeProfile = PRESETS["cloud-gpu"]
+    wireless: WirelessLink = field(default_factory=WirelessLink)
+    backhaul: Backhaul = field(default_factory=Backhaul)
+    head_flops: float = 0.0       # device side of the split (FLOPs per image)
+    tail_flops: float = 0.0       # server side of the split
+    edge_extra_flops: float = 0.0  # device-edge-cloud: layers the edge runs before re-encoding
+    codec_flops: float = 0.0      # encoder (and decoder) of our codec, per image
+    payload_bits: float = 0.0     # our codec's payload
+    image_bits: float = 0.0       # the cloud-only upload (JPEG/WebP)
+    text_bits: float = 0.0        # the caption as text (device-only)
+    backhaul_bits: float = 0.0    # device-edge-cloud: features re-encoded at the edge
+
+    @property
+    def full_flops(self) -> float:
+        return self.head_flops + self.tail_flops
+
+
+def breakdown(scenario: Scenario, paradigm: str) -> dict[str, float]:
+    """Latency in ms per stage (``STAGES``) and ``total`` for one image under ``paradigm``."""
+    s = scenario
+    t = dict.fromkeys(STAGES, 0.0)
+    if paradigm == "device-only":
+        t["device"] = s.device.compute_ms(s.full_flops)
+        t["uplink"] = s.wireless.digital_ms(s.text_bits)
+    elif paradigm == "cloud-only":
+        t["uplink"] = s.wireless.digital_ms(s.image_bits)
+        t["backhaul"] = s.backhaul.ms(s.image_bits)
+        t["cloud"] = s.cloud.compute_ms(s.full_flops)
+    elif paradigm == "device-edge":
+        t["device"] = s.device.compute_ms(s.head_flops)
+        t["encode"] = s.device.compute_ms(s.codec_flops)
+        t["uplink"] = s.wireless.digital_ms(s.payload_bits)
+        t["decode"] = s.edge.compute_ms(s.codec_flops)
+        t["edge"] = s.edge.compute_ms(s.tail_flops)
+    elif paradigm == "device-edge-cloud":
+        t["device"] = s.device.compute_ms(s.head_flops)
+        t["encode"] = s.device.compute_ms(s.codec_flops)
+        t["uplink"] = s.wireless.digital_ms(s.payload_bits)
+        t["edge"] = s.edge.compute_ms(s.codec_flops + s.edge_extra_flops + s.codec_flops)
+        t["backhaul"] = s.backhaul.ms(s.backhaul_bits)
+        t["cloud"] = s.cloud.compute_ms(s.codec_flops + s.tail_flops - s.edge_extra_flops)
+    else:
+        raise ConfigError(f"unknown paradigm {paradigm!r}; allowed: {list(PARADIGMS)}")
+    t["total"] = sum(t[k] for k in STAGES)
+    return t
+
+
+PARADIGMS = ("device-only", "cloud-only", "device-edge", "device-edge-cloud")
+
+
+def crossover_bandwidth(scenario: Scenario, a: str = "device-edge", b: str = "cloud-only",
+                        low: float = 1e3, high: float = 1e10) -> float | None:
+    """The uplink bandwidth (Hz) under which ``a`` answers faster than ``b`` (bisection in log
+    bandwidth); ``None`` when one is faster over the whole range."""
+    import math
+    from dataclasses import replace
+
+    def gap(bw):
+        s = replace(scenario, wireless=replace(scenario.wireless, bandwidth_hz=bw))
+        return breakdown(s, a)["total"] - breakdown(s, b)["total"]
+
+    g_low, g_high = gap(low), gap(high)
+    if (g_low < 0) == (g_high < 0):
+        return None
+    lo, hi = math.log(low), math.log(high)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (gap(math.exp(mid)) < 0) == (g_low < 0):
+            lo = mid
+        else:
+            hi = mid
+    return math.exp((lo + hi) / 2)
+
+
+def crossover_device_speed(scenario: Scenario, a: str = "device-edge", b: str = "device-only") -> float | None:
+    """The device FLOP/s under which ``a`` beats ``b`` (``device-only`` gets faster with the device)."""
+    import math
+    from dataclasses import replace
+
+    def gap(speed):
+        s = replace(scenario, device=replace(scenario.device, flops_per_s=speed))
+        return breakdown(s, a)["total"] - breakdown(s, b)["total"]
+
+    low, high = 1e8, 1e16
+    if (gap(low) < 0) == (gap(high) < 0):
+        return None
+    lo, hi = math.log(low), math.log(high)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (gap(math.exp(mid)) < 0) == (gap(low) < 0):
+            lo = mid
+        else:
+            hi = mid
+    return math.exp((lo + hi) / 2)
+
+
+def node_from_dict(data: dict | str, role: str) -> NodeProfile:
+    """A node from a preset name or a mapping (``{preset: phone, flops_per_s: ...}`` overrides)."""
+    if isinstance(data, str):
+        if data not in PRESETS:
+            raise ConfigError(f"profile {role}: unknown preset {data!r}; presets: {sorted(PRESETS)}")
+        return PRESETS[data]
+    base = asdict(PRESETS[data["preset"]]) if "preset" in data else {"name": role}
+    unknown = sorted(set(data) - {"preset", "name", "flops_per_s", "memory_bytes", "source"})
+    if unknown:
+        raise ConfigError(f"profile {role}: unknown key(s) {unknown}; allowed: preset, name, flops_per_s, "
+                          "memory_bytes, source")
+    base.update({k: _number(v, f"{role}.{k}") if k in ("flops_per_s", "memory_bytes") and v is not None else v
+                 for k, v in data.items() if k != "preset"})
+    return NodeProfile(**base)
+
+
+def _number(value, key: str) -> float:
+    """YAML 1.1 reads ``1.0e12`` (no exponent sign) as text: accept it as a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"profile key {key!r}: expected a number, got {value!r}") from exc
+
+
+def read_profile(path: str | Path) -> dict:
+    """A YAML profile: ``device``, ``edge``, ``cloud`` (preset names or mappings), ``wireless``
+    (bandwidth_hz, snr_db, channel, rtt_ms) and ``backhaul`` (bits_per_s, rtt_ms)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"profile file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(data) - {"device", "edge", "cloud", "wireless", "backhaul"})
+    if unknown:
+        raise ConfigError(f"profile {path}: unknown key(s) {unknown}; allowed: device, edge, cloud, wireless, backhaul")
+    try:
+        return {"device": node_from_dict(data.get("device", "phone"), "device"),
+                "edge": node_from_dict(data.get("edge", "edge-gpu"), "edge"),
+                "cloud": node_from_dict(data.get("cloud", "cloud-gpu"), "cloud"),
+                "wireless": WirelessLink(**{k: v if k == "channel" else _number(v, f"wireless.{k}")
+                                            for k, v in (data.get("wireless") or {}).items()}),
+                "backhaul": Backhaul(**{k: _number(v, f"backhaul.{k}") for k, v in (data.get("backhaul") or {}).items()})}
+    except TypeError as exc:
+        raise ConfigError(f"profile {path}: {exc}") from exc
+
+
+def plot_latency(scenario: Scenario, path: str | Path, paradigms=PARADIGMS, low: float = 1e4,
+                 high: float = 1e9, title: str = "") -> Path:
+    """Latency against uplink bandwidth, one line per paradigm, the split-vs-upload crossover marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from dataclasses import replace
+
+    bandwidths = np.logspace(np.log10(low), np.log10(high), 80)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for p in paradigms:
+        totals = [breakdown(replace(scenario, wireless=replace(scenario.wireless, bandwidth_hz=b)), p)["total"]
+                  for b in bandwidths]
+        ax.plot(bandwidths, totals, label=p)
+    cross = crossover_bandwidth(scenario, "device-edge", "cloud-only", low, high)
+    if cross:
+        ax.axvline(cross, color="k", ls=":", lw=1)
+        ax.text(cross, ax.get_ylim()[1] if ax.get_yscale() == "linear" else 1, f" split = upload at {cross / 1e6:.3g} MHz",
+                rotation=90, va="top", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("uplink bandwidth (Hz)")
+    ax.set_ylabel("latency per image (ms)")
+    ax.set_title(title or f"SNR {scenario.wireless.snr_db:g} dB, {scenario.wireless.channel}; device "
+                          f"{scenario.device.name}, edge {scenario.edge.name}, cloud {scenario.cloud.name}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,75 @@
+"""Latency model: stage breakdowns, crossovers, profiles, and the latency command on results."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from intelliflow.errors import ConfigError
+from intelliflow.flow.latency import (PRESETS, Backhaul, Scenario, WirelessLink, breakdown, crossover_bandwidth,
+                                      crossover_device_speed, read_profile)
+from intelliflow.recipes.cli import main
+from test_evaluation_curves import row, write
+
+
+def scenario(**changes):
+    base = Scenario(head_flops=2e9, tail_flops=2e10, codec_flops=1e8, payload_bits=200, image_bits=8000,
+                    text_bits=400, backhaul_bits=200, edge_extra_flops=1e10)
+    return replace(base, **changes)
+
+
+def test_breakdown_adds_up_and_follows_the_units():
+    s = scenario()
+    split = breakdown(s, "device-edge")
+    assert split["total"] == pytest.approx(sum(v for k, v in split.items() if k != "total"))
+    assert split["device"] == pytest.approx(1e3 * 2e9 / PRESETS["phone"].flops_per_s)
+    rate, bler, mcs = s.wireless.digital_rate()
+    assert mcs is not None and 0 <= bler <= 0.1
+    assert split["uplink"] == pytest.approx(1e3 * (200 + 24) / rate / (1 - bler))
+    assert breakdown(s, "cloud-only")["cloud"] == pytest.approx(1e3 * 2.2e10 / PRESETS["cloud-gpu"].flops_per_s)
+    outage = replace(s, wireless=WirelessLink(snr_db=-20.0))
+    assert breakdown(outage, "device-edge")["uplink"] == float("inf")
+    with pytest.raises(ConfigError, match="paradigm"):
+        breakdown(s, "teleport")
+
+
+def test_crossovers_exist_where_the_physics_says():
+    assert crossover_bandwidth(scenario()) is None   # a 10 ms backhaul keeps the cloud slower at any bandwidth
+    s = scenario(backhaul=Backhaul(rtt_ms=2.0))
+    cross = crossover_bandwidth(s)
+    assert cross is not None
+    slow = replace(s, wireless=replace(s.wireless, bandwidth_hz=cross / 10))
+    fast = replace(s, wireless=replace(s.wireless, bandwidth_hz=cross * 10))
+    assert breakdown(slow, "device-edge")["total"] < breakdown(slow, "cloud-only")["total"]
+    assert breakdown(fast, "device-edge")["total"] > breakdown(fast, "cloud-only")["total"]
+    speed = crossover_device_speed(s)
+    assert speed is not None and speed > 0
+
+
+def test_profiles_from_yaml(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("device: {preset: phone, flops_per_s: 1.0e12}\nedge: jetson\nwireless: {bandwidth_hz: 2.0e6, snr_db: 5}\n")
+    profile = read_profile(path)
+    assert profile["device"].flops_per_s == 1e12 and profile["edge"] == PRESETS["jetson"]
+    assert profile["wireless"].bandwidth_hz == 2e6
+    path.write_text("device: {preset: phone, speed: 3}\n")
+    with pytest.raises(ConfigError, match="speed"):
+        read_profile(path)
+
+
+def test_latency_command_on_results(tmp_path, capsys):
+    write(tmp_path / "r", [row("identity", "identity", 393216, 2.0), row("ours", "learned", 150, 1.5),
+                           row("ours", "learned", 200, 2.0), row("jpeg", "bytes", 6000, 2.0),
+                           row("text", "bytes", 300, 2.0)])
+    (tmp_path / "p.yaml").write_text("backhaul: {bits_per_s: 1.0e+9, rtt_ms: 1}\n")
+    code = main(["latency", "--results", str(tmp_path / "r"), "--bandwidth", "1e5", "--codec-flops", "0",
+                 "--profile", str(tmp_path / "p.yaml"),
+                 "--out", str(tmp_path / "lat.png"), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    p = report["paradigms"]
+    assert p["device-edge"]["payload_bits"] == pytest.approx(150 * (200 / 150) ** 0.8)
+    assert p["cloud-only"]["payload_bits"] == 6000
+    assert p["device-edge"]["ms"]["total"] < p["cloud-only"]["ms"]["total"]   # 100 kHz: the split wins
+    assert report["crossover_bandwidth_hz"] > 1e5
+    assert (tmp_path / "lat.png").stat().st_size > 10_000
