@@ -95,7 +95,7 @@ def run_eval(model_name: str, split: int | None, codec: str, channel: str, snr: 
              dataset_spec: str, out: str | Path, limit: int | None = None, batch_size: int = 50,
              num_beams: int = 1, max_new_tokens: int = 32, meteor="auto", rate_points: list[float] | None = None,
              symbols: list[int] | None = None, mcs: int | str = "auto", channel_uses: int | None = None,
-             progress: bool = True, method: str | None = None) -> list[dict]:
+             progress: bool = True, method: str | None = None, seed: int = 0) -> list[dict]:
     """Evaluate one model/codec/channel at every SNR (and rate point or bandwidth); write
     ``results.csv`` (one row per point) and ``captions.json`` to ``out``.
 
@@ -108,7 +108,10 @@ def run_eval(model_name: str, split: int | None, codec: str, channel: str, snr: 
     :param mcs: ``"auto"`` (adaptive to the SNR) or a fixed MCS index for byte payloads.
     :param channel_uses: a channel-use budget per image for a learned digital codec.
     :param method: the label of this method in results and plots (default: the codec name).
+    :param seed: seeds torch and Sionna (channel noise, fading) so a run can be repeated exactly.
     """
+    from intelliflow.seeding import seed_everything
+
     from intelliflow.data.datasets import open_dataset
     from intelliflow.flow.files import codec_metadata, resolve_codec
     from intelliflow.flow.flow import Flow, codec_kind
@@ -125,6 +128,7 @@ def run_eval(model_name: str, split: int | None, codec: str, channel: str, snr: 
         raise ConfigError(f"channel {channel_config['name']!r} needs --snr")
     if kind == "analog" and channel_config["name"] == "none":
         raise ConfigError(f"{codec} is an analog codec: give a channel (awgn, rayleigh, ofdm-tdl) and --snr")
+    seed_everything(seed, sionna=channel_config["name"] != "none")
     model = load_split_model(model_name, split=split)
     flow = Flow(model, codec_object, channel_config).eval()
     dataset = open_dataset(dataset_spec, limit=limit)

@@ -27,12 +27,17 @@ def test_codecs_lists_the_shipped_checkpoints(capsys):
 
 def test_digital_codec_over_awgn_rate_points_and_the_budget_cliff(tmp_path):
     rows = run_eval("shapes-captioner", None, "shapes-hyperprior", "awgn", [-4.0, 20.0], "shapes:test", tmp_path,
-                    limit=6, meteor=False, rate_points=[1.0, 5.0], progress=False)
+                    limit=6, meteor=False, rate_points=[1.0, 5.0], progress=False, mcs=9)
     assert [(r["snr_db"], r["rate_point"]) for r in rows] == [(-4.0, 1.0), (-4.0, 5.0), (20.0, 1.0), (20.0, 5.0)]
     high = {r["rate_point"]: r for r in rows if r["snr_db"] == 20.0}
     assert high[5.0]["payload_bits"] > high[1.0]["payload_bits"]             # one codec, many rates
-    assert high[5.0]["channel_uses"] < high[5.0]["payload_bits"]              # 20 dB: a dense MCS
-    assert all(r["loss_rate"] < 0.5 for r in high.values()) and high[5.0]["CIDEr-D"] > 1.0  # MCS for 10 % BLER
+    assert all(r["loss_rate"] == 0 for r in high.values()) and high[5.0]["CIDEr-D"] > 1.0  # MCS 9 at 20 dB: safe
+    low = {r["rate_point"]: r for r in rows if r["snr_db"] == -4.0}
+    assert all(r["loss_rate"] == 1.0 and r["CIDEr-D"] == 0.0 for r in low.values())  # MCS 9 at -4 dB: lost
+    again = run_eval("shapes-captioner", None, "shapes-hyperprior", "awgn", [6.0], "shapes:test", tmp_path / "c",
+                     limit=6, meteor=False, rate_points=[5.0], progress=False, seed=3)
+    assert run_eval("shapes-captioner", None, "shapes-hyperprior", "awgn", [6.0], "shapes:test", tmp_path / "d",
+                    limit=6, meteor=False, rate_points=[5.0], progress=False, seed=3) == again  # seeded: repeatable
     budget = run_eval("shapes-captioner", None, "shapes-hyperprior", "awgn", [-6.0, 20.0], "shapes:test",
                       tmp_path / "b", limit=6, meteor=False, channel_uses=256, progress=False)
     assert budget[0]["loss_rate"] == 1.0 and budget[0]["CIDEr-D"] == 0.0       # the cliff: nothing fits
