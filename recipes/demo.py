@@ -75,10 +75,11 @@ def demo_jobs(quick: bool) -> list[dict]:
             jobs.append({"method": f"ours (jscc-{channel})", "codec": jscc, "channel": channel, "snr": snrs,
                          "symbols": [16] if quick else [4, 16], "limit": channel_n})
         if not quick:
+            # kilobyte payloads make the LDPC decoder the demo's slowest part: fewer images for them
             jobs.append({"method": "jpeg-20", "group": "jpeg", "codec": "jpeg-20", "channel": channel, "snr": snrs,
-                         "limit": channel_n // 2})
+                         "limit": channel_n // 4})
             jobs.append({"method": "quantize-4", "group": "quantize", "codec": "quantize-4", "channel": channel,
-                         "snr": snrs, "limit": channel_n // 2})
+                         "snr": snrs, "limit": channel_n // 5})
             jobs.append({"method": "text", "codec": "text", "channel": channel, "snr": snrs, "limit": channel_n})
     return jobs
 
