@@ -134,6 +134,9 @@ def plot_curves(rows: Sequence[dict], path: str | Path, floor_bits: float | None
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["channel"]), []).append(r)
+    channels = sorted({c for _, c in groups if c != "none"})
+    styles = {c: ("-", "--", ":", "-.")[i % 4] for i, c in enumerate(channels)}  # one line style per channel
+    colors = iter(plt.get_cmap("tab20").colors * 4)
     for (method, channel), members in groups.items():
         label = method if channel == "none" else f"{method} / {channel}"
         ideal = channel == "none"
@@ -154,7 +157,8 @@ def plot_curves(rows: Sequence[dict], path: str | Path, floor_bits: float | None
                                                                        if s is not None and variant[0]["channel_uses"] else "")
             pts = sorted((r["snr_db"], r["CIDEr-D"]) for r in variant if r["snr_db"] is not None)
             if pts:
-                ax_snr.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+                ax_snr.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ls=styles[channel],
+                            color=next(colors), label=name)
         uses = sorted((r["channel_uses"], r["CIDEr-D"]) for r in members if r["channel_uses"])
         if uses:
             ax_uses.scatter([u[0] for u in uses], [u[1] for u in uses], label=label, s=18)
