@@ -158,50 +158,46 @@ def breakdown(scenario: Scenario, paradigm: str) -> dict[str, float]:
 PARADIGMS = ("device-only", "cloud-only", "device-edge", "device-edge-cloud")
 
 
+def _log_bisect(gap, low: float, high: float) -> float | None:
+    """Where ``gap`` changes sign between ``low`` and ``high`` (bisection in log scale); ``None`` if it does not."""
+    import math
+
+    below = gap(low) < 0
+    if below == (gap(high) < 0):
+        return None
+    lo, hi = math.log(low), math.log(high)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (gap(math.exp(mid)) < 0) == below:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp((lo + hi) / 2)
+
+
 def crossover_bandwidth(scenario: Scenario, a: str = "device-edge", b: str = "cloud-only",
                         low: float = 1e3, high: float = 1e10) -> float | None:
-    """The uplink bandwidth (Hz) under which ``a`` answers faster than ``b`` (bisection in log
-    bandwidth); ``None`` when one is faster over the whole range."""
-    import math
+    """The uplink bandwidth (Hz) at which ``a`` and ``b`` answer equally fast (``a`` wins on one
+    side); ``None`` when one is faster over the whole range."""
     from dataclasses import replace
 
     def gap(bw):
         s = replace(scenario, wireless=replace(scenario.wireless, bandwidth_hz=bw))
         return breakdown(s, a)["total"] - breakdown(s, b)["total"]
 
-    g_low, g_high = gap(low), gap(high)
-    if (g_low < 0) == (g_high < 0):
-        return None
-    lo, hi = math.log(low), math.log(high)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if (gap(math.exp(mid)) < 0) == (g_low < 0):
-            lo = mid
-        else:
-            hi = mid
-    return math.exp((lo + hi) / 2)
+    return _log_bisect(gap, low, high)
 
 
-def crossover_device_speed(scenario: Scenario, a: str = "device-edge", b: str = "device-only") -> float | None:
+def crossover_device_speed(scenario: Scenario, a: str = "device-edge", b: str = "device-only",
+                           low: float = 1e8, high: float = 1e16) -> float | None:
     """The device FLOP/s under which ``a`` beats ``b`` (``device-only`` gets faster with the device)."""
-    import math
     from dataclasses import replace
 
     def gap(speed):
         s = replace(scenario, device=replace(scenario.device, flops_per_s=speed))
         return breakdown(s, a)["total"] - breakdown(s, b)["total"]
 
-    low, high = 1e8, 1e16
-    if (gap(low) < 0) == (gap(high) < 0):
-        return None
-    lo, hi = math.log(low), math.log(high)
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if (gap(math.exp(mid)) < 0) == (gap(low) < 0):
-            lo = mid
-        else:
-            hi = mid
-    return math.exp((lo + hi) / 2)
+    return _log_bisect(gap, low, high)
 
 
 def node_from_dict(data: dict | str, role: str) -> NodeProfile:
