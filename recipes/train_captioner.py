@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from intelliflow.models.protocol import caption_loss
 from intelliflow.seeding import seed_everything
 
 from .config import from_dict, to_dict
+from .training import lr_factor, optimizer_step
 
 
 @dataclass
@@ -117,15 +117,6 @@ class CellProbe(nn.Module):
                    for k, l in enumerate(logits))
 
 
-def lr_factor(step: int, recipe: CaptionerRecipe) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_ratio``."""
-    t = recipe.train
-    if step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
-    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
-    return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 @torch.no_grad()
 def evaluate_captioner(captioner: ShapesCaptioner, images: int, batch_size: int = 100,
                        split: str = "val", config: ShapesConfig = ShapesConfig()) -> dict:
@@ -162,7 +153,7 @@ def train_captioner(recipe: CaptionerRecipe, output: str | Path | None = None, r
                       (len(shapes.shapes) + 1, len(shapes.colours) + 1, len(shapes.sizes) + 1))
     params = list(captioner.parameters()) + list(probe.parameters())
     optimizer = torch.optim.AdamW(params, lr=recipe.train.lr, weight_decay=recipe.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, recipe))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, recipe.train))
 
     step = 0
     ckpt = out / "checkpoint"
@@ -216,11 +207,7 @@ def train_captioner(recipe: CaptionerRecipe, output: str | Path | None = None, r
             log_file.close()
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; the last good checkpoint "
                                      f"is in {ckpt}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, optimizer, scheduler, params, t.grad_clip)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{cap_loss.item():.3f}", cell=f"{cell_loss.item():.3f}")

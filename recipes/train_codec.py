@@ -46,6 +46,7 @@ from intelliflow.data.sample import collate_samples
 from intelliflow.errors import ConfigError
 
 from .config import from_dict, to_dict
+from .training import lr_factor, optimizer_step
 
 
 @dataclass
@@ -126,14 +127,6 @@ def recipe_from_dict(data: dict) -> CodecRecipe:
         raise ConfigError("objective.targets 'canonical' exists only for the shapes data; "
                           "use 'references' or 'teacher'")
     return recipe
-
-
-def lr_factor(step: int, t: CodecTraining) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_ratio``."""
-    if step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
-    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
-    return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def rate_lambda(q: torch.Tensor, max_q: float, objective: Objective) -> torch.Tensor:
@@ -369,11 +362,7 @@ def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: b
                 log_file.close()
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; the last good checkpoint is in "
                                      f"{ckpt}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(main_params, t.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, optimizer, scheduler, main_params, t.grad_clip)
         step += 1
         stats = {"loss": loss.item(), "nats": nats.mean().item(), "kl": kl.mean().item(),
                  "nmse": nmse.mean().item(), "bits": bits.mean().item()}
