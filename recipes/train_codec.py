@@ -119,8 +119,6 @@ class CodecRecipe:
 
 def recipe_from_dict(data: dict) -> CodecRecipe:
     recipe = from_dict(CodecRecipe, data)
-    if recipe.objective.kind == "mse" and recipe.codec.get("name") == "jscc":
-        pass  # an MSE-trained JSCC is allowed: the analog information-flow variant
     if len(recipe.channel.snr_db) != 2 or recipe.channel.snr_db[0] > recipe.channel.snr_db[1]:
         raise ConfigError(f"recipe key 'channel.snr_db' must be [low, high], got {recipe.channel.snr_db}")
     if recipe.objective.targets == "canonical" and not recipe.data.startswith("shapes"):
@@ -416,7 +414,7 @@ def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: b
     codec.eval()
     if digital:
         codec.update()
-    (out.mkdir(parents=True, exist_ok=True))
+    out.mkdir(parents=True, exist_ok=True)
     (out / f"weights_rank{rank}.sha256").write_text(weights_digest(codec) + "\n")
     final = out / "codec"
     if rank == 0:
