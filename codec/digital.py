@@ -151,11 +151,15 @@ class FeatureCodec(CompressionModel):
         y_hat, likelihoods = self._entropy_forward(y)
         return {"f_hat": self.g_s(y_hat * inv_gain), "likelihoods": likelihoods, "y_hat": y_hat}
 
+    @staticmethod
+    def likelihood_bits(likelihoods: dict) -> torch.Tensor:
+        """Rate of ``forward``'s likelihoods: bits per image [B] (CompressAI bounds them below by 1e-9)."""
+        return sum(-torch.log2(l).flatten(1).sum(1) for l in likelihoods.values())
+
     def estimate_bits(self, f: torch.Tensor, q=None) -> torch.Tensor:
         """Likelihood estimate of the payload bits per image [B], header excluded."""
         with torch.no_grad():
-            out = self.forward(f, q)
-        return sum(-torch.log2(l).flatten(1).sum(1) for l in out["likelihoods"].values())
+            return self.likelihood_bits(self.forward(f, q)["likelihoods"])
 
     # ------------------------------------------------------------------ bitstreams
     def update(self, scale_table=None, force: bool = True, update_quantiles: bool = False) -> bool:
@@ -311,19 +315,18 @@ class HyperpriorFeatureCodec(FeatureCodec):
         return (module._quantized_cdf.tolist(), module._cdf_length.reshape(-1).int().tolist(),
                 module._offset.reshape(-1).int().tolist())
 
-    def _z_hat(self, z_symbols_or_z, from_symbols: bool):
-        eb = self.entropy_bottleneck
-        medians = eb._get_medians().detach().reshape(1, -1, 1, 1)
-        if from_symbols:
-            return eb.dequantize(z_symbols_or_z, medians)
-        return eb.quantize(z_symbols_or_z, "dequantize", medians), eb.quantize(z_symbols_or_z, "symbols", medians)
+    def _z_medians(self) -> torch.Tensor:
+        """The hyper-latent's per-channel medians [1, C, 1, 1], the offset of its symbols."""
+        return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
 
     def _entropy_compress(self, y):
         from compressai.ans import BufferedRansEncoder
 
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z = self.h_a(y)
-        z_hat, z_symbols = self._z_hat(z, from_symbols=False)   # what the decoder will reconstruct
+        medians = self._z_medians()
+        z_symbols = eb.quantize(z, "symbols", medians)
+        z_hat = eb.quantize(z, "dequantize", medians)   # what the decoder will reconstruct
         z_indexes = eb._build_indexes(z.size())
         scales, means = self._params(z_hat)
         y_indexes = gc.build_indexes(scales)
@@ -349,7 +352,8 @@ class HyperpriorFeatureCodec(FeatureCodec):
         z_shape = (1, self.config.hyper_channels, *size)
         z_indexes = eb._build_indexes(z_shape)
         z_values = decoder.decode_stream(z_indexes.reshape(-1).int().tolist(), *self._tables(eb))
-        z_hat = self._z_hat(torch.tensor(z_values, dtype=torch.float32, device=device).reshape(z_shape), True)
+        z_hat = eb.dequantize(torch.tensor(z_values, dtype=torch.float32, device=device).reshape(z_shape),
+                              self._z_medians())
         scales, means = self._params(z_hat)
         y_indexes = gc.build_indexes(scales)
         y_values = decoder.decode_stream(y_indexes.reshape(-1).int().tolist(), *self._tables(gc))

@@ -131,7 +131,7 @@ class Flow(nn.Module):
         if self.kind == "learned":
             coded = self.codec(grid, q)
             out["likelihoods"] = coded["likelihoods"]
-            out["bits"] = sum(-torch.log2(l.clamp_min(1e-9)).flatten(1).sum(1) for l in coded["likelihoods"].values())
+            out["bits"] = self.codec.likelihood_bits(coded["likelihoods"])
             out["aux_loss"] = self.codec.aux_loss()  # CompressAI's quantile fit, inside forward for DDP
             grid_hat = coded["f_hat"]
         elif self.kind == "analog":
