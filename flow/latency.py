@@ -26,6 +26,7 @@ from pathlib import Path
 from intelliflow.errors import ConfigError
 
 STAGES = ("device", "encode", "uplink", "edge", "backhaul", "cloud", "decode")
+PARADIGMS = ("device-only", "cloud-only", "device-edge", "device-edge-cloud")
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,14 @@ class Scenario:
 
 def breakdown(scenario: Scenario, paradigm: str) -> dict[str, float]:
     """Latency in ms per stage (``STAGES``) and ``total`` for one image under ``paradigm``."""
+    if paradigm not in PARADIGMS:
+        raise ConfigError(f"unknown paradigm {paradigm!r}; allowed: {list(PARADIGMS)}")
     s = scenario
     t = dict.fromkeys(STAGES, 0.0)
+    if paradigm.startswith("device-edge"):  # both splits: head and encoder on the device, our payload up
+        t["device"] = s.device.compute_ms(s.head_flops)
+        t["encode"] = s.device.compute_ms(s.codec_flops)
+        t["uplink"] = s.wireless.digital_ms(s.payload_bits)
     if paradigm == "device-only":
         t["device"] = s.device.compute_ms(s.full_flops)
         t["uplink"] = s.wireless.digital_ms(s.text_bits)
@@ -137,25 +144,15 @@ def breakdown(scenario: Scenario, paradigm: str) -> dict[str, float]:
         t["backhaul"] = s.backhaul.ms(s.image_bits)
         t["cloud"] = s.cloud.compute_ms(s.full_flops)
     elif paradigm == "device-edge":
-        t["device"] = s.device.compute_ms(s.head_flops)
-        t["encode"] = s.device.compute_ms(s.codec_flops)
-        t["uplink"] = s.wireless.digital_ms(s.payload_bits)
         t["decode"] = s.edge.compute_ms(s.codec_flops)
         t["edge"] = s.edge.compute_ms(s.tail_flops)
-    elif paradigm == "device-edge-cloud":
-        t["device"] = s.device.compute_ms(s.head_flops)
-        t["encode"] = s.device.compute_ms(s.codec_flops)
-        t["uplink"] = s.wireless.digital_ms(s.payload_bits)
+    else:  # device-edge-cloud: the edge decodes, runs more layers and re-encodes for the backhaul
         t["edge"] = s.edge.compute_ms(s.codec_flops + s.edge_extra_flops + s.codec_flops)
         t["backhaul"] = s.backhaul.ms(s.backhaul_bits)
         t["cloud"] = s.cloud.compute_ms(s.codec_flops + s.tail_flops - s.edge_extra_flops)
-    else:
-        raise ConfigError(f"unknown paradigm {paradigm!r}; allowed: {list(PARADIGMS)}")
     t["total"] = sum(t[k] for k in STAGES)
     return t
 
-
-PARADIGMS = ("device-only", "cloud-only", "device-edge", "device-edge-cloud")
 
 
 def _log_bisect(gap, low: float, high: float) -> float | None:
