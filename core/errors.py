@@ -47,3 +47,11 @@ class RegistryError(IntelliflowError, KeyError):
 
 class CheckpointError(IntelliflowError, ValueError):
     """A checkpoint folder is missing files or does not match the model it is loaded into."""
+
+
+class PayloadMismatchError(BitstreamError):
+    """A well-formed payload for another model, split point or codec than the receiver serves."""
+
+
+class ServiceError(IntelliflowError, RuntimeError):
+    """An edge service refused a request or could not be reached (the message carries its answer)."""

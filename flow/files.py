@@ -60,7 +60,9 @@ def codec_metadata(name: str) -> dict:
 _PREFIX_CODEC = QuantizeCodec(bits=8)
 
 
-def _features_to_payloads(model, codec, features: torch.Tensor, compress_options: dict | None = None) -> list[bytes]:
+def features_to_payloads(model, codec, features: torch.Tensor, compress_options: dict | None = None) -> list[bytes]:
+    """Head features [B, N, D] -> one payload (bytes) per image: the grid through ``codec``, prefix
+    tokens beside it at 8 bits."""
     grid, prefix = tokens_to_grid(features, model.feature_grid, model.prefix_tokens)
     options = {k: v for k, v in (compress_options or {}).items() if v is not None}
     if not model.prefix_tokens:
@@ -74,7 +76,8 @@ def _features_to_payloads(model, codec, features: torch.Tensor, compress_options
     return [pp + p for pp, p in zip(prefix_parts, codec.compress(grid, **options))]
 
 
-def _payloads_to_features(model, codec, payloads: list[bytes]) -> torch.Tensor:
+def payloads_to_features(model, codec, payloads: list[bytes]) -> torch.Tensor:
+    """Payloads -> features [B, N, D] for the tail (the inverse of :func:`features_to_payloads`)."""
     prefix = None
     if model.prefix_tokens:
         parts, rest = [], []
@@ -105,7 +108,7 @@ def device_payloads(model, codec, images, codec_name: str = "codec",
         raise ConfigError(f"{codec_name} is an analog codec: its symbols go through a channel, not into bytes")
     if not hasattr(codec, "log_gain"):  # fixed baselines take no rate options
         compress_options = None
-    return _features_to_payloads(model, codec, model.head(model.preprocess(images)), compress_options)
+    return features_to_payloads(model, codec, model.head(model.preprocess(images)), compress_options)
 
 
 @torch.no_grad()
@@ -116,7 +119,7 @@ def receiver_captions(model, codec, payloads: list[bytes], **generation) -> list
     if isinstance(codec, ImageUploadCodec):
         with torch.no_grad():
             return model.full_generate(model.preprocess(codec.decompress(payloads)), **generation)
-    return model.tail_generate(_payloads_to_features(model, codec, payloads), **generation)
+    return model.tail_generate(payloads_to_features(model, codec, payloads), **generation)
 
 
 def encode_images(model, codec, codec_name: str, images, model_name: str) -> list[bytes]:

@@ -1,0 +1,161 @@
+"""The device side of a real split deployment: head + codec here, the caption from an edge service.
+
+``EdgeClient`` speaks the protocol of :mod:`intelliflow.flow.service` (``POST /caption`` with one
+``.iflow`` file; keep-alive, one connection per thread). ``SplitDevice`` runs the model's head and
+the codec on images, sends each payload and times every stage::
+
+    device = SplitDevice("shapes-captioner", "shapes-hyperprior", EdgeClient("http://edge:8080"))
+    device.caption([image])[0]  # {"caption": ..., "bits": ..., "device_ms": ..., "encode_ms": ...,
+                                #  "roundtrip_ms": ..., "total_ms": ..., "wire_bytes": ...}
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from urllib.parse import urlsplit
+
+import torch
+
+from intelliflow.codec.baselines import ImageUploadCodec, TextCodec
+from intelliflow.codec.container import pack_iflow
+from intelliflow.errors import ConfigError, ServiceError
+
+from .files import features_to_payloads, resolve_codec
+
+
+class EdgeClient:
+    """HTTP client of an edge service at ``url`` (``http://host:port``); thread-safe."""
+
+    def __init__(self, url: str, timeout: float = 120.0):
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme != "http" or not parts.hostname:
+            raise ConfigError(f"edge URL {url!r}: expected http://HOST:PORT")
+        self.url, self.host, self.port, self.timeout = url, parts.hostname, parts.port or 80, timeout
+        self._local = threading.local()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return conn
+
+    def _request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+        """(status, parsed JSON body); one reconnect when a kept-alive connection was closed."""
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                conn.request(method, path, body=body, headers=headers or {})
+                response = conn.getresponse()
+                raw = response.read()
+                if response.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    self._local.conn = None
+                break
+            except ConnectionRefusedError as exc:
+                conn.close()
+                self._local.conn = None
+                raise ServiceError(f"cannot reach the edge service at {self.url}: {exc}") from exc
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.CannotSendRequest,
+                    http.client.BadStatusLine) as exc:
+                conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise ServiceError(f"edge service {self.url} dropped the connection: {exc}") from exc
+            except OSError as exc:
+                conn.close()
+                self._local.conn = None
+                raise ServiceError(f"cannot reach the edge service at {self.url}: {exc}") from exc
+        try:
+            data = json.loads(raw or b"{}")
+        except json.JSONDecodeError as exc:
+            raise ServiceError(f"edge service {self.url} answered {response.status} with non-JSON: {raw[:200]!r}") from exc
+        return response.status, data
+
+    def health(self) -> dict:
+        """The service's ``/health`` answer (``status`` is ``ready`` when it serves)."""
+        status, data = self._request("GET", "/health")
+        return {**data, "http_status": status}
+
+    def wait_ready(self, timeout: float = 60.0) -> dict:
+        """Poll ``/health`` until 200 (or raise :class:`ServiceError` after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                info = self.health()
+                if info["http_status"] == 200:
+                    return info
+                if info.get("status") == "failed":
+                    raise ServiceError(f"the edge service at {self.url} failed to load its model or codec")
+            except ServiceError:
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise ServiceError(f"the edge service at {self.url} was not ready within {timeout:g} s")
+            time.sleep(0.1)
+
+    def caption(self, iflow: bytes) -> dict:
+        """Send one ``.iflow`` file; ``{"caption", "bits", "batch", "edge_ms", "roundtrip_ms"}``.
+        A refusal raises :class:`ServiceError` with the service's status and message."""
+        start = time.perf_counter()
+        status, data = self._request("POST", "/caption", body=bytes(iflow),
+                                     headers={"Content-Type": "application/octet-stream"})
+        if status != 200:
+            raise ServiceError(f"edge service answered {status}: {data.get('error', data)}")
+        return {**data, "roundtrip_ms": 1e3 * (time.perf_counter() - start)}
+
+
+class SplitDevice:
+    """Head + codec on this machine; the tail on an edge service. One image at a time, timed.
+
+    :param model: split model name or folder (the edge must serve the same model and split)
+    :param codec: codec name (the edge must serve the same codec)
+    :param client: an :class:`EdgeClient`, or the edge's URL
+    :param compress_options: ``{"q": rate point}`` for a learned codec
+    """
+
+    def __init__(self, model: str, codec: str, client: EdgeClient | str, split: int | None = None,
+                 compress_options: dict | None = None):
+        from intelliflow.models import load_split_model
+
+        self.model_name, self.codec_name = str(model), str(codec)
+        self.model = load_split_model(model, split=split).eval()
+        self.codec = resolve_codec(codec)
+        if hasattr(self.codec, "eval"):
+            self.codec.eval()
+        if hasattr(self.codec, "encode") and not hasattr(self.codec, "compress"):
+            raise ConfigError(f"{codec} is an analog (JSCC) codec: it has no bitstream to send to an edge service")
+        self.client = client if isinstance(client, EdgeClient) else EdgeClient(client)
+        self.compress_options = compress_options if hasattr(self.codec, "log_gain") else None
+
+    @torch.no_grad()
+    def encode(self, image) -> tuple[bytes, float, float]:
+        """One PIL image -> (``.iflow`` bytes, device ms, encode ms)."""
+        t0 = time.perf_counter()
+        if isinstance(self.codec, ImageUploadCodec):
+            t1 = t0
+            (payload,) = self.codec.compress([image])
+        elif isinstance(self.codec, TextCodec):
+            caption = self.model.caption([image])
+            t1 = time.perf_counter()
+            (payload,) = self.codec.compress(caption)
+        else:
+            features = self.model.head(self.model.preprocess([image]))
+            t1 = time.perf_counter()
+            (payload,) = features_to_payloads(self.model, self.codec, features, self.compress_options)
+        t2 = time.perf_counter()
+        return pack_iflow(self.model_name, self.model.split, self.codec_name, payload), 1e3 * (t1 - t0), 1e3 * (t2 - t1)
+
+    def caption(self, images) -> list[dict]:
+        """PIL images -> per image ``{"caption", "bits", "wire_bytes", "device_ms", "encode_ms",
+        "roundtrip_ms", "edge_ms", "batch", "total_ms"}`` (times in ms, measured here)."""
+        results = []
+        for image in images:
+            start = time.perf_counter()
+            data, device_ms, encode_ms = self.encode(image)
+            answer = self.client.caption(data)
+            results.append({**answer, "wire_bytes": len(data), "device_ms": device_ms, "encode_ms": encode_ms,
+                            "total_ms": 1e3 * (time.perf_counter() - start)})
+        return results

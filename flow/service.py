@@ -1,0 +1,326 @@
+"""The edge (or cloud) side of a real split deployment: an HTTP service that finishes captions.
+
+Wire protocol (one image per request, HTTP/1.1, keep-alive):
+
+- ``POST /caption`` with ``Content-Type: application/octet-stream``; the body is exactly one
+  ``.iflow`` file (:mod:`intelliflow.codec.container`: a header of a few bytes naming model,
+  split point and codec, then the codec's own bitstream). The answer is JSON
+  ``{"caption": str, "bits": int, "batch": int, "edge_ms": float}``: ``bits`` is the payload
+  the codec produced (header excluded), ``batch`` how many requests shared the tail's forward
+  pass, ``edge_ms`` the time from arrival to answer.
+- ``GET /health`` answers 200 ``{"status": "ready", ...}`` once the model and codec are loaded,
+  503 ``{"status": "loading"}`` before.
+- Every refusal is JSON ``{"error": message}`` with a 4xx status, and the service keeps serving:
+  400 malformed or truncated payload, 404 unknown path, 411 no ``Content-Length``,
+  413 body over ``max_body_bytes``, 415 wrong content type, 422 a payload for another model,
+  split point or codec, 503 not ready yet or overloaded.
+
+Requests that arrive together are decoded one by one (a broken payload fails alone) and then
+captioned in one batch by a single worker thread, so the tail runs once per batch.
+
+Why the standard library (``http.server``): the service needs one POST route, one GET route and a
+batching queue; a web framework would add a dependency and an event loop for no gain here.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
+
+from intelliflow.codec.baselines import ImageUploadCodec, TextCodec
+from intelliflow.codec.container import unpack_iflow
+from intelliflow.errors import BitstreamError, IntelliflowError, PayloadMismatchError
+
+from .files import payloads_to_features, resolve_codec
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+
+def canonical_codec_name(name: str) -> str:
+    """The name two senders agree on: a shipped codec's folder name (aliases resolved), a
+    checkpoint folder's absolute path, or the baseline's name (``jpeg``/``webp`` without quality,
+    since any quality decodes the same way)."""
+    from pathlib import Path
+
+    from intelliflow.codec.persistence import WEIGHTS_DIR, codec_folder
+
+    folder = codec_folder(name)
+    if folder is not None:
+        folder = Path(folder).resolve()
+        return folder.name if folder.parent == WEIGHTS_DIR.resolve() else str(folder)
+    base = name.partition("-")[0]
+    return base if base in ("jpeg", "webp") else name
+
+
+@dataclass
+class _Job:
+    payload: bytes
+    bits: int
+    arrived: float
+    future: Future = field(default_factory=Future)
+
+
+class EdgeService:
+    """Finishes captions for one model (at one split point) and one codec, batching requests.
+
+    :param model: a split model name or folder (as ``intelliflow.models.load_split_model`` takes)
+    :param codec: a codec name (baseline, shipped codec, or checkpoint folder)
+    :param max_batch: the most requests captioned in one forward pass
+    :param batch_wait_ms: how long the worker waits for more requests after the first arrives
+
+    ``submit(iflow_bytes)`` returns a ``Future`` of ``{"caption", "bits", "batch", "edge_ms"}``;
+    malformed or foreign payloads raise at once (:class:`BitstreamError`,
+    :class:`PayloadMismatchError`).
+    """
+
+    def __init__(self, model: str, codec: str, split: int | None = None, max_batch: int = 16,
+                 batch_wait_ms: float = 5.0, max_queue: int = 1024, threads: int | None = None):
+        self.model_name, self.codec_name, self.requested_split = str(model), str(codec), split
+        self.max_batch, self.batch_wait_s, self.threads = max(1, int(max_batch)), batch_wait_ms / 1e3, threads
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        self._ready = threading.Event()
+        self._load_error: BaseException | None = None
+        self._worker: threading.Thread | None = None
+        self.model = self.codec = None
+        self.served = self.refused = 0
+
+    # ------------------------------------------------------------------ life cycle
+    def load(self) -> "EdgeService":
+        """Load model and codec (blocking), then start the batching worker."""
+        from intelliflow.models import load_split_model
+
+        try:
+            if self.threads:
+                torch.set_num_threads(int(self.threads))
+            self.model = load_split_model(self.model_name, split=self.requested_split).eval()
+            self.codec = resolve_codec(self.codec_name)
+            if hasattr(self.codec, "encode") and not hasattr(self.codec, "compress"):
+                raise IntelliflowError(f"{self.codec_name} is an analog (JSCC) codec: its symbols go through a "
+                                       "radio channel, not into bytes an HTTP service can receive")
+            if hasattr(self.codec, "eval"):
+                self.codec.eval()
+        except BaseException as exc:
+            self._load_error = exc
+            raise
+        self._worker = threading.Thread(target=self._work, name="intelliflow-edge-batcher", daemon=True)
+        self._worker.start()
+        self._ready.set()
+        return self
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._queue.put(None)
+            self._worker.join(timeout=10)
+            self._worker = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def describe(self) -> dict:
+        """What the service serves (the ``/health`` body)."""
+        return {"status": "ready" if self.ready else ("failed" if self._load_error else "loading"),
+                "model": self.model_name, "split": None if self.model is None else self.model.split,
+                "codec": self.codec_name, "max_batch": self.max_batch, "served": self.served,
+                "refused": self.refused}
+
+    # ------------------------------------------------------------------ requests
+    def submit(self, data: bytes) -> Future:
+        """Check one ``.iflow`` file's header against what this service serves and queue it."""
+        arrived = time.perf_counter()
+        parsed = unpack_iflow(data)
+        wanted = (self.model_name, self.model.split, canonical_codec_name(self.codec_name))
+        got = (parsed.model, parsed.split, canonical_codec_name(parsed.codec))
+        if got != wanted:
+            raise PayloadMismatchError(
+                f"this service finishes model {wanted[0]!r} at split {wanted[1]} with codec {self.codec_name!r}; "
+                f"the payload is for model {parsed.model!r} at split {parsed.split} with codec {parsed.codec!r}")
+        job = _Job(parsed.payload, parsed.bits, arrived)
+        self._queue.put_nowait(job)  # queue.Full when overloaded: the server answers 503
+        return job.future
+
+    def _take_batch(self) -> list[_Job] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch, deadline = [first], time.perf_counter() + self.batch_wait_s
+        while len(batch) < self.max_batch:
+            try:
+                job = self._queue.get(timeout=max(0.0, deadline - time.perf_counter()))
+            except queue.Empty:
+                break
+            if job is None:
+                self._queue.put(None)
+                break
+            batch.append(job)
+        return batch
+
+    def _work(self) -> None:
+        while (batch := self._take_batch()) is not None:
+            try:
+                self._caption_batch(batch)
+            except BaseException as exc:  # keep serving: the batch's requests get the error
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+
+    @torch.no_grad()
+    def _caption_batch(self, batch: list[_Job]) -> None:
+        model, codec = self.model, self.codec
+        decoded, good = [], []
+        for job in batch:  # decode one by one so that a broken payload fails alone
+            try:
+                if isinstance(codec, TextCodec):
+                    decoded.append(codec.decompress([job.payload])[0])
+                elif isinstance(codec, ImageUploadCodec):
+                    decoded.append(codec.decompress([job.payload])[0])
+                else:
+                    decoded.append(payloads_to_features(model, codec, [job.payload]))
+                good.append(job)
+            except IntelliflowError as exc:
+                job.future.set_exception(exc)
+            except Exception as exc:  # a codec library choking on garbage is still the payload's fault
+                job.future.set_exception(BitstreamError(f"the payload does not decode: {exc}"))
+        if not good:
+            return
+        if isinstance(codec, TextCodec):
+            captions = decoded
+        elif isinstance(codec, ImageUploadCodec):
+            captions = model.full_generate(model.preprocess(decoded))
+        else:
+            captions = model.tail_generate(torch.cat(decoded))
+        done = time.perf_counter()
+        for job, caption in zip(good, captions):
+            self.served += 1
+            job.future.set_result({"caption": caption, "bits": job.bits, "batch": len(good),
+                                   "edge_ms": 1e3 * (done - job.arrived)})
+
+
+# ---------------------------------------------------------------------- HTTP
+_STATUS = {BitstreamError: HTTPStatus.BAD_REQUEST, PayloadMismatchError: HTTPStatus.UNPROCESSABLE_ENTITY}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "intelliflow-edge"
+    timeout = 30  # seconds a client may take to send its request (a stalled sender is dropped)
+    disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall
+
+    @property
+    def service(self) -> EdgeService:
+        return self.server.service  # type: ignore[attr-defined]
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        if getattr(self.server, "verbose", False):
+            super().log_message(format, *args)
+
+    def _answer(self, status: int, body: dict, close: bool = False) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _refuse(self, status: int, message: str, close: bool = False) -> None:
+        self.service.refused += 1
+        self._answer(status, {"error": message}, close=close)
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        if self.path.split("?")[0] == "/health":
+            info = self.service.describe()
+            self._answer(HTTPStatus.OK if self.service.ready else HTTPStatus.SERVICE_UNAVAILABLE, info)
+        else:
+            self._refuse(HTTPStatus.NOT_FOUND, f"no such path {self.path!r}: use POST /caption or GET /health")
+
+    def do_POST(self):  # noqa: N802
+        if self.path.split("?")[0] != "/caption":
+            return self._refuse(HTTPStatus.NOT_FOUND, f"no such path {self.path!r}: POST /caption takes an .iflow file",
+                                close=True)
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return self._refuse(HTTPStatus.LENGTH_REQUIRED, "send the .iflow file with a Content-Length header",
+                                close=True)
+        try:
+            length = int(length)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            return self._refuse(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}", close=True)
+        limit = self.server.max_body_bytes  # type: ignore[attr-defined]
+        if length > limit:
+            return self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                f"payload of {length} bytes is over this service's limit of {limit} bytes", close=True)
+        kind = (self.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip().lower()
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            return self._refuse(HTTPStatus.REQUEST_TIMEOUT, "the request body did not arrive in time", close=True)
+        if len(body) < length:
+            return self._refuse(HTTPStatus.BAD_REQUEST,
+                                f"truncated body: Content-Length says {length} bytes, {len(body)} arrived", close=True)
+        if kind != "application/octet-stream":
+            return self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                                f"Content-Type {kind!r}: send the .iflow file as application/octet-stream")
+        if not self.service.ready:
+            return self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "the model is still loading; retry after GET /health is 200")
+        try:
+            result = self.service.submit(body).result(timeout=self.server.answer_timeout_s)  # type: ignore[attr-defined]
+        except queue.Full:
+            return self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "the service is overloaded; retry later")
+        except IntelliflowError as exc:
+            status = next((s for t, s in _STATUS.items() if type(exc) is t), HTTPStatus.BAD_REQUEST)
+            return self._refuse(status, str(exc))
+        except Exception as exc:  # noqa: BLE001 - an unexpected failure answers 500 and the service goes on
+            return self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
+        self._answer(HTTPStatus.OK, result)
+
+
+class EdgeServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` bound to an :class:`EdgeService` (one thread per connection)."""
+
+    daemon_threads = True
+    request_queue_size = 256  # listen backlog: many clients may connect at once
+
+    def __init__(self, address: tuple[str, int], service: EdgeService, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 answer_timeout_s: float = 120.0, verbose: bool = False):
+        super().__init__(address, _Handler)
+        self.service, self.max_body_bytes = service, int(max_body_bytes)
+        self.answer_timeout_s, self.verbose = answer_timeout_s, verbose
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+def start_server(service: EdgeService, host: str = "127.0.0.1", port: int = 0, load_in_background: bool = True,
+                 **options) -> tuple[EdgeServer, threading.Thread]:
+    """Bind (``port=0`` picks a free port), load the service (in the background: ``/health``
+    answers 503 until it is ready) and serve in a thread. Stop with ``server.shutdown()``."""
+    server = EdgeServer((host, port), service, **options)
+    if load_in_background:
+        threading.Thread(target=_load_quietly, args=(service,), daemon=True).start()
+    else:
+        service.load()
+    thread = threading.Thread(target=server.serve_forever, name="intelliflow-edge-http", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _load_quietly(service: EdgeService) -> None:
+    try:
+        service.load()
+    except BaseException:  # noqa: BLE001 - reported through /health ("failed") and describe()
+        pass

@@ -1,0 +1,175 @@
+"""The edge service and the device client on loopback: captions match the local decoder, bad
+requests get a 4xx and the service goes on serving, concurrent requests are batched."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from intelliflow.codec.container import pack_iflow, unpack_iflow
+from intelliflow.data.shapes import make_sample
+from intelliflow.errors import ServiceError
+from intelliflow.flow.edge_client import EdgeClient, SplitDevice
+from intelliflow.flow.files import FileDecoder
+from intelliflow.flow.service import EdgeService, start_server
+from intelliflow.recipes.cli import main
+
+MODEL, CODEC = "shapes-captioner", "shapes-hyperprior"
+
+
+@pytest.fixture(scope="module")
+def edge():
+    service = EdgeService(MODEL, CODEC, max_batch=8, batch_wait_ms=100)
+    server, _ = start_server(service, max_body_bytes=4096)
+    client = EdgeClient(server.url)
+    client.wait_ready(timeout=120)
+    yield server, client
+    server.shutdown()
+    server.server_close()
+    service.close()
+
+
+@pytest.fixture(scope="module")
+def device(edge):
+    return SplitDevice(MODEL, CODEC, edge[1])
+
+
+@pytest.fixture(scope="module")
+def images():
+    return [make_sample("test", i).image for i in range(12)]
+
+
+def raw_request(server, head: bytes, body: bytes = b"") -> tuple[int, dict]:
+    """Send bytes as they are (no client library fixing them up) and read the answer."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, json.loads(answer.split(b"\r\n\r\n", 1)[1] or b"{}")
+
+
+def test_the_edge_finishes_the_same_caption_as_the_local_decoder(device, images):
+    decoder = FileDecoder()
+    for image, answer in zip(images[:3], device.caption(images[:3])):
+        data, _, _ = device.encode(image)
+        assert (answer["caption"], answer["bits"]) == decoder.decode(data)
+        assert answer["wire_bytes"] == len(data) and answer["bits"] == 8 * len(unpack_iflow(data).payload)
+        assert answer["roundtrip_ms"] >= answer["edge_ms"] > 0
+
+
+def test_bad_requests_get_4xx_with_a_message_and_the_service_goes_on(edge, device, images):
+    server, client = edge
+    good, _, _ = device.encode(images[0])
+    payload = unpack_iflow(good).payload
+    corrupted = good[:-3] + bytes([good[-3] ^ 0xFF]) + good[-2:]
+    cases = {
+        "garbage": (b"not an iflow file at all", 400),
+        "empty": (b"", 400),
+        "truncated payload": (good[:-4], 400),
+        "flipped bits": (corrupted, 400),
+        "truncated header": (good[:5], 400),
+        "another codec": (pack_iflow(MODEL, 4, "mse-codec", payload), 422),
+        "another split": (pack_iflow(MODEL, 2, CODEC, payload), 422),
+        "another model": (pack_iflow("some-other-model", 4, CODEC, payload), 422),
+    }
+    for name, (body, status) in cases.items():
+        with pytest.raises(ServiceError, match=f"answered {status}: .+"):
+            client.caption(body)
+    # oversized: refused from the header alone, without reading 1 MB
+    status, answer = raw_request(server, b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream"
+                                         b"\r\nContent-Length: 1000000\r\n\r\n", b"\x00" * 100)
+    assert status == 413 and "limit of 4096 bytes" in answer["error"]
+    # a body shorter than its Content-Length
+    status, answer = raw_request(server, b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n", good)
+    assert status == 400 and "truncated body" in answer["error"]
+    status, answer = raw_request(server, b"POST /caption HTTP/1.1\r\nHost: x\r\n\r\n", good)
+    assert status == 411
+    status, answer = raw_request(server, b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                                         b"Content-Length: %d\r\n\r\n" % len(good), good)
+    assert status == 415
+    status, _ = raw_request(server, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 404
+    # still serving, and the good payload still gives its caption
+    assert client.caption(good)["caption"] == FileDecoder().decode(good)[0]
+    health = client.health()
+    assert health["http_status"] == 200 and health["refused"] >= len(cases) + 5
+
+
+def test_concurrent_clients_are_batched_and_each_gets_its_own_caption(edge, device, images):
+    server, _ = edge
+    files = [device.encode(image)[0] for image in images]
+    expected = [FileDecoder().decode(data)[0] for data in files]
+    answers, errors = [None] * len(files), []
+    barrier = threading.Barrier(len(files))
+
+    def send(i):
+        client = EdgeClient(server.url)  # one connection per client
+        barrier.wait()
+        try:
+            answers[i] = client.caption(files[i])
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(files))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    assert [a["caption"] for a in answers] == expected
+    assert max(a["batch"] for a in answers) > 1
+
+
+def test_caption_command_talks_to_the_edge(edge, tmp_path, capsys):
+    server, _ = edge
+    paths = []
+    for i in range(2):
+        make_sample("test", i).image.save(tmp_path / f"img{i}.png")
+        paths.append(str(tmp_path / f"img{i}.png"))
+    assert main(["caption", *paths, "--edge", server.url, "--codec", CODEC, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    local = SplitDevice(MODEL, CODEC, server.url)
+    assert [r["caption"] for r in rows] == [FileDecoder().decode(local.encode(make_sample("test", i).image)[0])[0]
+                                           for i in range(2)]
+    assert all(r["bits"] > 0 and r["total_ms"] >= r["roundtrip_ms"] for r in rows)
+    # a device with another codec is refused by the edge, with its message
+    assert main(["caption", paths[0], "--edge", server.url, "--codec", "mse-codec"]) == 2
+    assert "answered 422" in capsys.readouterr().err
+
+
+def test_an_edge_that_is_not_there_is_a_clear_error(capsys, tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    make_sample("test", 0).image.save(tmp_path / "img.png")
+    assert main(["caption", str(tmp_path / "img.png"), "--edge", f"http://127.0.0.1:{port}", "--wait", "0.5"]) == 2
+    assert "cannot reach the edge service" in capsys.readouterr().err
+
+
+def test_serve_command_starts_answers_and_stops_on_sigterm():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "intelliflow.recipes.cli", "serve", "--role", "edge", "--codec",
+                             CODEC, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        client = EdgeClient(f"http://127.0.0.1:{port}")
+        client.wait_ready(timeout=120)
+        data, _, _ = SplitDevice(MODEL, CODEC, client).encode(make_sample("test", 3).image)
+        assert client.caption(data)["caption"] == FileDecoder().decode(data)[0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "served 1 captions" in out
