@@ -62,16 +62,27 @@ PRESETS = {
 
 @dataclass(frozen=True)
 class WirelessLink:
-    """Device-to-edge radio: bandwidth (Hz), SNR (dB, Es/N0) and channel (``awgn`` or ``rayleigh``)."""
+    """Device-to-edge radio: bandwidth (Hz), SNR (dB, Es/N0) and channel (``awgn`` or ``rayleigh``).
+
+    ``bit_rate`` (bit/s), when given, replaces the adaptive MCS for digital payloads: a link of a
+    fixed rate and no losses (a stated "10 Mbit/s uplink", or a ``tc``-shaped emulated link).
+    ``rtt_ms`` is added once per request (scheduling, propagation and the answer's way back);
+    ``overhead_bits`` per request count protocol headers (HTTP, TCP/IP) on top of the payload."""
 
     bandwidth_hz: float = 10e6
     snr_db: float = 10.0
     channel: str = "awgn"
-    rtt_ms: float = 0.0  # air-interface scheduling delay per request, if any
+    rtt_ms: float = 0.0
+    bit_rate: float | None = None
+    overhead_bits: float = 0.0
 
     def digital_rate(self) -> tuple[float, float, int | None]:
-        """(information bit/s, BLER, MCS index) at this SNR with the adaptive MCS; (0, 1, None) in outage."""
+        """(information bit/s, BLER, MCS index) at this SNR with the adaptive MCS; (0, 1, None) in
+        outage; (bit_rate, 0, None) on a fixed-rate link."""
         from intelliflow.channels.mcs import load_bler_table, select_mcs
+
+        if self.bit_rate:
+            return float(self.bit_rate), 0.0, None
 
         mcs = select_mcs(self.snr_db, self.channel)
         if mcs is None:
@@ -84,8 +95,10 @@ class WirelessLink:
         rate, bler, _ = self.digital_rate()
         if rate <= 0:
             return float("inf")
-        blocks = max(1, -(-int(payload_bits) // 2048))
-        return self.rtt_ms + 1e3 * (payload_bits + 24 * blocks) / rate / max(1e-9, 1 - bler)
+        bits = payload_bits + self.overhead_bits
+        if not self.bit_rate:  # the radio adds a CRC per code block
+            bits += 24 * max(1, -(-int(payload_bits) // 2048))
+        return self.rtt_ms + 1e3 * bits / rate / max(1e-9, 1 - bler)
 
     def analog_ms(self, channel_uses: float) -> float:
         """Time for ``channel_uses`` complex symbols at one symbol per ``1 / bandwidth`` seconds."""
@@ -120,6 +133,11 @@ class Scenario:
     image_bits: float = 0.0       # the cloud-only upload (JPEG/WebP)
     text_bits: float = 0.0        # the caption as text (device-only)
     backhaul_bits: float = 0.0    # device-edge-cloud: features re-encoded at the edge
+    payload_channel_uses: float | None = None  # an analog (JSCC) payload: complex symbols per image
+    #: measured compute in ms that replaces FLOPs / throughput: ``{paradigm: {stage: ms}}`` for
+    #: the compute stages (``device``, ``encode``, ``edge``, ``decode``, ``cloud``); the link
+    #: stages (``uplink``, ``backhaul``) always come from the link model
+    measured_ms: dict = field(default_factory=dict)
 
     @property
     def full_flops(self) -> float:
@@ -135,7 +153,8 @@ def breakdown(scenario: Scenario, paradigm: str) -> dict[str, float]:
     if paradigm.startswith("device-edge"):  # both splits: head and encoder on the device, our payload up
         t["device"] = s.device.compute_ms(s.head_flops)
         t["encode"] = s.device.compute_ms(s.codec_flops)
-        t["uplink"] = s.wireless.digital_ms(s.payload_bits)
+        t["uplink"] = (s.wireless.analog_ms(s.payload_channel_uses) if s.payload_channel_uses
+                       else s.wireless.digital_ms(s.payload_bits))
     if paradigm == "device-only":
         t["device"] = s.device.compute_ms(s.full_flops)
         t["uplink"] = s.wireless.digital_ms(s.text_bits)
@@ -150,6 +169,11 @@ def breakdown(scenario: Scenario, paradigm: str) -> dict[str, float]:
         t["edge"] = s.edge.compute_ms(s.codec_flops + s.edge_extra_flops + s.codec_flops)
         t["backhaul"] = s.backhaul.ms(s.backhaul_bits)
         t["cloud"] = s.cloud.compute_ms(s.codec_flops + s.tail_flops - s.edge_extra_flops)
+    measured = s.measured_ms.get(paradigm, {})
+    unknown = set(measured) - {"device", "encode", "edge", "decode", "cloud"}
+    if unknown:
+        raise ConfigError(f"measured_ms[{paradigm!r}]: {sorted(unknown)} are not compute stages")
+    t.update({k: float(v) for k, v in measured.items()})
     t["total"] = sum(t[k] for k in STAGES)
     return t
 
@@ -172,14 +196,22 @@ def _log_bisect(gap, low: float, high: float) -> float | None:
     return math.exp((lo + hi) / 2)
 
 
+def with_uplink(wireless: WirelessLink, value: float) -> WirelessLink:
+    """The link with its uplink set to ``value``: the bit rate (bit/s) of a fixed-rate link, else
+    the bandwidth (Hz)."""
+    from dataclasses import replace
+
+    return replace(wireless, bit_rate=value) if wireless.bit_rate else replace(wireless, bandwidth_hz=value)
+
+
 def crossover_bandwidth(scenario: Scenario, a: str = "device-edge", b: str = "cloud-only",
                         low: float = 1e3, high: float = 1e10) -> float | None:
-    """The uplink bandwidth (Hz) at which ``a`` and ``b`` answer equally fast (``a`` wins on one
-    side); ``None`` when one is faster over the whole range."""
+    """The uplink bandwidth (Hz; bit/s on a fixed-rate link) at which ``a`` and ``b`` answer
+    equally fast (``a`` wins on one side); ``None`` when one is faster over the whole range."""
     from dataclasses import replace
 
     def gap(bw):
-        s = replace(scenario, wireless=replace(scenario.wireless, bandwidth_hz=bw))
+        s = replace(scenario, wireless=with_uplink(scenario.wireless, bw))
         return breakdown(s, a)["total"] - breakdown(s, b)["total"]
 
     return _log_bisect(gap, low, high)
@@ -223,7 +255,7 @@ def _number(value, key: str) -> float:
 
 def read_profile(path: str | Path) -> dict:
     """A YAML profile: ``device``, ``edge``, ``cloud`` (preset names or mappings), ``wireless``
-    (bandwidth_hz, snr_db, channel, rtt_ms) and ``backhaul`` (bits_per_s, rtt_ms)."""
+    (bandwidth_hz, snr_db, channel, rtt_ms, bit_rate, overhead_bits) and ``backhaul`` (bits_per_s, rtt_ms)."""
     import yaml
 
     path = Path(path)
@@ -257,17 +289,18 @@ def plot_latency(scenario: Scenario, path: str | Path, paradigms=PARADIGMS, low:
     bandwidths = np.logspace(np.log10(low), np.log10(high), 80)
     fig, ax = plt.subplots(figsize=(8, 5))
     for p in paradigms:
-        totals = [breakdown(replace(scenario, wireless=replace(scenario.wireless, bandwidth_hz=b)), p)["total"]
+        totals = [breakdown(replace(scenario, wireless=with_uplink(scenario.wireless, b)), p)["total"]
                   for b in bandwidths]
         ax.plot(bandwidths, totals, label=p)
     cross = crossover_bandwidth(scenario, "device-edge", "cloud-only", low, high)
     if cross:
         ax.axvline(cross, color="k", ls=":", lw=1)
-        ax.text(cross, ax.get_ylim()[1] if ax.get_yscale() == "linear" else 1, f" split = upload at {cross / 1e6:.3g} MHz",
-                rotation=90, va="top", fontsize=8)
+        unit = "Mbit/s" if scenario.wireless.bit_rate else "MHz"
+        ax.text(cross, 0.02, f" split = upload at {cross / 1e6:.3g} {unit}", rotation=90, va="bottom", fontsize=8,
+                transform=ax.get_xaxis_transform())
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("uplink bandwidth (Hz)")
+    ax.set_xlabel("uplink bit rate (bit/s)" if scenario.wireless.bit_rate else "uplink bandwidth (Hz)")
     ax.set_ylabel("latency per image (ms)")
     ax.set_title(title or f"SNR {scenario.wireless.snr_db:g} dB, {scenario.wireless.channel}; device "
                           f"{scenario.device.name}, edge {scenario.edge.name}, cloud {scenario.cloud.name}")

@@ -46,6 +46,23 @@ def test_crossovers_exist_where_the_physics_says():
     assert speed is not None and speed > 0
 
 
+def test_fixed_rate_link_and_measured_stage_times():
+    link = WirelessLink(bit_rate=1e6, rtt_ms=20.0, overhead_bits=800)
+    assert link.digital_rate() == (1e6, 0.0, None)
+    assert link.digital_ms(1200) == pytest.approx(20.0 + 1e3 * 2000 / 1e6)
+    s = scenario(wireless=link, measured_ms={"device-edge": {"device": 5.0, "encode": 2.0, "decode": 1.5, "edge": 40.0},
+                                             "device-only": {"device": 50.0}, "cloud-only": {"encode": 0.7}})
+    split = breakdown(s, "device-edge")
+    assert (split["device"], split["encode"], split["decode"], split["edge"]) == (5.0, 2.0, 1.5, 40.0)
+    assert split["uplink"] == pytest.approx(20.0 + 1e3 * 1000 / 1e6)   # the link still comes from the model
+    assert breakdown(s, "device-only")["device"] == 50.0
+    assert breakdown(s, "cloud-only")["encode"] == 0.7
+    with pytest.raises(ConfigError, match="uplink"):
+        breakdown(replace(s, measured_ms={"cloud-only": {"uplink": 1.0}}), "cloud-only")
+    cross = crossover_bandwidth(replace(s, backhaul=Backhaul(rtt_ms=0.1)))  # varies the bit rate on a fixed link
+    assert cross is not None and 1e3 < cross < 1e8
+
+
 def test_profiles_from_yaml(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("device: {preset: phone, flops_per_s: 1.0e12}\nedge: jetson\nwireless: {bandwidth_hz: 2.0e6, snr_db: 5}\n")
@@ -68,8 +85,9 @@ def test_latency_command_on_results(tmp_path, capsys):
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     p = report["paradigms"]
-    assert p["device-edge"]["payload_bits"] == pytest.approx(150 * (200 / 150) ** 0.8)
+    assert p["device-edge"]["payload_bits"] == 200   # the fewest-bit measured point above the floor
+    assert p["device-edge"]["meets_floor"] and p["device-edge"]["CIDEr-D"] == 2.0
     assert p["cloud-only"]["payload_bits"] == 6000
     assert p["device-edge"]["ms"]["total"] < p["cloud-only"]["ms"]["total"]   # 100 kHz: the split wins
-    assert report["crossover_bandwidth_hz"] > 1e5
+    assert report["crossover_uplink"] > 1e5 and report["crossover_uplink_unit"] == "Hz"
     assert (tmp_path / "lat.png").stat().st_size > 10_000

@@ -1,0 +1,70 @@
+"""``intelliflow latency --measure``: time every stage for real on this machine, beside the model.
+
+Each stage runs on ``shapes:val`` images one at a time (batch 1, after a warm-up); the median is
+reported. The model's figure for this machine uses one effective throughput, calibrated on the
+whole unsplit model (its FLOPs over its measured time), so the per-stage comparison shows where
+a FLOP count alone mispredicts (small layers, entropy coding, Python overhead).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def _median_ms(fn, inputs, warmup: int = 2) -> float:
+    for x in inputs[:warmup]:
+        fn(x)
+    times = []
+    for x in inputs:
+        start = time.perf_counter()
+        fn(x)
+        times.append(1e3 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def measure_stages(model_name: str, planner, plan, images: int = 20) -> dict:
+    """Measured ms per stage of the plan's best split and upload operating points on this machine,
+    with the latency model's prediction at this machine's calibrated FLOP/s."""
+    from intelliflow.codec.baselines import ImageUploadCodec
+    from intelliflow.data.shapes import make_sample
+    from intelliflow.flow.files import features_to_payloads, payloads_to_features, resolve_codec
+    from intelliflow.models import load_split_model
+
+    best = plan.best_per_paradigm()
+    split_option = best.get("device-edge")
+    split = split_option.candidate.split if split_option else planner.default_split
+    model = load_split_model(model_name, split=split).eval()
+    cost = planner.costs[split]
+    pictures = [make_sample("val", i).image for i in range(max(3, images))]
+    pixels = [model.preprocess([p]) for p in pictures]
+    features = [model.head(x) for x in pixels]
+
+    full_ms = _median_ms(lambda x: model.full_generate(x), pixels)
+    speed = (cost.head_flops + cost.tail_flops) / (full_ms / 1e3)
+    stages = [("device-only: whole model", cost.head_flops + cost.tail_flops, full_ms),
+              ("device: head", cost.head_flops, _median_ms(lambda x: model.head(x), pixels)),
+              ("edge: tail", cost.tail_flops, _median_ms(lambda f: model.tail_generate(f), features))]
+    if split_option is not None and split_option.candidate.channel_uses is None:
+        c = split_option.candidate
+        codec = resolve_codec(c.codec).eval()
+        options = {"q": c.rate_point} if c.rate_point is not None else None
+        payloads = [features_to_payloads(model, codec, f, options) for f in features]
+        flops = planner.codec_flops.get(c.codec, 0.0)
+        stages.append((f"encode: {c.codec}", flops,
+                       _median_ms(lambda f: features_to_payloads(model, codec, f, options), features)))
+        stages.append((f"decode: {c.codec}", flops,
+                       _median_ms(lambda p: payloads_to_features(model, codec, p), payloads)))
+    upload = best.get("cloud-only")
+    if upload is not None:
+        base, _, quality = upload.candidate.codec.partition("-")
+        image_codec = ImageUploadCodec(base, int(quality or 75))
+        stages.append((f"device: {upload.candidate.codec} compress", 0.0,
+                       _median_ms(lambda p: image_codec.compress([p]), pictures)))
+    rows = [{"stage": name, "flops": flops, "measured_ms": ms, "predicted_ms": 1e3 * flops / speed,
+             "ratio": (1e3 * flops / speed) / ms if ms > 0 else None} for name, flops, ms in stages]
+    return {"this_machine_flops_per_s": speed, "threads": torch.get_num_threads(), "images": len(pictures),
+            "stages": rows}

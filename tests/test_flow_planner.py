@@ -1,0 +1,74 @@
+"""The planner: fastest measured operating point above the floor, reasons for every loser, re-planning."""
+
+import json
+
+import pytest
+
+from intelliflow.flow.latency import PRESETS, NodeProfile, WirelessLink
+from intelliflow.flow.planner import Planner, SplitCosts, links_over
+from intelliflow.recipes.cli import main
+from test_evaluation_curves import row, write
+
+COSTS = {4: SplitCosts(head_flops=2e9, tail_flops=2e10, head_params=1e6, tail_params=5e6)}
+
+
+def rows():
+    ours = [dict(row("ours", "learned", 150, 1.5), rate_point=1), dict(row("ours", "learned", 200, 2.0), rate_point=2)]
+    jscc = [row("jscc", "analog", "", 1.95, channel="awgn", snr=0.0, uses=256),
+            row("jscc", "analog", "", 2.0, channel="awgn", snr=10.0, uses=256)]
+    for r in ours + jscc:
+        r["split"] = 4
+    return [row("identity", "identity", 393216, 2.0), *ours, *jscc, row("jpeg-20", "bytes", 6000, 2.0),
+            row("webp-20", "bytes", 3000, 1.0), row("text", "bytes", 300, 2.0)]
+
+
+def test_the_floor_decides_the_rate_point_and_every_loser_has_a_reason():
+    link = WirelessLink(bandwidth_hz=1e5, snr_db=20.0)
+    plan = Planner(rows(), COSTS, quality=0.95).plan(link)
+    c = plan.choice.candidate
+    assert (c.paradigm, c.codec, c.rate_point, c.payload_bits) == ("device-edge", "ours", 2, 200)
+    assert plan.choice.total == min(o.total for o in plan.options if not o.rejected)
+    reasons = {o.candidate.label: o.rejected for o in plan.options}
+    assert "under the floor" in reasons["device-edge k=4: ours q=1 (150 bits)"]
+    assert "under the floor" in reasons["cloud-only: webp-20 (3000 bits)"]
+    assert "choice: device-edge k=4: ours q=2" in plan.why() and "slower" in plan.why()
+    loose = Planner(rows(), COSTS, quality=0.7).plan(link).choice.candidate
+    assert (loose.rate_point, loose.payload_bits) == (1, 150)   # fewer bits once they are good enough
+
+
+def test_replanning_follows_the_snr():
+    planner = Planner(rows(), COSTS)
+    plans = planner.replan(links_over(WirelessLink(bandwidth_hz=1e5), snr_db=[20.0, 0.0, -30.0]))
+    (high, _), (low, changed), (outage, _) = plans
+    assert high.choice.candidate.channel_uses is None          # digital: 200 bits at a high MCS beat 256 symbols
+    assert changed and low.choice.candidate.channel_uses == 256  # at 0 dB the JSCC's symbols are faster
+    assert low.choice.candidate.snr_db == 0.0                   # quality read at the SNR measured, not above it
+    assert outage.choice is None and "no candidate meets the floor" in outage.why()
+    assert all(o.rejected for o in outage.options)
+
+
+def test_memory_limits_rule_a_node_out():
+    tiny = NodeProfile("watch", 1e12, memory_bytes=4e6)
+    plan = Planner(rows(), COSTS, device=tiny).plan(WirelessLink(bandwidth_hz=1e9, snr_db=20.0))
+    assert all(o.rejected for o in plan.options if o.candidate.paradigm == "device-only")
+    assert "watch holds" in plan.best_per_paradigm()["device-only"].rejected
+    # the head (1e6 parameters, 2 MB at 2 bytes each) fits, so the split stays possible
+    assert any(not o.rejected for o in plan.options if o.candidate.paradigm == "device-edge")
+
+
+def test_planner_needs_a_clean_quality():
+    with pytest.raises(Exception, match="identity"):
+        Planner([row("ours", "learned", 150, 1.5)], COSTS)
+
+
+def test_plan_command_prints_the_choice_and_replans(tmp_path, capsys):
+    write(tmp_path / "r", rows())
+    assert main(["plan", "--results", str(tmp_path / "r"), "--snr", "20", "0", "--bandwidth", "1e5",
+                 "--codec-flops", "0", "--json"]) == 0
+    plans = json.loads(capsys.readouterr().out)
+    assert [p["changed"] for p in plans] == [False, True]
+    assert plans[1]["paradigm"] == "device-edge" and plans[1]["codec"] == "jscc"
+    assert main(["plan", "--results", str(tmp_path / "r"), "--snr", "20", "0", "--bandwidth", "1e5",
+                 "--codec-flops", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "re-planned" in out and "choice:" in out
