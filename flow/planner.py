@@ -8,7 +8,7 @@ quality is measured, not modelled:
 - ``cloud-only``: each image-upload row (``jpeg-Q``, ``webp-Q``) on the ideal link;
 - ``device-edge``: each digital codec row on the ideal link (one per rate point; lost blocks are
   re-sent, which the link's BLER prices in) and each analog (JSCC) row measured on the link's
-  channel at the highest SNR not above the link's (conservative);
+  channel at the highest SNR not above the link's (conservative; not on a fixed-rate bit link);
 - ``device-edge-cloud``: each digital codec row again, the edge running ``edge_fraction`` of the
   tail and re-sending the same payload over the backhaul.
 
@@ -130,13 +130,14 @@ class Planner:
     :param costs: ``{split: SplitCosts}`` of the model the rows were measured with
     :param quality: the floor as a fraction of the clean CIDEr-D (the identity row)
     :param codec_flops: FLOPs of one side (encoder or decoder) of each codec, per image
+    :param measured_ms: measured compute per paradigm and stage, replacing FLOPs / throughput
     """
 
     def __init__(self, rows: Sequence[dict], costs: Mapping[int, SplitCosts], device: NodeProfile = PRESETS["phone"],
                  edge: NodeProfile = PRESETS["edge-gpu"], cloud: NodeProfile = PRESETS["cloud-gpu"],
                  backhaul: Backhaul | None = None, quality: float = 0.95, clean: float | None = None,
                  codec_flops: Mapping[str, float] | None = None, edge_fraction: float = 0.5,
-                 bytes_per_param: float = 2.0, text_bits: float | None = None):
+                 bytes_per_param: float = 2.0, text_bits: float | None = None, measured_ms: dict | None = None):
         from intelliflow.evaluation.curves import clean_cider
 
         self.rows, self.costs = list(rows), dict(costs)
@@ -153,6 +154,7 @@ class Planner:
         self.quality, self.floor = quality, quality * self.clean
         self.codec_flops = dict(codec_flops or {})
         self.edge_fraction, self.bytes_per_param = edge_fraction, bytes_per_param
+        self.measured_ms = dict(measured_ms or {})  # {paradigm: {stage: ms}} measured compute (Scenario.measured_ms)
         texts = [r["payload_bits"] for r in self.rows if r.get("codec") == "text" and r.get("channel") == "none"
                  and r.get("payload_bits")]
         self.text_bits = text_bits if text_bits is not None else (texts[0] if texts else 8 * 60.0)
@@ -168,7 +170,7 @@ class Planner:
                 continue
             kind, codec, channel = r.get("kind"), str(r.get("codec")), str(r.get("channel") or "none")
             split = int(r["split"]) if r.get("split") not in (None, "") else self.default_split
-            if kind == "analog" and channel.split(":")[0] == wireless.channel and r.get("snr_db") is not None \
+            if kind == "analog" and not wireless.bit_rate and channel.split(":")[0] == wireless.channel and r.get("snr_db") is not None \
                     and r["snr_db"] <= wireless.snr_db and r.get("channel_uses"):
                 key = (r["method"], codec, split, r["channel_uses"])
                 if key not in analog or r["snr_db"] > analog[key]["snr_db"]:
@@ -197,7 +199,7 @@ class Planner:
                         edge_extra_flops=self.edge_fraction * cost.tail_flops, codec_flops=flops,
                         payload_bits=candidate.payload_bits, payload_channel_uses=candidate.channel_uses,
                         image_bits=candidate.payload_bits, text_bits=self.text_bits,
-                        backhaul_bits=candidate.payload_bits)
+                        backhaul_bits=candidate.payload_bits, measured_ms=self.measured_ms)
 
     def _memory_problem(self, candidate: Candidate) -> str:
         split = candidate.split if candidate.split is not None else self.default_split

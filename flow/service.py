@@ -15,8 +15,9 @@ Wire protocol (one image per request, HTTP/1.1, keep-alive):
   413 body over ``max_body_bytes``, 415 wrong content type, 422 a payload for another model,
   split point or codec, 503 not ready yet or overloaded.
 
-Requests that arrive together are decoded one by one (a broken payload fails alone) and then
-captioned in one batch by a single worker thread, so the tail runs once per batch.
+Requests that arrive while a batch runs (or within ``batch_wait_ms`` of the first) are decoded one
+by one (a broken payload fails alone) and then captioned in one batch by a single worker thread,
+so the tail runs once per batch.
 
 Why the standard library (``http.server``): the service needs one POST route, one GET route and a
 batching queue; a web framework would add a dependency and an event loop for no gain here.
@@ -74,7 +75,8 @@ class EdgeService:
     :param model: a split model name or folder (as ``intelliflow.models.load_split_model`` takes)
     :param codec: a codec name (baseline, shipped codec, or checkpoint folder)
     :param max_batch: the most requests captioned in one forward pass
-    :param batch_wait_ms: how long the worker waits for more requests after the first arrives
+    :param batch_wait_ms: how long the worker waits for more requests after the first arrives (0:
+        batch only what queued up while the previous batch ran, adding no delay)
 
     ``submit(iflow_bytes)`` returns a ``Future`` of ``{"caption", "bits", "batch", "edge_ms"}``;
     malformed or foreign payloads raise at once (:class:`BitstreamError`,
@@ -82,7 +84,7 @@ class EdgeService:
     """
 
     def __init__(self, model: str, codec: str, split: int | None = None, max_batch: int = 16,
-                 batch_wait_ms: float = 5.0, max_queue: int = 1024, threads: int | None = None):
+                 batch_wait_ms: float = 0.0, max_queue: int = 1024, threads: int | None = None):
         self.model_name, self.codec_name, self.requested_split = str(model), str(codec), split
         self.max_batch, self.batch_wait_s, self.threads = max(1, int(max_batch)), batch_wait_ms / 1e3, threads
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)

@@ -616,7 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-batch", type=int, default=16, help="most requests captioned in one forward pass")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="wait this long for more requests to batch")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0,
+                   help="wait this long for more requests to batch (requests queued while a batch runs are always batched)")
     p.add_argument("--max-bytes", type=int, default=1 << 20, help="largest accepted .iflow body (413 above)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--verbose", action="store_true", help="log every request")

@@ -46,18 +46,21 @@ def measure_stages(model_name: str, planner, plan, images: int = 20) -> dict:
     full_ms = _median_ms(lambda x: model.full_generate(x), pixels)
     speed = (cost.head_flops + cost.tail_flops) / (full_ms / 1e3)
     stages = [("device-only: whole model", cost.head_flops + cost.tail_flops, full_ms),
-              ("device: head", cost.head_flops, _median_ms(lambda x: model.head(x), pixels)),
-              ("edge: tail", cost.tail_flops, _median_ms(lambda f: model.tail_generate(f), features))]
+              ("device: head", cost.head_flops, _median_ms(lambda x: model.head(x), pixels))]
+    received = features
     if split_option is not None and split_option.candidate.channel_uses is None:
         c = split_option.candidate
         codec = resolve_codec(c.codec).eval()
         options = {"q": c.rate_point} if c.rate_point is not None else None
         payloads = [features_to_payloads(model, codec, f, options) for f in features]
+        received = [payloads_to_features(model, codec, p) for p in payloads]  # the tail's real input
         flops = planner.codec_flops.get(c.codec, 0.0)
         stages.append((f"encode: {c.codec}", flops,
                        _median_ms(lambda f: features_to_payloads(model, codec, f, options), features)))
         stages.append((f"decode: {c.codec}", flops,
                        _median_ms(lambda p: payloads_to_features(model, codec, p), payloads)))
+    # the caption's length (generation steps) follows the features the edge receives
+    stages.insert(2, ("edge: tail", cost.tail_flops, _median_ms(lambda f: model.tail_generate(f), received)))
     upload = best.get("cloud-only")
     if upload is not None:
         base, _, quality = upload.candidate.codec.partition("-")

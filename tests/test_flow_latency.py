@@ -91,3 +91,19 @@ def test_latency_command_on_results(tmp_path, capsys):
     assert p["device-edge"]["ms"]["total"] < p["cloud-only"]["ms"]["total"]   # 100 kHz: the split wins
     assert report["crossover_uplink"] > 1e5 and report["crossover_uplink_unit"] == "Hz"
     assert (tmp_path / "lat.png").stat().st_size > 10_000
+
+
+def test_latency_measure_times_the_stages_here(tmp_path, capsys):
+    write(tmp_path / "r", [row("identity", "identity", 393216, 2.0), dict(row("shapes-hyperprior", "learned", 200, 2.0),
+                                                                          rate_point=2),
+                           row("jpeg-20", "bytes", 6000, 2.0), row("text", "bytes", 300, 2.0)])
+    assert main(["latency", "--results", str(tmp_path / "r"), "--measure", "--measure-images", "3", "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)["measured"]
+    stages = {r["stage"]: r for r in measured["stages"]}
+    assert {"device-only: whole model", "device: head", "edge: tail", "encode: shapes-hyperprior",
+            "decode: shapes-hyperprior", "device: jpeg-20 compress"} <= set(stages)
+    assert all(r["measured_ms"] > 0 for r in stages.values())
+    # calibrated on the whole model: its own prediction is exact, the parts are compared against it
+    whole = stages["device-only: whole model"]
+    assert whole["predicted_ms"] == pytest.approx(whole["measured_ms"])
+    assert measured["this_machine_flops_per_s"] == pytest.approx(whole["flops"] / whole["measured_ms"] * 1e3)

@@ -1,0 +1,121 @@
+"""Load on the edge service: N concurrent clients for T seconds, no failed request, no lost caption.
+
+``intelliflow serve`` runs in its own process (as deployed); the clients run as threads of this
+process, each on its own keep-alive connection, sending pre-encoded ``.iflow`` files of
+``shapes:val`` images back to back (the device side's compute is left out so that the load is on
+the edge). Every answer is checked against the caption the same file gets alone: a request
+counts as failed if it errors or times out, and a caption as lost if it is empty or differs.
+
+Run: ``python benchmarks/edge_load.py`` (defaults: 50 clients, 60 s); writes
+``benchmarks/results/edge_load/report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--model", default="shapes-captioner")
+    parser.add_argument("--codec", default="shapes-hyperprior")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the service")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_load"))
+    args = parser.parse_args()
+
+    import torch
+
+    from intelliflow.data.shapes import make_sample
+    from intelliflow.errors import ServiceError
+    from intelliflow.flow.edge_client import EdgeClient, SplitDevice
+    from intelliflow.flow.files import FileDecoder
+
+    torch.set_num_threads(1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    server = subprocess.Popen([sys.executable, "-m", "intelliflow.recipes.cli", "serve", "--model", args.model,
+                               "--codec", args.codec, "--port", str(port), "--max-batch", str(args.max_batch),
+                               "--threads", str(args.threads)], env=env, stdout=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        device = SplitDevice(args.model, args.codec, url)
+        files = [device.encode(make_sample("val", i).image)[0] for i in range(args.clients)]
+        decoder = FileDecoder()
+        expected = [decoder.decode(f)[0] for f in files]
+        device.client.wait_ready(timeout=120)
+        results: list[list] = [[] for _ in range(args.clients)]
+        failures: list[str] = []
+        start_gate = threading.Barrier(args.clients + 1)
+        stop_at = [0.0]
+
+        def client(i: int) -> None:
+            c = EdgeClient(url, timeout=60)
+            start_gate.wait()
+            while time.perf_counter() < stop_at[0]:
+                t0 = time.perf_counter()
+                try:
+                    answer = c.caption(files[i])
+                except ServiceError as exc:
+                    failures.append(f"client {i}: {exc}")
+                    continue
+                results[i].append((1e3 * (time.perf_counter() - t0), answer["caption"] == expected[i],
+                                   answer["batch"]))
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.clients)]
+        for t in threads:
+            t.start()
+        stop_at[0] = time.perf_counter() + args.seconds
+        start_gate.wait()
+        began = time.perf_counter()
+        for t in threads:
+            t.join(timeout=args.seconds + 120)
+        elapsed = time.perf_counter() - began
+        health = device.client.health()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    done = [r for rs in results for r in rs]
+    latencies = sorted(r[0] for r in done)
+    batches = Counter(r[2] for r in done)
+    report = {
+        "clients": args.clients, "seconds": elapsed, "model": args.model, "codec": args.codec,
+        "service_threads": args.threads, "max_batch": args.max_batch,
+        "requests": len(done) + len(failures), "answered": len(done), "failed": len(failures),
+        "lost_or_wrong_captions": sum(1 for r in done if not r[1]),
+        "clients_served": sum(1 for rs in results if rs),
+        "throughput_per_s": len(done) / elapsed,
+        "latency_ms": {"median": statistics.median(latencies), "p90": latencies[int(0.9 * (len(latencies) - 1))],
+                       "p99": latencies[int(0.99 * (len(latencies) - 1))], "max": latencies[-1]} if latencies else {},
+        "mean_batch": sum(k * v for k, v in batches.items()) / max(1, len(done)),
+        "batch_sizes": dict(sorted(batches.items())), "service_health": health,
+        "first_failures": failures[:5],
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("batch_sizes", "service_health")}, indent=2))
+    ok = report["failed"] == 0 and report["lost_or_wrong_captions"] == 0 and report["clients_served"] == args.clients
+    print("PASS" if ok else "FAIL", f"wrote {out / 'report.json'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

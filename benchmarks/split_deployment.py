@@ -1,0 +1,398 @@
+"""Scenario (a): the built-in pipeline at its real sizes, every figure measured, over an emulated link.
+
+1. The planner picks each paradigm's operating point from the measured rate-quality table
+   (``benchmarks/results/end_to_end/results.csv``) at the quality floor (95 % of clean CIDEr-D).
+2. Every compute stage of those operating points is timed on this machine (one thread per side,
+   batch 1, median over the images): on the deployment itself over an unshaped veth link where
+   namespaces are available (device, encode, edge service time, and the HTTP exchange's own
+   cost), else in this process. The latency model takes these times plus the link (bit rate,
+   delay, protocol bytes) and predicts each paradigm's response time.
+3. Where network namespaces are available (root), device and edge run in two namespaces joined by
+   a veth pair; ``tc netem`` shapes both directions to the link's rate and one-way delay (on a
+   kernel without the netem qdisc, a user-space relay in the edge namespace does the shaping);
+   ``intelliflow serve`` runs in the edge namespace and the device side (``SplitDevice``) in the
+   other, and the response time per image is measured. Without root the script says so and
+   reports the model only.
+
+The emulated "cloud" is the same edge machine across the same link (no backhaul), so the
+cloud-only prediction uses a zero backhaul here; device-only sends its caption as text to the
+edge (``--codec text``), as the paradigm defines.
+
+Run: ``sudo .venv/bin/python benchmarks/split_deployment.py`` (about 3 minutes); writes
+``benchmarks/results/split_deployment/{report.json, paradigms.csv, latency.png, measured.png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NS_DEV, NS_EDGE, DEV_IF, EDGE_IF = "ifl-dev", "ifl-edge", "ifl-d", "ifl-e"
+DEV_IP, EDGE_IP, PORT = "10.99.0.1", "10.99.0.2", 8080
+# HTTP/1.1 request line and headers http.client sends, the service's status line, headers and
+# JSON answer, and Ethernet + IPv4 + TCP (timestamps) headers on the 3 packets of an exchange:
+# every byte crosses the shaped link, so the model counts them (estimated, see the docstring).
+HTTP_REQUEST_BYTES, HTTP_RESPONSE_BYTES, PACKET_HEADER_BYTES, PACKETS = 135, 300, 66, 3
+
+
+def overhead_bits(packet_headers: bool = True) -> float:
+    """Protocol bits per request crossing the link (the user-space relay carries no packet headers)."""
+    return 8.0 * (HTTP_REQUEST_BYTES + HTTP_RESPONSE_BYTES + (PACKETS * PACKET_HEADER_BYTES if packet_headers else 0))
+
+
+# ---------------------------------------------------------------------- device side (in the dev namespace)
+def run_client(url: str, model: str, codec: str, q: float | None, images: int, out: str) -> None:
+    import torch
+
+    from intelliflow.data.shapes import make_sample
+    from intelliflow.flow.edge_client import SplitDevice
+
+    torch.set_num_threads(1)
+    device = SplitDevice(model, codec, url, compress_options={"q": q} if q is not None else None)
+    device.client.wait_ready(timeout=120)
+    pictures = [make_sample("val", i).image for i in range(images + 3)]
+    rows = device.caption(pictures)[3:]  # the first three warm up connection, caches and allocator
+    Path(out).write_text(json.dumps(rows))
+
+
+# ---------------------------------------------------------------------- user-space link (no netem)
+def run_relay(listen: str, target: str, rate_bit_s: float, delay_ms: float) -> None:
+    """A TCP relay that emulates a link in both directions: every chunk of bytes is serialised at
+    ``rate_bit_s`` after the previous one (queueing) and delivered ``delay_ms`` later."""
+    import asyncio
+
+    async def direction(reader, writer):
+        loop, queue, free_at = asyncio.get_running_loop(), asyncio.Queue(), 0.0
+
+        async def deliver():
+            while (item := await queue.get()) is not None:
+                at, data = item
+                await asyncio.sleep(max(0.0, at - loop.time()))
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        task = asyncio.create_task(deliver())
+        while data := await reader.read(65536):
+            free_at = max(loop.time(), free_at) + 8 * len(data) / rate_bit_s
+            await queue.put((free_at + delay_ms / 1e3, data))
+        await queue.put(None)
+        await task
+
+    async def handle(client_reader, client_writer):
+        host, port = target.rsplit(":", 1)
+        server_reader, server_writer = await asyncio.open_connection(host, int(port))
+        for w in (client_writer, server_writer):
+            w.get_extra_info("socket").setsockopt(__import__("socket").IPPROTO_TCP, __import__("socket").TCP_NODELAY, 1)
+        await asyncio.gather(direction(client_reader, server_writer), direction(server_reader, client_writer),
+                             return_exceptions=True)
+
+    async def serve():
+        host, port = listen.rsplit(":", 1)
+        server = await asyncio.start_server(handle, host, int(port))
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+# ---------------------------------------------------------------------- stage times (this process)
+def measure_compute(model_name: str, split_option, upload_option, images: int) -> dict:
+    """Median ms of every compute stage, one thread, batch 1: {paradigm: {stage: ms}}."""
+    import torch
+
+    from intelliflow.codec.baselines import ImageUploadCodec
+    from intelliflow.data.shapes import make_sample
+    from intelliflow.flow.files import features_to_payloads, payloads_to_features, resolve_codec
+    from intelliflow.models import load_split_model
+
+    torch.set_num_threads(1)
+
+    def median_ms(fn, inputs):
+        for x in inputs[:3]:
+            fn(x)
+        times = []
+        for x in inputs:
+            start = time.perf_counter()
+            fn(x)
+            times.append(1e3 * (time.perf_counter() - start))
+        return statistics.median(times)
+
+    c = split_option.candidate
+    model = load_split_model(model_name, split=c.split).eval()
+    codec = resolve_codec(c.codec).eval()
+    opts = {"q": c.rate_point} if c.rate_point is not None else None
+    pictures = [make_sample("val", i).image for i in range(images)]
+    with torch.no_grad():
+        pixels = [model.preprocess([p]) for p in pictures]
+        feats = [model.head(x) for x in pixels]
+        payloads = [features_to_payloads(model, codec, f, opts) for f in feats]
+        received = [payloads_to_features(model, codec, b) for b in payloads]  # what the edge's tail sees
+        base, _, quality = upload_option.candidate.codec.partition("-")
+        image_codec = ImageUploadCodec(base, int(quality or 75))
+        uploads = [image_codec.compress([p]) for p in pictures]
+        full = median_ms(lambda x: model.full_generate(x), pixels)
+        return {
+            "device-only": {"device": median_ms(lambda p: model.caption([p]), pictures)},
+            "device-edge": {"device": median_ms(lambda p: model.head(model.preprocess([p])), pictures),
+                            "encode": median_ms(lambda f: features_to_payloads(model, codec, f, opts), feats),
+                            "decode": median_ms(lambda b: payloads_to_features(model, codec, b), payloads),
+                            "edge": median_ms(lambda f: model.tail_generate(f), received)},
+            "cloud-only": {"encode": median_ms(lambda p: image_codec.compress([p]), pictures),
+                           "decode": median_ms(lambda b: image_codec.decompress(b), uploads),
+                           "cloud": full},
+        }
+
+
+# ---------------------------------------------------------------------- the emulated link
+def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+def namespaces_available() -> str:
+    """'' when namespaces, veth and netem can be set up here, else why not."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, veth and tc)"
+    for tool in ("ip", "tc"):
+        if shutil.which(tool) is None:
+            return f"the {tool!r} command is missing (iproute2)"
+    probe = sh("ip", "netns", "add", "ifl-probe", check=False)
+    if probe.returncode:
+        return f"cannot create a network namespace: {probe.stderr.strip()}"
+    sh("ip", "netns", "del", "ifl-probe", check=False)
+    return ""
+
+
+def netem_available() -> bool:
+    """Whether this kernel has the netem qdisc (probed on a throw-away veth pair)."""
+    sh("ip", "link", "add", "ifl-p0", "type", "veth", "peer", "name", "ifl-p1", check=False)
+    ok = sh("tc", "qdisc", "add", "dev", "ifl-p0", "root", "netem", "delay", "1ms", check=False).returncode == 0
+    sh("ip", "link", "del", "ifl-p0", check=False)
+    return ok
+
+
+def link_up(rate_mbit: float, delay_ms: float, netem: bool) -> None:
+    link_down()
+    sh("ip", "netns", "add", NS_DEV)
+    sh("ip", "netns", "add", NS_EDGE)
+    sh("ip", "link", "add", DEV_IF, "type", "veth", "peer", "name", EDGE_IF)
+    for ns, dev, ip in ((NS_DEV, DEV_IF, DEV_IP), (NS_EDGE, EDGE_IF, EDGE_IP)):
+        sh("ip", "link", "set", dev, "netns", ns)
+        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", dev, "up")
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", check=False)
+        if netem:
+            sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "netem", "delay",
+               f"{delay_ms}ms", "rate", f"{rate_mbit}mbit", "limit", "10000")
+
+
+def link_down() -> None:
+    for ns in (NS_DEV, NS_EDGE):
+        sh("ip", "netns", "del", ns, check=False)
+
+
+def measure_over_link(codec: str, q: float | None, model: str, images: int, workdir: Path,
+                      relay: tuple[float, float] | None) -> list[dict]:
+    """Serve ``codec`` in the edge namespace, caption from the device namespace, per-image rows.
+    ``relay=(bit/s, one-way ms)``: the service listens on the edge's loopback behind a user-space
+    link relay (where netem is missing)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    host, port = ("127.0.0.1", PORT + 1) if relay else (EDGE_IP, PORT)
+    server = subprocess.Popen(["ip", "netns", "exec", NS_EDGE, sys.executable, "-m", "intelliflow.recipes.cli",
+                               "serve", "--role", "edge", "--model", model, "--codec", codec, "--host", host,
+                               "--port", str(port), "--threads", "1"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    helpers = [server]
+    if relay:
+        helpers.append(subprocess.Popen(["ip", "netns", "exec", NS_EDGE, sys.executable, __file__, "--relay",
+                                         f"{EDGE_IP}:{PORT}", "--relay-to", f"{host}:{port}", "--relay-rate",
+                                         str(relay[0]), "--relay-delay", str(relay[1])], env=env))
+    out = workdir / f"client-{codec}.json"
+    try:
+        cmd = ["ip", "netns", "exec", NS_DEV, sys.executable, __file__, "--client", f"http://{EDGE_IP}:{PORT}",
+               "--codec", codec, "--model", model, "--images", str(images), "--client-out", str(out)]
+        if q is not None:
+            cmd += ["--q", str(q)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if done.returncode:
+            raise RuntimeError(f"device side failed for {codec}: {done.stderr[-2000:]}")
+        return json.loads(out.read_text())
+    finally:
+        for proc in helpers:
+            proc.terminate()
+            proc.wait(timeout=30)
+        out.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- report
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=str(ROOT / "benchmarks/results/end_to_end"))
+    parser.add_argument("--model", default="shapes-captioner")
+    parser.add_argument("--rate-mbit", type=float, default=1.0, help="emulated uplink and downlink rate")
+    parser.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay of each direction")
+    parser.add_argument("--images", type=int, default=30)
+    parser.add_argument("--quality", type=float, default=0.95)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/split_deployment"))
+    parser.add_argument("--client", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--codec", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--q", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--client-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--relay", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--relay-to", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--relay-rate", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--relay-delay", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.relay:
+        run_relay(args.relay, args.relay_to, args.relay_rate, args.relay_delay)
+        return 0
+    if args.client:
+        run_client(args.client, args.model, args.codec, args.q, args.images, args.client_out)
+        return 0
+
+    from intelliflow.flow.latency import STAGES, Backhaul, NodeProfile, WirelessLink, crossover_bandwidth, plot_latency
+    from intelliflow.recipes.latency_costs import build_planner
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    why = namespaces_available()
+    netem = not why and netem_available()
+    link = WirelessLink(bit_rate=args.rate_mbit * 1e6, rtt_ms=2 * args.delay_ms, overhead_bits=overhead_bits(netem))
+    planner, _ = build_planner([args.results], model=args.model, quality=args.quality)
+    here = NodeProfile("this-cpu", 1e10, source="this machine, one thread: every compute stage measured")
+    planner.device = planner.edge = planner.cloud = here
+    planner.backhaul = Backhaul(bits_per_s=1e15, rtt_ms=0.0)  # the emulated cloud is the edge
+    best = planner.plan(link).best_per_paradigm()
+    split, upload = best["device-edge"], best["cloud-only"]
+    print(f"operating points: split {split.candidate.label}; upload {upload.candidate.label}", flush=True)
+    best = {p: o for p, o in best.items() if p != "device-edge-cloud"}
+    if why:  # compute stages timed in this process
+        planner.measured_ms = measure_compute(args.model, split, upload, args.images)
+        protocol_ms = 0.0
+    else:  # compute stages and the protocol's own cost timed on the deployment itself, link unshaped
+        print("profiling the deployment on the unshaped veth link", flush=True)
+        try:
+            link_up(args.rate_mbit, args.delay_ms, netem=False)
+            unshaped = {p: measure_over_link("text" if p == "device-only" else o.candidate.codec,
+                                             o.candidate.rate_point, args.model, args.images, out, None)
+                        for p, o in best.items()}
+        finally:
+            link_down()
+        med = {p: {k: statistics.median(r[k] for r in rs) for k in ("device_ms", "encode_ms", "edge_ms")}
+               for p, rs in unshaped.items()}
+        planner.measured_ms = {
+            "device-only": {"device": med["device-only"]["device_ms"] + med["device-only"]["encode_ms"]},
+            "device-edge": {"device": med["device-edge"]["device_ms"], "encode": med["device-edge"]["encode_ms"],
+                            "edge": med["device-edge"]["edge_ms"]},  # decode is inside the service's time
+            "cloud-only": {"encode": med["cloud-only"]["encode_ms"], "cloud": med["cloud-only"]["edge_ms"]}}
+        protocol_ms = statistics.median(r["roundtrip_ms"] - r["edge_ms"] for rs in unshaped.values() for r in rs)
+        link = replace(link, rtt_ms=link.rtt_ms + protocol_ms)
+    plan = planner.plan(link)
+    best = {p: o for p, o in plan.best_per_paradigm().items() if p != "device-edge-cloud"}
+    # the answer to device-only is the text; its JSON comes back like the others
+    report = {"link": {"rate_bit_s": link.bit_rate, "one_way_delay_ms": args.delay_ms,
+                       "overhead_bits_per_request": link.overhead_bits},
+              "protocol_ms_unshaped": protocol_ms,
+              "compute_from": "in-process timing" if why else "the deployment on an unshaped veth link",
+              "clean_CIDEr-D": plan.clean, "floor_CIDEr-D": plan.floor, "measured_compute_ms": planner.measured_ms,
+              "paradigms": {}}
+    measured: dict[str, list[dict]] = {}
+    if why:
+        print(f"emulated link skipped: {why}; reporting the model only", flush=True)
+        report["emulated"] = f"skipped: {why}"
+    else:
+        report["emulated"] = ("two network namespaces, a veth pair, tc netem (rate and delay) on both ends" if netem
+                              else "two network namespaces and a veth pair; this kernel has no netem qdisc, so the "
+                                   "rate and delay are emulated by a user-space relay in the edge namespace "
+                                   "(bytes serialised at the rate, delivered after the delay, both directions)")
+        print(f"emulated link: {report['emulated']}", flush=True)
+        try:
+            link_up(args.rate_mbit, args.delay_ms, netem)
+            for paradigm, o in best.items():
+                codec = "text" if paradigm == "device-only" else o.candidate.codec
+                print(f"measuring {paradigm} over the emulated link ({codec})", flush=True)
+                measured[paradigm] = measure_over_link(codec, o.candidate.rate_point, args.model, args.images, out,
+                                                       None if netem else (link.bit_rate, args.delay_ms))
+        finally:
+            link_down()
+    rows = []
+    for paradigm, o in best.items():
+        entry = {"operating_point": o.candidate.label, "CIDEr-D": o.candidate.quality,
+                 "payload_bits": o.candidate.payload_bits, "model_ms": o.ms}
+        if paradigm in measured:
+            totals = [r["total_ms"] for r in measured[paradigm]]
+            entry["measured_total_ms_median"] = statistics.median(totals)
+            entry["measured_total_ms_p90"] = sorted(totals)[int(0.9 * (len(totals) - 1))]
+            entry["measured_wire_bytes"] = statistics.median(r["wire_bytes"] for r in measured[paradigm])
+            entry["model_error"] = o.total / entry["measured_total_ms_median"] - 1
+            entry["measured_parts_ms_median"] = {
+                k: statistics.median(r[k] for r in measured[paradigm]) for k in ("device_ms", "encode_ms", "edge_ms")}
+            entry["measured_parts_ms_median"]["link_and_protocol_ms"] = statistics.median(
+                r["roundtrip_ms"] - r["edge_ms"] for r in measured[paradigm])
+        report["paradigms"][paradigm] = entry
+        rows.append({"paradigm": paradigm, "operating_point": o.candidate.label, "CIDEr-D": o.candidate.quality,
+                     **{f"{s}_ms": o.ms[s] for s in STAGES}, "model_total_ms": o.total,
+                     "measured_total_ms": entry.get("measured_total_ms_median"),
+                     "model_error": entry.get("model_error")})
+    scenario = planner.comparison(plan)
+    report["crossover_uplink_bit_s"] = crossover_bandwidth(scenario, "device-edge", "cloud-only", 1e3, 1e10)
+    report["split_vs_cloud_quality"] = split.candidate.quality / upload.candidate.quality
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    with (out / "paradigms.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plot_latency(scenario, out / "latency.png", paradigms=("device-only", "cloud-only", "device-edge"), low=1e4,
+                 high=1e9, title=f"shapes-captioner, stages measured here; link delay {args.delay_ms:g} ms each way")
+    if measured:
+        plot_measured(report, out / "measured.png")
+    for r in rows:
+        meas = "" if r["measured_total_ms"] is None else \
+            f"  measured {r['measured_total_ms']:.1f} ms ({100 * r['model_error']:+.1f} %)"
+        print(f"{r['paradigm']:<12} {r['operating_point']:<52} model {r['model_total_ms']:.1f} ms{meas}")
+    print(f"wrote {out}")
+    return 0
+
+
+def plot_measured(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from intelliflow.flow.latency import STAGES
+
+    names = list(report["paradigms"])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, name in enumerate(names):
+        entry, bottom = report["paradigms"][name], 0.0
+        for j, stage in enumerate(STAGES):
+            v = entry["model_ms"][stage]
+            ax.bar(i - 0.2, v, 0.38, bottom=bottom, color=f"C{j}", label=stage if i == 0 else None)
+            bottom += v
+        if "measured_total_ms_median" in entry:
+            ax.bar(i + 0.2, entry["measured_total_ms_median"], 0.38, color="0.4",
+                   label="measured (median)" if i == 0 else None)
+    ax.set_xticks(range(len(names)), [f"{n}\n(model | measured)" for n in names])
+    ax.set_ylabel("response time per image (ms)")
+    link = report["link"]
+    ax.set_title(f"emulated link {link['rate_bit_s'] / 1e6:g} Mbit/s, {link['one_way_delay_ms']:g} ms each way")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
