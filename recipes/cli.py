@@ -401,7 +401,12 @@ def cmd_serve(args) -> int:
 
     service = EdgeService(args.model, args.codec, split=args.split, max_batch=args.max_batch,
                           batch_wait_ms=args.batch_wait_ms, threads=args.threads)
-    server = EdgeServer((args.host, args.port), service, max_body_bytes=args.max_bytes, verbose=args.verbose)
+    try:
+        server = EdgeServer((args.host, args.port), service, max_body_bytes=args.max_bytes, verbose=args.verbose)
+    except OSError as exc:
+        from intelliflow.errors import ConfigError
+
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()  # /health answers 503 while the model loads
     stop = threading.Event()

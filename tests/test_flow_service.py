@@ -173,3 +173,9 @@ def test_serve_command_starts_answers_and_stops_on_sigterm():
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "served 1 captions" in out
+
+
+def test_serve_on_a_busy_port_is_a_clear_error(edge, capsys):
+    server, _ = edge
+    assert main(["serve", "--codec", CODEC, "--port", str(server.server_address[1])]) == 2
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
