@@ -105,9 +105,16 @@ class Plan:
                  f"{self.floor:.3f} ({self.floor / self.clean:.0%} of clean {self.clean:.3f})"]
         choice = self.choice
         if choice is None:
-            best = max(self.options, key=lambda o: o.candidate.quality, default=None)
-            lines.append("no candidate meets the floor" + (f"; the best quality is {best.candidate.label} at "
-                                                             f"CIDEr-D {best.candidate.quality:.3f}" if best else ""))
+            from collections import Counter
+
+            kinds = Counter("outage" if "outage" in o.rejected else "memory" if "holds" in o.rejected
+                            else "under the floor" for o in self.options)
+            lines.append("no candidate meets the floor: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
+            reachable = [o for o in self.options if "outage" not in o.rejected]
+            if reachable:
+                best = max(reachable, key=lambda o: o.candidate.quality)
+                lines.append(f"  the best quality the link still carries: {best.candidate.label}, CIDEr-D "
+                             f"{best.candidate.quality:.3f}, {best.total:.3g} ms")
             return "\n".join(lines)
         c = choice.candidate
         stages = ", ".join(f"{k} {v:.3g}" for k, v in choice.ms.items() if k != "total" and v > 0)
@@ -221,10 +228,10 @@ class Planner:
         plan = Plan(wireless, self.floor, self.clean)
         for c in self.candidates(wireless):
             ms = breakdown(self.scenario(c, wireless), c.paradigm)
-            if c.quality < self.floor - 1e-9:
-                why = f"CIDEr-D {c.quality:.3f} is under the floor {self.floor:.3f}"
-            elif ms["total"] == float("inf"):
+            if ms["total"] == float("inf"):
                 why = f"the link is in outage at {wireless.snr_db:g} dB"
+            elif c.quality < self.floor - 1e-9:
+                why = f"CIDEr-D {c.quality:.3f} is under the floor {self.floor:.3f}"
             else:
                 why = self._memory_problem(c)
             plan.options.append(Option(c, ms, why))
@@ -248,7 +255,8 @@ class Planner:
         out, previous = [], None
         for link in links:
             plan = self.plan(link)
-            current = plan.choice.candidate if plan.choice else None
+            c = plan.choice.candidate if plan.choice else None
+            current = c and (c.paradigm, c.codec, c.split, c.rate_point, c.payload_bits, c.channel_uses)
             out.append((plan, bool(out) and current != previous))
             previous = current
         return out
