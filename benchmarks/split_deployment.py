@@ -347,6 +347,12 @@ def main() -> int:
                      "model_error": entry.get("model_error")})
     scenario = planner.comparison(plan)
     report["crossover_uplink_bit_s"] = crossover_bandwidth(scenario, "device-edge", "cloud-only", 1e3, 1e10)
+    # the device-speed crossover with measured stage times: slow every device-side stage by f
+    dev_only, split_ms = best["device-only"].ms, best["device-edge"].ms
+    device_side = split_ms["device"] + split_ms["encode"]
+    rest = split_ms["total"] - device_side - (dev_only["total"] - dev_only["device"])
+    report["device_slowdown_where_split_wins"] = (rest / (dev_only["device"] - device_side)
+                                                  if dev_only["device"] > device_side else None)
     report["split_vs_cloud_quality"] = split.candidate.quality / upload.candidate.quality
     (out / "report.json").write_text(json.dumps(report, indent=2))
     with (out / "paradigms.csv").open("w", newline="") as f:
@@ -361,6 +367,9 @@ def main() -> int:
         meas = "" if r["measured_total_ms"] is None else \
             f"  measured {r['measured_total_ms']:.1f} ms ({100 * r['model_error']:+.1f} %)"
         print(f"{r['paradigm']:<12} {r['operating_point']:<52} model {r['model_total_ms']:.1f} ms{meas}")
+    f = report["device_slowdown_where_split_wins"]
+    print(f"split beats the upload below {report['crossover_uplink_bit_s'] / 1e3:.3g} kbit/s of uplink; "
+          + (f"it beats device-only once the device is {f:.2f}x slower than this CPU" if f else "never device-only"))
     print(f"wrote {out}")
     return 0
 

@@ -113,7 +113,9 @@ class Backhaul:
     rtt_ms: float = 20.0
 
     def ms(self, bits: float) -> float:
-        return self.rtt_ms / 2 + 1e3 * bits / self.bits_per_s
+        """Time the backhaul adds to one answer: ``bits`` forward, then the caption back (a whole
+        round trip plus the transfer)."""
+        return self.rtt_ms + 1e3 * bits / self.bits_per_s
 
 
 @dataclass
@@ -278,7 +280,8 @@ def read_profile(path: str | Path) -> dict:
 
 def plot_latency(scenario: Scenario, path: str | Path, paradigms=PARADIGMS, low: float = 1e4,
                  high: float = 1e9, title: str = "") -> Path:
-    """Latency against uplink bandwidth, one line per paradigm, the split-vs-upload crossover marked."""
+    """Latency against uplink bandwidth (bit rate on a fixed-rate link), one line per paradigm;
+    the bandwidths where the split meets cloud upload and device-only are marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -292,12 +295,13 @@ def plot_latency(scenario: Scenario, path: str | Path, paradigms=PARADIGMS, low:
         totals = [breakdown(replace(scenario, wireless=with_uplink(scenario.wireless, b)), p)["total"]
                   for b in bandwidths]
         ax.plot(bandwidths, totals, label=p)
-    cross = crossover_bandwidth(scenario, "device-edge", "cloud-only", low, high)
-    if cross:
-        ax.axvline(cross, color="k", ls=":", lw=1)
-        unit = "Mbit/s" if scenario.wireless.bit_rate else "MHz"
-        ax.text(cross, 0.02, f" split = upload at {cross / 1e6:.3g} {unit}", rotation=90, va="bottom", fontsize=8,
-                transform=ax.get_xaxis_transform())
+    unit = "Mbit/s" if scenario.wireless.bit_rate else "MHz"
+    for other, style in (("cloud-only", ":"), ("device-only", "--")):
+        cross = crossover_bandwidth(scenario, "device-edge", other, low, high) if other in paradigms else None
+        if cross:
+            ax.axvline(cross, color="k", ls=style, lw=1)
+            ax.text(cross, 0.02, f" split = {other} at {cross / 1e6:.3g} {unit}", rotation=90, va="bottom",
+                    fontsize=8, transform=ax.get_xaxis_transform())
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("uplink bit rate (bit/s)" if scenario.wireless.bit_rate else "uplink bandwidth (Hz)")

@@ -27,6 +27,7 @@ def test_breakdown_adds_up_and_follows_the_units():
     assert mcs is not None and 0 <= bler <= 0.1
     assert split["uplink"] == pytest.approx(1e3 * (200 + 24) / rate / (1 - bler))
     assert breakdown(s, "cloud-only")["cloud"] == pytest.approx(1e3 * 2.2e10 / PRESETS["cloud-gpu"].flops_per_s)
+    assert breakdown(s, "cloud-only")["backhaul"] == pytest.approx(20.0 + 1e3 * 8000 / 1e9)  # there and back
     outage = replace(s, wireless=WirelessLink(snr_db=-20.0))
     assert breakdown(outage, "device-edge")["uplink"] == float("inf")
     with pytest.raises(ConfigError, match="paradigm"):
@@ -34,7 +35,7 @@ def test_breakdown_adds_up_and_follows_the_units():
 
 
 def test_crossovers_exist_where_the_physics_says():
-    assert crossover_bandwidth(scenario()) is None   # a 10 ms backhaul keeps the cloud slower at any bandwidth
+    assert crossover_bandwidth(scenario()) is None   # a 20 ms backhaul round trip keeps the cloud slower at any bandwidth
     s = scenario(backhaul=Backhaul(rtt_ms=2.0))
     cross = crossover_bandwidth(s)
     assert cross is not None
@@ -78,7 +79,7 @@ def test_latency_command_on_results(tmp_path, capsys):
     write(tmp_path / "r", [row("identity", "identity", 393216, 2.0), row("ours", "learned", 150, 1.5),
                            row("ours", "learned", 200, 2.0), row("jpeg", "bytes", 6000, 2.0),
                            row("text", "bytes", 300, 2.0)])
-    (tmp_path / "p.yaml").write_text("backhaul: {bits_per_s: 1.0e+9, rtt_ms: 1}\n")
+    (tmp_path / "p.yaml").write_text("backhaul: {bits_per_s: 1.0e+9, rtt_ms: 0.2}\n")
     code = main(["latency", "--results", str(tmp_path / "r"), "--bandwidth", "1e5", "--codec-flops", "0",
                  "--profile", str(tmp_path / "p.yaml"),
                  "--out", str(tmp_path / "lat.png"), "--json"])
