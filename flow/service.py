@@ -235,6 +235,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own refusals (a garbled request line, an unknown method) as JSON too."""
+        self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":  # a garbled request line: answer in 1.1
+            self.request_version = self.protocol_version
+        try:
+            self._refuse(code, message or HTTPStatus(code).phrase, close=True)
+        except OSError:
+            pass
+
     def _refuse(self, status: int, message: str, close: bool = False) -> None:
         self.service.refused += 1
         self._answer(status, {"error": message}, close=close)

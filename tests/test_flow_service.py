@@ -98,10 +98,14 @@ def test_bad_requests_get_4xx_with_a_message_and_the_service_goes_on(edge, devic
     assert status == 415
     status, _ = raw_request(server, b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 404
+    status, answer = raw_request(server, b"DELETE /caption HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 501 and answer["error"]
+    status, answer = raw_request(server, b"\x00\x01garbage\r\n\r\n")
+    assert status == 400 and answer["error"]
     # still serving, and the good payload still gives its caption
     assert client.caption(good)["caption"] == FileDecoder().decode(good)[0]
     health = client.health()
-    assert health["http_status"] == 200 and health["refused"] >= len(cases) + 5
+    assert health["http_status"] == 200 and health["refused"] >= len(cases) + 7
 
 
 def test_concurrent_clients_are_batched_and_each_gets_its_own_caption(edge, device, images):
