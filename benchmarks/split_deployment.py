@@ -215,8 +215,8 @@ def measure_over_link(codec: str, q: float | None, model: str, images: int, work
     host, port = ("127.0.0.1", PORT + 1) if relay else (EDGE_IP, PORT)
     server = subprocess.Popen(["ip", "netns", "exec", NS_EDGE, sys.executable, "-m", "intelliflow.recipes.cli",
                                "serve", "--role", "edge", "--model", model, "--codec", codec, "--host", host,
-                               "--port", str(port), "--threads", "1"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                               "--port", str(port), "--threads", "1"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=(log := (workdir / f"edge-{codec}.log").open("w")))
     helpers = [server]
     if relay:
         helpers.append(subprocess.Popen(["ip", "netns", "exec", NS_EDGE, sys.executable, __file__, "--relay",
@@ -230,12 +230,18 @@ def measure_over_link(codec: str, q: float | None, model: str, images: int, work
             cmd += ["--q", str(q)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         if done.returncode:
-            raise RuntimeError(f"device side failed for {codec}: {done.stderr[-2000:]}")
+            raise RuntimeError(f"device side failed for {codec}: {done.stderr[-2000:]}\n"
+                               f"edge log ({workdir / f'edge-{codec}.log'}): {log.name and open(log.name).read()[-2000:]}")
         return json.loads(out.read_text())
     finally:
         for proc in helpers:
             proc.terminate()
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
         out.unlink(missing_ok=True)
 
 
@@ -333,6 +339,8 @@ def main() -> int:
                                                        None if netem else (link.bit_rate, args.delay_ms))
         finally:
             link_down()
+        for log in out.glob("edge-*.log"):  # kept only when a run fails
+            log.unlink()
     rows = []
     for paradigm, o in best.items():
         entry = {"operating_point": o.candidate.label, "CIDEr-D": o.candidate.quality,
@@ -381,8 +389,9 @@ def main() -> int:
             (f"  measured {r['measured_total_ms']:.1f} ms ({100 * r['model_error']:+.1f} %; link model alone "
              f"{100 * r['link_model_error']:+.1f} %)")
         print(f"{r['paradigm']:<12} {r['operating_point']:<52} model {r['model_total_ms']:.1f} ms{meas}")
-    f = report["device_slowdown_where_split_wins"]
-    print(f"split beats the upload below {report['crossover_uplink_bit_s'] / 1e3:.3g} kbit/s of uplink; "
+    f, cross = report["device_slowdown_where_split_wins"], report["crossover_uplink_bit_s"]
+    print((f"split beats the upload below {cross / 1e3:.3g} kbit/s of uplink; " if cross else
+           "split and upload do not cross between 1 kbit/s and 10 Gbit/s; ")
           + (f"it beats device-only once the device is {f:.2f}x slower than this CPU" if f else "never device-only"))
     print(f"wrote {out}")
     return 0

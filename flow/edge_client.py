@@ -31,9 +31,13 @@ class EdgeClient:
 
     def __init__(self, url: str, timeout: float = 120.0):
         parts = urlsplit(url if "://" in url else f"http://{url}")
+        try:
+            port = parts.port or 80
+        except ValueError as exc:
+            raise ConfigError(f"edge URL {url!r}: bad port ({exc}); expected http://HOST:PORT") from exc
         if parts.scheme != "http" or not parts.hostname:
             raise ConfigError(f"edge URL {url!r}: expected http://HOST:PORT")
-        self.url, self.host, self.port, self.timeout = url, parts.hostname, parts.port or 80, timeout
+        self.url, self.host, self.port, self.timeout = url, parts.hostname, port, timeout
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -68,6 +72,10 @@ class EdgeClient:
                 conn.close()
                 self._local.conn = None
                 raise ServiceError(f"cannot reach the edge service at {self.url}: {exc}") from exc
+            except http.client.HTTPException as exc:  # a broken answer (cut short, garbled)
+                conn.close()
+                self._local.conn = None
+                raise ServiceError(f"edge service {self.url} sent a broken answer: {exc!r}") from exc
         try:
             data = json.loads(raw or b"{}")
         except json.JSONDecodeError as exc:
@@ -85,13 +93,14 @@ class EdgeClient:
         while True:
             try:
                 info = self.health()
-                if info["http_status"] == 200:
-                    return info
-                if info.get("status") == "failed":
-                    raise ServiceError(f"the edge service at {self.url} failed to load its model or codec")
             except ServiceError:
                 if time.monotonic() > deadline:
                     raise
+                info = {}
+            if info.get("http_status") == 200:
+                return info
+            if info.get("status") == "failed":
+                raise ServiceError(f"the edge service at {self.url} failed to load its model or codec")
             if time.monotonic() > deadline:
                 raise ServiceError(f"the edge service at {self.url} was not ready within {timeout:g} s")
             time.sleep(0.1)

@@ -6,7 +6,8 @@ quality is measured, not modelled:
 
 - ``device-only``: the identity row's quality (the unsplit model), the text of the caption sent up;
 - ``cloud-only``: each image-upload row (``jpeg-Q``, ``webp-Q``) on the ideal link;
-- ``device-edge``: each digital codec row on the ideal link (one per rate point; lost blocks are
+- ``device-edge``: each digital feature codec row (learned codecs and ``quantize-B``) on the ideal
+  link (one per rate point; lost blocks are
   re-sent, which the link's BLER prices in) and each analog (JSCC) row measured on the link's
   channel at the highest SNR not above the link's (conservative; not on a fixed-rate bit link);
 - ``device-edge-cloud``: each digital codec row again, the edge running ``edge_fraction`` of the
@@ -186,7 +187,7 @@ class Planner:
                 continue
             if codec.startswith(("jpeg", "webp")):
                 out.append(Candidate("cloud-only", r["method"], codec, None, r["CIDEr-D"], r["payload_bits"]))
-            elif kind == "learned" and split in self.costs:
+            elif (kind == "learned" or codec.startswith("quantize")) and split in self.costs:
                 for paradigm in ("device-edge", "device-edge-cloud"):
                     out.append(Candidate(paradigm, r["method"], codec, split, r["CIDEr-D"], r["payload_bits"],
                                          rate_point=r.get("rate_point")))
@@ -262,8 +263,12 @@ class Planner:
         return out
 
 
-def links_over(base: WirelessLink, snr_db: Sequence[float] = (), bandwidth_hz: Sequence[float] = ()) -> list[WirelessLink]:
-    """Link states for every (SNR, bandwidth) pair, the base link's values where a list is empty."""
+def links_over(base: WirelessLink, snr_db: Sequence[float] = (), bandwidth_hz: Sequence[float] = (),
+               bit_rate: Sequence[float] = ()) -> list[WirelessLink]:
+    """Link states for every (bit rate, bandwidth, SNR) combination, the base link's values where a
+    list is empty (a fixed bit rate carries digital payloads; bandwidth and SNR still set analog ones)."""
     snrs = list(snr_db) or [base.snr_db]
     bands = list(bandwidth_hz) or [base.bandwidth_hz]
-    return [replace(base, snr_db=float(s), bandwidth_hz=float(b)) for b in bands for s in snrs]
+    rates = list(bit_rate) or [base.bit_rate]
+    return [replace(base, snr_db=float(s), bandwidth_hz=float(b), bit_rate=None if r is None else float(r))
+            for r in rates for b in bands for s in snrs]

@@ -10,10 +10,12 @@ Wire protocol (one image per request, HTTP/1.1, keep-alive):
   pass, ``edge_ms`` the time from arrival to answer.
 - ``GET /health`` answers 200 ``{"status": "ready", ...}`` once the model and codec are loaded,
   503 ``{"status": "loading"}`` before.
-- Every refusal is JSON ``{"error": message}`` with a 4xx status, and the service keeps serving:
-  400 malformed or truncated payload, 404 unknown path, 411 no ``Content-Length``,
-  413 body over ``max_body_bytes``, 415 wrong content type, 422 a payload for another model,
-  split point or codec, 503 not ready yet or overloaded.
+- Every refusal is JSON ``{"error": message}``, and the service keeps serving. The sender's
+  faults are 4xx: 400 malformed or truncated payload (or request line), 404 unknown path,
+  411 no ``Content-Length``, 413 body over ``max_body_bytes``, 415 wrong content type, 422 a
+  payload for another model, split point or codec. The service's own state is 5xx: 501 an
+  unsupported method, 503 not ready yet or overloaded, 504 no answer in time, 500 a failure of
+  the model itself.
 
 Requests that arrive while a batch runs (or within ``batch_wait_ms`` of the first) are decoded one
 by one (a broken payload fails alone) and then captioned in one batch by a single worker thread,
@@ -30,6 +32,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +46,7 @@ from intelliflow.errors import BitstreamError, IntelliflowError, PayloadMismatch
 from .files import payloads_to_features, resolve_codec
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+_DRAIN_BYTES = 16 << 20  # an oversized body is read and dropped up to this much before the 413
 
 
 def canonical_codec_name(name: str) -> str:
@@ -59,6 +63,14 @@ def canonical_codec_name(name: str) -> str:
         return folder.name if folder.parent == WEIGHTS_DIR.resolve() else str(folder)
     base = name.partition("-")[0]
     return base if base in ("jpeg", "webp") else name
+
+
+def canonical_model_name(name: str) -> str:
+    """A model folder's absolute path (however the sender spelled it), else the name."""
+    from pathlib import Path
+
+    path = Path(name)
+    return str(path.resolve()) if path.is_dir() else name
 
 
 @dataclass
@@ -93,6 +105,7 @@ class EdgeService:
         self._worker: threading.Thread | None = None
         self.model = self.codec = None
         self.served = self.refused = 0
+        self._count_lock = threading.Lock()
 
     # ------------------------------------------------------------------ life cycle
     def load(self) -> "EdgeService":
@@ -135,12 +148,16 @@ class EdgeService:
                 "refused": self.refused}
 
     # ------------------------------------------------------------------ requests
+    def count_refusal(self) -> None:
+        with self._count_lock:
+            self.refused += 1
+
     def submit(self, data: bytes) -> Future:
         """Check one ``.iflow`` file's header against what this service serves and queue it."""
         arrived = time.perf_counter()
         parsed = unpack_iflow(data)
-        wanted = (self.model_name, self.model.split, canonical_codec_name(self.codec_name))
-        got = (parsed.model, parsed.split, canonical_codec_name(parsed.codec))
+        wanted = (canonical_model_name(self.model_name), self.model.split, canonical_codec_name(self.codec_name))
+        got = (canonical_model_name(parsed.model), parsed.split, canonical_codec_name(parsed.codec))
         if got != wanted:
             raise PayloadMismatchError(
                 f"this service finishes model {wanted[0]!r} at split {wanted[1]} with codec {self.codec_name!r}; "
@@ -200,8 +217,9 @@ class EdgeService:
         else:
             captions = model.tail_generate(torch.cat(decoded))
         done = time.perf_counter()
+        with self._count_lock:
+            self.served += len(good)
         for job, caption in zip(good, captions):
-            self.served += 1
             job.future.set_result({"caption": caption, "bits": job.bits, "batch": len(good),
                                    "edge_ms": 1e3 * (done - job.arrived)})
 
@@ -213,7 +231,7 @@ _STATUS = {BitstreamError: HTTPStatus.BAD_REQUEST, PayloadMismatchError: HTTPSta
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "intelliflow-edge"
-    timeout = 30  # seconds a client may take to send its request (a stalled sender is dropped)
+    timeout = 30  # seconds any one read may wait (a sender that stalls that long is dropped)
     disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall
 
     @property
@@ -237,6 +255,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def send_error(self, code, message=None, explain=None):
         """http.server's own refusals (a garbled request line, an unknown method) as JSON too."""
+        if self.command == "HEAD":  # no body may follow a HEAD answer
+            return super().send_error(code, message, explain)
         self.close_connection = True
         if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":  # a garbled request line: answer in 1.1
             self.request_version = self.protocol_version
@@ -245,8 +265,16 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _discard(self, length: int) -> None:
+        """Read and drop up to ``length`` bytes of a refused body (stops early at EOF or timeout)."""
+        try:
+            while length > 0 and (chunk := self.rfile.read(min(length, 1 << 16))):
+                length -= len(chunk)
+        except OSError:
+            pass
+
     def _refuse(self, status: int, message: str, close: bool = False) -> None:
-        self.service.refused += 1
+        self.service.count_refusal()
         self._answer(status, {"error": message}, close=close)
 
     def do_GET(self):  # noqa: N802 - http.server's name
@@ -258,6 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802
         if self.path.split("?")[0] != "/caption":
+            length = self.headers.get("Content-Length", "0")
+            self._discard(min(int(length) if length.isdigit() else 0, _DRAIN_BYTES))
             return self._refuse(HTTPStatus.NOT_FOUND, f"no such path {self.path!r}: POST /caption takes an .iflow file",
                                 close=True)
         length = self.headers.get("Content-Length")
@@ -272,6 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._refuse(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}", close=True)
         limit = self.server.max_body_bytes  # type: ignore[attr-defined]
         if length > limit:
+            self._discard(min(length, _DRAIN_BYTES))  # a client still sending would otherwise see a reset, not the 413
             return self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                 f"payload of {length} bytes is over this service's limit of {limit} bytes", close=True)
         kind = (self.headers.get("Content-Type") or "application/octet-stream").split(";")[0].strip().lower()
@@ -291,6 +322,8 @@ class _Handler(BaseHTTPRequestHandler):
             result = self.service.submit(body).result(timeout=self.server.answer_timeout_s)  # type: ignore[attr-defined]
         except queue.Full:
             return self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "the service is overloaded; retry later")
+        except FutureTimeout:
+            return self._refuse(HTTPStatus.GATEWAY_TIMEOUT, "the caption was not ready in time; retry later")
         except IntelliflowError as exc:
             status = next((s for t, s in _STATUS.items() if type(exc) is t), HTTPStatus.BAD_REQUEST)
             return self._refuse(status, str(exc))

@@ -292,9 +292,7 @@ def cmd_plan(args) -> int:
                                       args.codec_flops)
     if args.channel:
         wireless = replace(wireless, channel=args.channel)
-    if args.bit_rate:
-        wireless = replace(wireless, bit_rate=args.bit_rate)
-    links = links_over(wireless, args.snr or (), args.bandwidth or ())
+    links = links_over(wireless, args.snr or (), args.bandwidth or (), args.bit_rate or ())
     plans = planner.replan(links)
     if args.json:
         _print_json([{"wireless": vars(p.wireless), "choice": p.choice.candidate.label if p.choice else None,
@@ -410,10 +408,10 @@ def cmd_serve(args) -> int:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()  # /health answers 503 while the model loads
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     try:
-        service.load()
+        service.load()  # Ctrl-C here interrupts the load (KeyboardInterrupt)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
         print(f"intelliflow serve --role {args.role}: {args.model} (split {service.model.split}) + {args.codec} "
               f"at {server.url}  (POST /caption, GET /health; Ctrl-C stops)", flush=True)
         stop.wait()
@@ -430,6 +428,10 @@ def cmd_caption(args) -> int:
     from intelliflow.flow.edge_client import SplitDevice
 
     images = [_read_image(path) for path in args.images]
+    if args.edge is None and args.q is not None:
+        from intelliflow.errors import ConfigError
+
+        raise ConfigError("--q sets the codec's rate point for the edge: it needs --edge URL")
     if args.edge is None:
         from intelliflow.models import load_split_model
 
@@ -564,7 +566,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="YAML profile (device/edge/cloud presets or FLOP/s, wireless, backhaul)")
     p.add_argument("--model", default="shapes-captioner")
     p.add_argument("--split", type=int, default=None)
-    p.add_argument("--ours", default=None, help="our method in the results (default: the first learned codec)")
     p.add_argument("--quality", type=float, default=0.95, help="quality floor as a fraction of the clean CIDEr-D")
     p.add_argument("--bandwidth", type=float, default=None, help="uplink bandwidth in Hz (overrides the profile)")
     p.add_argument("--bit-rate", type=float, default=None,
@@ -586,7 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=float, default=0.95, help="quality floor as a fraction of the clean CIDEr-D")
     p.add_argument("--snr", type=float, nargs="+", default=None, help="link SNRs (dB) to plan for")
     p.add_argument("--bandwidth", type=float, nargs="+", default=None, help="uplink bandwidths (Hz) to plan for")
-    p.add_argument("--bit-rate", type=float, default=None, help="a fixed uplink bit rate (bit/s) for digital payloads")
+    p.add_argument("--bit-rate", type=float, nargs="+", default=None,
+                   help="fixed uplink bit rates (bit/s) to plan for, instead of the adaptive MCS (digital payloads only)")
     p.add_argument("--channel", default=None, help="link channel: awgn or rayleigh (default: the profile's)")
     p.add_argument("--codec-flops", type=float, default=None, help="codec FLOPs per image per side (default: counted)")
     p.add_argument("--explain-last", action="store_true", help="explain the last link state instead of the first")
@@ -634,8 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge", default=None, help="URL of an intelliflow serve (http://HOST:PORT)")
     p.add_argument("--model", default="shapes-captioner")
     p.add_argument("--split", type=int, default=None)
-    p.add_argument("--codec", default="shapes-hyperprior", help="must be the codec the edge serves")
-    p.add_argument("--q", type=float, default=None, help="rate point of a learned codec (default: its highest)")
+    p.add_argument("--codec", default="shapes-hyperprior", help="with --edge: the codec the edge serves")
+    p.add_argument("--q", type=float, default=None,
+                   help="with --edge: rate point of a learned codec (default: its highest)")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the edge to be ready")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_caption)

@@ -47,6 +47,19 @@ def test_replanning_follows_the_snr():
     assert all(o.rejected for o in outage.options)
 
 
+def test_raw_feature_payloads_are_split_candidates_and_bit_rates_replan():
+    table = rows() + [dict(row("quantize-4", "bytes", 20000, 2.0), split=4)]
+    planner = Planner(table, COSTS)
+    links = links_over(WirelessLink(), bit_rate=[1e4, 1e9])
+    assert [link.bit_rate for link in links] == [1e4, 1e9]
+    (slow, _), (fast, _) = planner.replan(links)
+    labels = {o.candidate.label for o in slow.options}
+    assert "device-edge k=4: quantize-4 (20000 bits)" in labels
+    assert all(o.candidate.channel_uses is None for o in slow.options)   # a bit link carries no JSCC symbols
+    assert slow.choice.candidate.payload_bits == 200                      # at 10 kbit/s the fewest bits win
+    assert fast.choice.total < slow.choice.total
+
+
 def test_memory_limits_rule_a_node_out():
     tiny = NodeProfile("watch", 1e12, memory_bytes=4e6)
     plan = Planner(rows(), COSTS, device=tiny).plan(WirelessLink(bandwidth_hz=1e9, snr_db=20.0))

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -88,6 +89,9 @@ def test_bad_requests_get_4xx_with_a_message_and_the_service_goes_on(edge, devic
     status, answer = raw_request(server, b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream"
                                          b"\r\nContent-Length: 1000000\r\n\r\n", b"\x00" * 100)
     assert status == 413 and "limit of 4096 bytes" in answer["error"]
+    # a real client sending the whole oversized body gets the 413 too, not a reset connection
+    with pytest.raises(ServiceError, match="answered 413: .*limit of 4096 bytes"):
+        client.caption(good + b"\x00" * 200_000)
     # a body shorter than its Content-Length
     status, answer = raw_request(server, b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n", good)
     assert status == 400 and "truncated body" in answer["error"]
@@ -183,3 +187,16 @@ def test_serve_on_a_busy_port_is_a_clear_error(edge, capsys):
     server, _ = edge
     assert main(["serve", "--codec", CODEC, "--port", str(server.server_address[1])]) == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def test_a_service_that_failed_to_load_is_reported_at_once():
+    service = EdgeService(MODEL, "no-such-codec")
+    server, _ = start_server(service)
+    try:
+        start = time.monotonic()
+        with pytest.raises(ServiceError, match="failed to load"):
+            EdgeClient(server.url).wait_ready(timeout=60)
+        assert time.monotonic() - start < 30
+    finally:
+        server.shutdown()
+        server.server_close()
