@@ -2,27 +2,27 @@
 
 1. The planner picks each paradigm's operating point from the measured rate-quality table
    (``benchmarks/results/end_to_end/results.csv``) at the quality floor (95 % of clean CIDEr-D).
-2. Every compute stage of those operating points is timed on this machine (one thread per side,
-   batch 1, median over the images): on the deployment itself over an unshaped veth link where
-   namespaces are available (device, encode, edge service time, and the HTTP exchange's own
-   cost), else in this process. The latency model takes these times plus the link (bit rate,
-   delay, protocol bytes) and predicts each paradigm's response time.
-3. Where network namespaces are available (root), device and edge run in two namespaces joined by
-   a veth pair; ``tc netem`` shapes both directions to the link's rate and one-way delay (on a
-   kernel without the netem qdisc, a user-space relay in the edge namespace does the shaping);
-   ``intelliflow serve`` runs in the edge namespace and the device side (``SplitDevice``) in the
-   other, and the response time per image is measured. Without root the script says so and
-   reports the model only.
+2. Device and edge run in two network namespaces (root) joined by two veth pairs: a shaped one
+   (``tc netem`` at the link's rate and one-way delay on both ends; on a kernel without the
+   netem qdisc, a user-space relay in the edge namespace does the shaping) and an unshaped one.
+   ``intelliflow serve`` runs in the edge namespace, the device side (``SplitDevice``) in the
+   other, one thread each. Every image goes over the unshaped path and then the shaped one.
+3. The unshaped samples profile the deployment: device, encode and edge-service time per
+   paradigm, and the HTTP exchange's own cost. The latency model adds the shaped link (rate,
+   delay, the protocol's bytes) and predicts each paradigm's response time; the shaped samples
+   are the measurement. Without namespaces the stages are timed in this process and the script
+   reports the model only, saying why.
 
-Two comparisons are reported: the model with compute profiled beforehand (a prediction), and
-the model with each request's own measured compute (``link_model_error``: the link and protocol
-part of the model alone, free of run-to-run compute noise on a shared 2-core machine).
+Two comparisons are reported: the model with the compute profiled over the unshaped path
+(``model_error``: the prediction), and the model with each shaped request's own measured compute
+(``link_model_error``: the link and protocol part of the model alone). Interleaving the two paths
+image by image keeps the machine's drift (large on a shared 2-core box) out of the comparison.
 
 The emulated "cloud" is the same edge machine across the same link (no backhaul), so the
 cloud-only prediction uses a zero backhaul here; device-only sends its caption as text to the
 edge (``--codec text``), as the paradigm defines.
 
-Run: ``sudo .venv/bin/python benchmarks/split_deployment.py`` (about 3 minutes); writes
+Run: ``sudo .venv/bin/python benchmarks/split_deployment.py`` (about 5 minutes); writes
 ``benchmarks/results/split_deployment/{report.json, paradigms.csv, latency.png, measured.png}``.
 """
 
@@ -41,8 +41,8 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NS_DEV, NS_EDGE, DEV_IF, EDGE_IF = "ifl-dev", "ifl-edge", "ifl-d", "ifl-e"
-DEV_IP, EDGE_IP, PORT = "10.99.0.1", "10.99.0.2", 8080
+NS_DEV, NS_EDGE, DEV_IF, EDGE_IF, DEV_IF2, EDGE_IF2 = "ifl-dev", "ifl-edge", "ifl-d", "ifl-e", "ifl-d2", "ifl-e2"
+DEV_IP, EDGE_IP, DEV_IP2, EDGE_IP2, PORT = "10.99.0.1", "10.99.0.2", "10.99.1.1", "10.99.1.2", 8080
 # HTTP/1.1 request line and headers http.client sends, the service's status line, headers and
 # JSON answer, and Ethernet + IPv4 + TCP (timestamps) headers on the 3 packets of an exchange:
 # every byte crosses the shaped link, so the model counts them (estimated, see the docstring).
@@ -55,17 +55,32 @@ def overhead_bits(packet_headers: bool = True) -> float:
 
 
 # ---------------------------------------------------------------------- device side (in the dev namespace)
-def run_client(url: str, model: str, codec: str, q: float | None, images: int, out: str) -> None:
+def run_client(urls: str, model: str, codec: str, q: float | None, images: int, out: str) -> None:
+    """Device side: every image goes to each URL in turn (unshaped path, then shaped), so the two
+    samples of one image are taken moments apart."""
+    import time
+
     import torch
 
     from intelliflow.data.shapes import make_sample
-    from intelliflow.flow.edge_client import SplitDevice
+    from intelliflow.flow.edge_client import EdgeClient, SplitDevice
 
     torch.set_num_threads(1)
-    device = SplitDevice(model, codec, url, compress_options={"q": q} if q is not None else None)
-    device.client.wait_ready(timeout=120)
-    pictures = [make_sample("val", i).image for i in range(images + 3)]
-    rows = device.caption(pictures)[3:]  # the first three warm up connection, caches and allocator
+    paths = dict(zip(("unshaped", "shaped"), urls.split(",")))
+    device = SplitDevice(model, codec, paths["shaped"], compress_options={"q": q} if q is not None else None)
+    clients = {name: EdgeClient(url) for name, url in paths.items()}
+    for client in clients.values():
+        client.wait_ready(timeout=120)
+    rows = {name: [] for name in clients}
+    for i in range(images + 3):  # the first three warm up connections, caches and allocator
+        image = make_sample("val", i).image
+        for name, client in clients.items():
+            start = time.perf_counter()
+            data, device_ms, encode_ms = device.encode(image)
+            answer = client.caption(data)
+            if i >= 3:
+                rows[name].append({**answer, "wire_bytes": len(data), "device_ms": device_ms, "encode_ms": encode_ms,
+                                   "total_ms": 1e3 * (time.perf_counter() - start)})
     Path(out).write_text(json.dumps(rows))
 
 
@@ -186,19 +201,23 @@ def netem_available() -> bool:
 
 
 def link_up(rate_mbit: float, delay_ms: float, netem: bool) -> None:
+    """Two namespaces joined by two veth pairs: the shaped link (``EDGE_IP``) and an unshaped one
+    (``EDGE_IP2``) the deployment is profiled over; netem shapes the first where the kernel has it."""
     link_down()
     sh("ip", "netns", "add", NS_DEV)
     sh("ip", "netns", "add", NS_EDGE)
-    sh("ip", "link", "add", DEV_IF, "type", "veth", "peer", "name", EDGE_IF)
-    for ns, dev, ip in ((NS_DEV, DEV_IF, DEV_IP), (NS_EDGE, EDGE_IF, EDGE_IP)):
-        sh("ip", "link", "set", dev, "netns", ns)
-        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", dev, "up")
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        sh("ip", "netns", "exec", ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", check=False)
-        if netem:
-            sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "netem", "delay",
-               f"{delay_ms}ms", "rate", f"{rate_mbit}mbit", "limit", "10000")
+    for (dev_if, edge_if, dev_ip, edge_ip), shaped in (((DEV_IF, EDGE_IF, DEV_IP, EDGE_IP), True),
+                                                       ((DEV_IF2, EDGE_IF2, DEV_IP2, EDGE_IP2), False)):
+        sh("ip", "link", "add", dev_if, "type", "veth", "peer", "name", edge_if)
+        for ns, dev, ip in ((NS_DEV, dev_if, dev_ip), (NS_EDGE, edge_if, edge_ip)):
+            sh("ip", "link", "set", dev, "netns", ns)
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", dev, "up")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            sh("ip", "netns", "exec", ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", check=False)
+            if netem and shaped:
+                sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "netem", "delay",
+                   f"{delay_ms}ms", "rate", f"{rate_mbit}mbit", "limit", "10000")
 
 
 def link_down() -> None:
@@ -207,31 +226,34 @@ def link_down() -> None:
 
 
 def measure_over_link(codec: str, q: float | None, model: str, images: int, workdir: Path,
-                      relay: tuple[float, float] | None) -> list[dict]:
-    """Serve ``codec`` in the edge namespace, caption from the device namespace, per-image rows.
-    ``relay=(bit/s, one-way ms)``: the service listens on the edge's loopback behind a user-space
-    link relay (where netem is missing)."""
+                      relay: tuple[float, float] | None) -> dict[str, list[dict]]:
+    """Serve ``codec`` in the edge namespace and caption from the device namespace over both
+    paths: ``{"unshaped": rows, "shaped": rows}``. ``relay=(bit/s, one-way ms)``: no netem here,
+    so the service listens on the edge's loopback behind two user-space relays (the shaped one,
+    and an unthrottled one, so that the relay's own cost is in the profile too)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    host, port = ("127.0.0.1", PORT + 1) if relay else (EDGE_IP, PORT)
+    host, port = ("127.0.0.1", PORT + 1) if relay else ("0.0.0.0", PORT)
     server = subprocess.Popen(["ip", "netns", "exec", NS_EDGE, sys.executable, "-m", "intelliflow.recipes.cli",
                                "serve", "--role", "edge", "--model", model, "--codec", codec, "--host", host,
                                "--port", str(port), "--threads", "1"], env=env, stdout=subprocess.DEVNULL,
                               stderr=(log := (workdir / f"edge-{codec}.log").open("w")))
     helpers = [server]
     if relay:
-        helpers.append(subprocess.Popen(["ip", "netns", "exec", NS_EDGE, sys.executable, __file__, "--relay",
-                                         f"{EDGE_IP}:{PORT}", "--relay-to", f"{host}:{port}", "--relay-rate",
-                                         str(relay[0]), "--relay-delay", str(relay[1])], env=env))
+        for listen, (rate, delay) in ((EDGE_IP, relay), (EDGE_IP2, (1e12, 0.0))):
+            helpers.append(subprocess.Popen(["ip", "netns", "exec", NS_EDGE, sys.executable, __file__, "--relay",
+                                             f"{listen}:{PORT}", "--relay-to", f"127.0.0.1:{port}", "--relay-rate",
+                                             str(rate), "--relay-delay", str(delay)], env=env))
     out = workdir / f"client-{codec}.json"
     try:
-        cmd = ["ip", "netns", "exec", NS_DEV, sys.executable, __file__, "--client", f"http://{EDGE_IP}:{PORT}",
+        urls = f"http://{EDGE_IP2}:{PORT},http://{EDGE_IP}:{PORT}"
+        cmd = ["ip", "netns", "exec", NS_DEV, sys.executable, __file__, "--client", urls,
                "--codec", codec, "--model", model, "--images", str(images), "--client-out", str(out)]
         if q is not None:
             cmd += ["--q", str(q)]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if done.returncode:
             raise RuntimeError(f"device side failed for {codec}: {done.stderr[-2000:]}\n"
-                               f"edge log ({workdir / f'edge-{codec}.log'}): {log.name and open(log.name).read()[-2000:]}")
+                               f"edge log ({log.name}): {open(log.name).read()[-2000:]}")
         return json.loads(out.read_text())
     finally:
         for proc in helpers:
@@ -271,7 +293,8 @@ def main() -> int:
         run_client(args.client, args.model, args.codec, args.q, args.images, args.client_out)
         return 0
 
-    from intelliflow.flow.latency import STAGES, Backhaul, NodeProfile, WirelessLink, crossover_bandwidth, plot_latency
+    from intelliflow.flow.latency import (STAGES, Backhaul, NodeProfile, WirelessLink, breakdown, crossover_bandwidth,
+                                          plot_latency)
     from intelliflow.recipes.latency_costs import build_planner
 
     out = Path(args.out)
@@ -287,20 +310,33 @@ def main() -> int:
     split, upload = best["device-edge"], best["cloud-only"]
     print(f"operating points: split {split.candidate.label}; upload {upload.candidate.label}", flush=True)
     best = {p: o for p, o in best.items() if p != "device-edge-cloud"}
-    if why:  # compute stages timed in this process
+    measured: dict[str, list[dict]] = {}
+    protocol_ms: dict[str, float] = {}
+    if why:  # no namespaces: compute stages timed in this process, the model only
+        print(f"emulated link skipped: {why}; reporting the model only", flush=True)
         planner.measured_ms = measure_compute(args.model, split, upload, args.images)
-        protocol_ms = 0.0
-    else:  # compute stages and the protocol's own cost timed on the deployment itself, link unshaped
-        print("profiling the deployment on the unshaped veth link", flush=True)
+        emulated = f"skipped: {why}"
+    else:
+        emulated = ("two network namespaces joined by two veth pairs; tc netem (rate and delay) on both ends of the "
+                    "shaped pair" if netem else
+                    "two network namespaces joined by two veth pairs; this kernel has no netem qdisc, so the rate "
+                    "and delay are emulated by a user-space relay in the edge namespace (bytes serialised at the rate, "
+                    "delivered after the delay, both directions)")
+        print(f"emulated link: {emulated}", flush=True)
+        unshaped = {}
         try:
-            link_up(args.rate_mbit, args.delay_ms, netem=False)
-            # without netem the relay stays in the path, unthrottled, so its own cost is profiled too
-            unshaped = {p: measure_over_link("text" if p == "device-only" else o.candidate.codec,
-                                             o.candidate.rate_point, args.model, args.images, out,
-                                             None if netem else (1e12, 0.0))
-                        for p, o in best.items()}
+            link_up(args.rate_mbit, args.delay_ms, netem)
+            for paradigm, o in best.items():
+                codec = "text" if paradigm == "device-only" else o.candidate.codec
+                print(f"measuring {paradigm} ({codec}): each image over the unshaped, then the shaped path", flush=True)
+                both = measure_over_link(codec, o.candidate.rate_point, args.model, args.images, out,
+                                         None if netem else (link.bit_rate, args.delay_ms))
+                unshaped[paradigm], measured[paradigm] = both["unshaped"], both["shaped"]
         finally:
             link_down()
+        for log in out.glob("edge-*.log"):  # kept only when a run fails
+            log.unlink()
+        # the model's compute: the deployment's own stage times over the unshaped path
         med = {p: {k: statistics.median(r[k] for r in rs) for k in ("device_ms", "encode_ms", "edge_ms")}
                for p, rs in unshaped.items()}
         planner.measured_ms = {
@@ -309,38 +345,18 @@ def main() -> int:
                             "edge": med["device-edge"]["edge_ms"], "decode": 0.0},  # decode: inside edge_ms
             "cloud-only": {"encode": med["cloud-only"]["encode_ms"], "cloud": med["cloud-only"]["edge_ms"],
                            "decode": 0.0}}  # the image's decoding: inside the service's time
-        protocol_ms = statistics.median(r["roundtrip_ms"] - r["edge_ms"] for rs in unshaped.values() for r in rs)
-        link = replace(link, rtt_ms=link.rtt_ms + protocol_ms)
+        # the HTTP exchange's own cost (and the relay's) over the unshaped path, per paradigm
+        protocol_ms = {p: statistics.median(r["roundtrip_ms"] - r["edge_ms"] for r in rs) for p, rs in unshaped.items()}
     plan = planner.plan(link)
     best = {p: o for p, o in plan.best_per_paradigm().items() if p != "device-edge-cloud"}
-    # the answer to device-only is the text; its JSON comes back like the others
+    for p, o in best.items():  # each paradigm's model with its own protocol cost on the link
+        o.ms = breakdown(planner.scenario(o.candidate, replace(link, rtt_ms=link.rtt_ms + protocol_ms.get(p, 0.0))), p)
     report = {"link": {"rate_bit_s": link.bit_rate, "one_way_delay_ms": args.delay_ms,
                        "overhead_bits_per_request": link.overhead_bits},
-              "protocol_ms_unshaped": protocol_ms,
-              "compute_from": "in-process timing" if why else "the deployment on an unshaped veth link",
+              "protocol_ms_unshaped": protocol_ms, "emulated": emulated,
+              "compute_from": "in-process timing" if why else "the deployment over the unshaped path, interleaved",
               "clean_CIDEr-D": plan.clean, "floor_CIDEr-D": plan.floor, "measured_compute_ms": planner.measured_ms,
               "paradigms": {}}
-    measured: dict[str, list[dict]] = {}
-    if why:
-        print(f"emulated link skipped: {why}; reporting the model only", flush=True)
-        report["emulated"] = f"skipped: {why}"
-    else:
-        report["emulated"] = ("two network namespaces, a veth pair, tc netem (rate and delay) on both ends" if netem
-                              else "two network namespaces and a veth pair; this kernel has no netem qdisc, so the "
-                                   "rate and delay are emulated by a user-space relay in the edge namespace "
-                                   "(bytes serialised at the rate, delivered after the delay, both directions)")
-        print(f"emulated link: {report['emulated']}", flush=True)
-        try:
-            link_up(args.rate_mbit, args.delay_ms, netem)
-            for paradigm, o in best.items():
-                codec = "text" if paradigm == "device-only" else o.candidate.codec
-                print(f"measuring {paradigm} over the emulated link ({codec})", flush=True)
-                measured[paradigm] = measure_over_link(codec, o.candidate.rate_point, args.model, args.images, out,
-                                                       None if netem else (link.bit_rate, args.delay_ms))
-        finally:
-            link_down()
-        for log in out.glob("edge-*.log"):  # kept only when a run fails
-            log.unlink()
     rows = []
     for paradigm, o in best.items():
         entry = {"operating_point": o.candidate.label, "CIDEr-D": o.candidate.quality,
