@@ -221,7 +221,7 @@ def cmd_latency(args) -> int:
     """Latency per paradigm for one image, from profiles, the model's FLOPs and measured rate-quality."""
     from dataclasses import replace
 
-    from intelliflow.flow.latency import STAGES, crossover_bandwidth, crossover_device_speed, plot_latency
+    from intelliflow.flow.latency import STAGES, breakdown, crossover_bandwidth, crossover_device_speed, plot_latency
 
     from .latency_costs import build_planner
 
@@ -262,8 +262,15 @@ def cmd_latency(args) -> int:
               + f" {o.ms['total']:>10.3f}{mark}")
     cb, cd = report["crossover_uplink"], report["crossover_device_flops"]
     unit = "Mbit/s of uplink" if wireless.bit_rate else "MHz of uplink"
-    print("split beats cloud upload below " + (f"{cb / 1e6:.3g} {unit}" if cb else "no crossover in the range"))
-    print("split beats device-only below " + (f"{cd / 1e9:.3g} GFLOP/s on the device" if cd else "no crossover"))
+    split_ms = breakdown(scenario, "device-edge")["total"]
+
+    def never(other, axis):
+        faster = "the split" if split_ms < breakdown(scenario, other)["total"] else other
+        return f"split vs {other}: no crossover; {faster} is faster at every {axis} in range"
+
+    print(f"split beats cloud upload below {cb / 1e6:.3g} {unit}" if cb else never("cloud-only", "uplink"))
+    print(f"split beats device-only below {cd / 1e9:.3g} GFLOP/s on the device" if cd
+          else never("device-only", "device speed"))
     if args.measure:
         _print_measured(report["measured"])
     if plot:
