@@ -58,8 +58,6 @@ def overhead_bits(packet_headers: bool = True) -> float:
 def run_client(urls: str, model: str, codec: str, q: float | None, images: int, out: str) -> None:
     """Device side: every image goes to each URL in turn (unshaped path, then shaped), so the two
     samples of one image are taken moments apart."""
-    import time
-
     import torch
 
     from intelliflow.data.shapes import make_sample
@@ -75,12 +73,9 @@ def run_client(urls: str, model: str, codec: str, q: float | None, images: int, 
     for i in range(images + 3):  # the first three warm up connections, caches and allocator
         image = make_sample("val", i).image
         for name, client in clients.items():
-            start = time.perf_counter()
-            data, device_ms, encode_ms = device.encode(image)
-            answer = client.caption(data)
+            row = device.caption_one(image, client)
             if i >= 3:
-                rows[name].append({**answer, "wire_bytes": len(data), "device_ms": device_ms, "encode_ms": encode_ms,
-                                   "total_ms": 1e3 * (time.perf_counter() - start)})
+                rows[name].append(row)
     Path(out).write_text(json.dumps(rows))
 
 
@@ -126,51 +121,17 @@ def run_relay(listen: str, target: str, rate_bit_s: float, delay_ms: float) -> N
 
 
 # ---------------------------------------------------------------------- stage times (this process)
-def measure_compute(model_name: str, split_option, upload_option, images: int) -> dict:
-    """Median ms of every compute stage, one thread, batch 1: {paradigm: {stage: ms}}."""
+def measure_compute(model_name: str, planner, plan, images: int) -> dict:
+    """Median ms of every compute stage in this process, one thread, batch 1: {paradigm: {stage: ms}}."""
     import torch
 
-    from intelliflow.codec.baselines import ImageUploadCodec
-    from intelliflow.data.shapes import make_sample
-    from intelliflow.flow.files import features_to_payloads, payloads_to_features, resolve_codec
-    from intelliflow.models import load_split_model
+    from intelliflow.recipes.latency_measure import measure_stages
 
     torch.set_num_threads(1)
-
-    def median_ms(fn, inputs):
-        for x in inputs[:3]:
-            fn(x)
-        times = []
-        for x in inputs:
-            start = time.perf_counter()
-            fn(x)
-            times.append(1e3 * (time.perf_counter() - start))
-        return statistics.median(times)
-
-    c = split_option.candidate
-    model = load_split_model(model_name, split=c.split).eval()
-    codec = resolve_codec(c.codec).eval()
-    opts = {"q": c.rate_point} if c.rate_point is not None else None
-    pictures = [make_sample("val", i).image for i in range(images)]
-    with torch.no_grad():
-        pixels = [model.preprocess([p]) for p in pictures]
-        feats = [model.head(x) for x in pixels]
-        payloads = [features_to_payloads(model, codec, f, opts) for f in feats]
-        received = [payloads_to_features(model, codec, b) for b in payloads]  # what the edge's tail sees
-        base, _, quality = upload_option.candidate.codec.partition("-")
-        image_codec = ImageUploadCodec(base, int(quality or 75))
-        uploads = [image_codec.compress([p]) for p in pictures]
-        full = median_ms(lambda x: model.full_generate(x), pixels)
-        return {
-            "device-only": {"device": median_ms(lambda p: model.caption([p]), pictures)},
-            "device-edge": {"device": median_ms(lambda p: model.head(model.preprocess([p])), pictures),
-                            "encode": median_ms(lambda f: features_to_payloads(model, codec, f, opts), feats),
-                            "decode": median_ms(lambda b: payloads_to_features(model, codec, b), payloads),
-                            "edge": median_ms(lambda f: model.tail_generate(f), received)},
-            "cloud-only": {"encode": median_ms(lambda p: image_codec.compress([p]), pictures),
-                           "decode": median_ms(lambda b: image_codec.decompress(b), uploads),
-                           "cloud": full},
-        }
+    t = measure_stages(model_name, planner, plan, images)["times_ms"]
+    return {"device-only": {"device": t["full"]},
+            "device-edge": {"device": t["head"], "encode": t["encode"], "decode": t["decode"], "edge": t["tail"]},
+            "cloud-only": {"encode": t["image_encode"], "decode": t["image_decode"], "cloud": t["full"]}}
 
 
 # ---------------------------------------------------------------------- the emulated link
@@ -306,7 +267,8 @@ def main() -> int:
     here = NodeProfile("this-cpu", 1e10, source="this machine, one thread: every compute stage measured")
     planner.device = planner.edge = planner.cloud = here
     planner.backhaul = Backhaul(bits_per_s=1e15, rtt_ms=0.0)  # the emulated cloud is the edge
-    best = planner.plan(link).best_per_paradigm()
+    first = planner.plan(link)
+    best = first.best_per_paradigm()
     split, upload = best["device-edge"], best["cloud-only"]
     print(f"operating points: split {split.candidate.label}; upload {upload.candidate.label}", flush=True)
     best = {p: o for p, o in best.items() if p != "device-edge-cloud"}
@@ -314,7 +276,7 @@ def main() -> int:
     protocol_ms: dict[str, float] = {}
     if why:  # no namespaces: compute stages timed in this process, the model only
         print(f"emulated link skipped: {why}; reporting the model only", flush=True)
-        planner.measured_ms = measure_compute(args.model, split, upload, args.images)
+        planner.measured_ms = measure_compute(args.model, planner, first, args.images)
         emulated = f"skipped: {why}"
     else:
         emulated = ("two network namespaces joined by two veth pairs; tc netem (rate and delay) on both ends of the "

@@ -157,14 +157,16 @@ class SplitDevice:
         t2 = time.perf_counter()
         return pack_iflow(self.model_name, self.model.split, self.codec_name, payload), 1e3 * (t1 - t0), 1e3 * (t2 - t1)
 
+    def caption_one(self, image, client: EdgeClient | None = None) -> dict:
+        """One PIL image -> ``{"caption", "bits", "wire_bytes", "device_ms", "encode_ms",
+        "roundtrip_ms", "edge_ms", "batch", "total_ms"}`` (times in ms, measured here), sent to
+        ``client`` (default: this device's)."""
+        start = time.perf_counter()
+        data, device_ms, encode_ms = self.encode(image)
+        answer = (client or self.client).caption(data)
+        return {**answer, "wire_bytes": len(data), "device_ms": device_ms, "encode_ms": encode_ms,
+                "total_ms": 1e3 * (time.perf_counter() - start)}
+
     def caption(self, images) -> list[dict]:
-        """PIL images -> per image ``{"caption", "bits", "wire_bytes", "device_ms", "encode_ms",
-        "roundtrip_ms", "edge_ms", "batch", "total_ms"}`` (times in ms, measured here)."""
-        results = []
-        for image in images:
-            start = time.perf_counter()
-            data, device_ms, encode_ms = self.encode(image)
-            answer = self.client.caption(data)
-            results.append({**answer, "wire_bytes": len(data), "device_ms": device_ms, "encode_ms": encode_ms,
-                            "total_ms": 1e3 * (time.perf_counter() - start)})
-        return results
+        """PIL images -> one :meth:`caption_one` answer per image."""
+        return [self.caption_one(image) for image in images]

@@ -14,7 +14,8 @@ import time
 import torch
 
 
-def _median_ms(fn, inputs, warmup: int = 2) -> float:
+def median_ms(fn, inputs, warmup: int = 2) -> float:
+    """Median wall time in ms of ``fn(x)`` over ``inputs``, after ``warmup`` untimed calls."""
     for x in inputs[:warmup]:
         fn(x)
     times = []
@@ -28,7 +29,9 @@ def _median_ms(fn, inputs, warmup: int = 2) -> float:
 @torch.no_grad()
 def measure_stages(model_name: str, planner, plan, images: int = 20) -> dict:
     """Measured ms per stage of the plan's best split and upload operating points on this machine,
-    with the latency model's prediction at this machine's calibrated FLOP/s."""
+    with the latency model's prediction at this machine's calibrated FLOP/s. ``times_ms`` holds
+    the same times by key: ``full``, ``head``, ``tail`` and, where the plan has them, ``encode``,
+    ``decode`` (our codec), ``image_encode``, ``image_decode`` (the upload)."""
     from intelliflow.codec.baselines import ImageUploadCodec
     from intelliflow.data.shapes import make_sample
     from intelliflow.flow.files import features_to_payloads, payloads_to_features, resolve_codec
@@ -43,10 +46,11 @@ def measure_stages(model_name: str, planner, plan, images: int = 20) -> dict:
     pixels = [model.preprocess([p]) for p in pictures]
     features = [model.head(x) for x in pixels]
 
-    full_ms = _median_ms(lambda x: model.full_generate(x), pixels)
-    speed = (cost.head_flops + cost.tail_flops) / (full_ms / 1e3)
-    stages = [("device-only: whole model", cost.head_flops + cost.tail_flops, full_ms),
-              ("device: head", cost.head_flops, _median_ms(lambda x: model.head(x), pixels))]
+    t = {"full": median_ms(lambda x: model.full_generate(x), pixels),
+         "head": median_ms(lambda x: model.head(x), pixels)}
+    speed = (cost.head_flops + cost.tail_flops) / (t["full"] / 1e3)
+    stages = [("device-only: whole model", cost.head_flops + cost.tail_flops, "full"),
+              ("device: head", cost.head_flops, "head"), ("edge: tail", cost.tail_flops, "tail")]
     received = features
     if split_option is not None and split_option.candidate.channel_uses is None:
         c = split_option.candidate
@@ -54,20 +58,22 @@ def measure_stages(model_name: str, planner, plan, images: int = 20) -> dict:
         options = {"q": c.rate_point} if c.rate_point is not None else None
         payloads = [features_to_payloads(model, codec, f, options) for f in features]
         received = [payloads_to_features(model, codec, p) for p in payloads]  # the tail's real input
+        t["encode"] = median_ms(lambda f: features_to_payloads(model, codec, f, options), features)
+        t["decode"] = median_ms(lambda p: payloads_to_features(model, codec, p), payloads)
         flops = planner.codec_flops.get(c.codec, 0.0)
-        stages.append((f"encode: {c.codec}", flops,
-                       _median_ms(lambda f: features_to_payloads(model, codec, f, options), features)))
-        stages.append((f"decode: {c.codec}", flops,
-                       _median_ms(lambda p: payloads_to_features(model, codec, p), payloads)))
+        stages += [(f"encode: {c.codec}", flops, "encode"), (f"decode: {c.codec}", flops, "decode")]
     # the caption's length (generation steps) follows the features the edge receives
-    stages.insert(2, ("edge: tail", cost.tail_flops, _median_ms(lambda f: model.tail_generate(f), received)))
+    t["tail"] = median_ms(lambda f: model.tail_generate(f), received)
     upload = best.get("cloud-only")
     if upload is not None:
         base, _, quality = upload.candidate.codec.partition("-")
         image_codec = ImageUploadCodec(base, int(quality or 75))
-        stages.append((f"device: {upload.candidate.codec} compress", 0.0,
-                       _median_ms(lambda p: image_codec.compress([p]), pictures)))
-    rows = [{"stage": name, "flops": flops, "measured_ms": ms, "predicted_ms": 1e3 * flops / speed,
-             "ratio": (1e3 * flops / speed) / ms if ms > 0 else None} for name, flops, ms in stages]
+        uploads = [image_codec.compress([p]) for p in pictures]
+        t["image_encode"] = median_ms(lambda p: image_codec.compress([p]), pictures)
+        t["image_decode"] = median_ms(lambda b: image_codec.decompress(b), uploads)
+        stages += [(f"device: {upload.candidate.codec} compress", 0.0, "image_encode"),
+                   (f"cloud: {upload.candidate.codec} decompress", 0.0, "image_decode")]
+    rows = [{"stage": name, "flops": flops, "measured_ms": t[key], "predicted_ms": 1e3 * flops / speed,
+             "ratio": (1e3 * flops / speed) / t[key] if t[key] > 0 else None} for name, flops, key in stages]
     return {"this_machine_flops_per_s": speed, "threads": torch.get_num_threads(), "images": len(pictures),
-            "stages": rows}
+            "stages": rows, "times_ms": t}
