@@ -507,6 +507,16 @@ def cmd_demo(args) -> int:
 
 # ------------------------------------------------------------------ parser
 
+def _add_planner_options(p) -> None:
+    """What ``latency`` and ``plan`` both need to build a planner (``latency_costs.build_planner``)."""
+    p.add_argument("--results", nargs="+", required=True, help="result folders of intelliflow eval / demo")
+    p.add_argument("--profile", default=None, help="YAML profile (device/edge/cloud presets or FLOP/s, wireless, backhaul)")
+    p.add_argument("--model", default="shapes-captioner")
+    p.add_argument("--split", type=int, default=None, help="consider only this split point")
+    p.add_argument("--quality", type=float, default=0.95, help="quality floor as a fraction of the clean CIDEr-D")
+    p.add_argument("--codec-flops", type=float, default=None, help="codec FLOPs per image per side (default: counted)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="intelliflow",
@@ -569,15 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("latency", help="latency per paradigm (device-only, cloud upload, split, 3-tier) from "
                                        "profiles, FLOPs and rate-quality results")
-    p.add_argument("--results", nargs="+", required=True, help="result folders of intelliflow eval / demo")
-    p.add_argument("--profile", default=None, help="YAML profile (device/edge/cloud presets or FLOP/s, wireless, backhaul)")
-    p.add_argument("--model", default="shapes-captioner")
-    p.add_argument("--split", type=int, default=None)
-    p.add_argument("--quality", type=float, default=0.95, help="quality floor as a fraction of the clean CIDEr-D")
+    _add_planner_options(p)
     p.add_argument("--bandwidth", type=float, default=None, help="uplink bandwidth in Hz (overrides the profile)")
     p.add_argument("--bit-rate", type=float, default=None,
                    help="a fixed uplink bit rate in bit/s instead of the adaptive MCS (e.g. 10e6)")
-    p.add_argument("--codec-flops", type=float, default=None, help="codec FLOPs per image per side (default: counted)")
     p.add_argument("--out", default=None, help="PNG: latency against uplink bandwidth with the crossover")
     p.add_argument("--measure", action="store_true",
                    help="also time every stage for real on this machine and set it beside the model's figure")
@@ -587,17 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="choose paradigm, split point and codec rate point with the lowest latency "
                                     "above a quality floor; re-plan over SNRs and bandwidths")
-    p.add_argument("--results", nargs="+", required=True, help="result folders of intelliflow eval / demo")
-    p.add_argument("--profile", default=None, help="YAML profile (nodes, wireless, backhaul)")
-    p.add_argument("--model", default="shapes-captioner")
-    p.add_argument("--split", type=int, default=None, help="consider only this split point")
-    p.add_argument("--quality", type=float, default=0.95, help="quality floor as a fraction of the clean CIDEr-D")
+    _add_planner_options(p)
     p.add_argument("--snr", type=float, nargs="+", default=None, help="link SNRs (dB) to plan for")
     p.add_argument("--bandwidth", type=float, nargs="+", default=None, help="uplink bandwidths (Hz) to plan for")
     p.add_argument("--bit-rate", type=float, nargs="+", default=None,
                    help="fixed uplink bit rates (bit/s) to plan for, instead of the adaptive MCS (digital payloads only)")
     p.add_argument("--channel", default=None, help="link channel: awgn or rayleigh (default: the profile's)")
-    p.add_argument("--codec-flops", type=float, default=None, help="codec FLOPs per image per side (default: counted)")
     p.add_argument("--explain-last", action="store_true", help="explain the last link state instead of the first")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
