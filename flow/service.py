@@ -197,9 +197,7 @@ class EdgeService:
         decoded, good = [], []
         for job in batch:  # decode one by one so that a broken payload fails alone
             try:
-                if isinstance(codec, TextCodec):
-                    decoded.append(codec.decompress([job.payload])[0])
-                elif isinstance(codec, ImageUploadCodec):
+                if isinstance(codec, (TextCodec, ImageUploadCodec)):  # a caption or an image
                     decoded.append(codec.decompress([job.payload])[0])
                 else:
                     decoded.append(payloads_to_features(model, codec, [job.payload]))

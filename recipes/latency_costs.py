@@ -72,13 +72,6 @@ def build_planner(results, profile: str | None = None, model: str = "shapes-capt
     prof = read_profile(profile) if profile else {}
     codecs = {str(r["codec"]) for r in rows if r.get("kind") in ("learned", "analog")}
     flops = {c: codec_flops(c) if codec_flops_override is None else codec_flops_override for c in codecs}
-    planner = Planner(rows, model_costs(model, splits or None), device=prof.get("device", None) or _preset("phone"),
-                      edge=prof.get("edge") or _preset("edge-gpu"), cloud=prof.get("cloud") or _preset("cloud-gpu"),
-                      backhaul=prof.get("backhaul"), quality=quality, codec_flops=flops)
+    nodes = {k: prof[k] for k in ("device", "edge", "cloud", "backhaul") if k in prof}  # else the Planner's presets
+    planner = Planner(rows, model_costs(model, splits or None), quality=quality, codec_flops=flops, **nodes)
     return planner, prof.get("wireless") or WirelessLink()
-
-
-def _preset(name):
-    from intelliflow.flow.latency import PRESETS
-
-    return PRESETS[name]
