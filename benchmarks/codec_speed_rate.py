@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from intelliflow.codec import build_codec
-from intelliflow.codec.persistence import codec_folder, load_codec
+from intelliflow.codec.persistence import load_codec
+from intelliflow.codec.registry import checkpoint_folder
 from intelliflow.data.datasets import open_dataset
 from intelliflow.models import load_split_model, tokens_to_grid
 
@@ -53,8 +54,8 @@ def main():
     features, _ = tokens_to_grid(tokens, model.feature_grid)
     codecs = {"factorized (untrained)": build_codec({"name": "factorized", "in_channels": 192}).eval()}
     codecs["factorized (untrained)"].update()
-    if codec_folder("shapes-hyperprior"):
-        codecs["shapes-hyperprior"] = load_codec(codec_folder("shapes-hyperprior"))
+    if checkpoint_folder("shapes-hyperprior"):
+        codecs["shapes-hyperprior"] = load_codec(checkpoint_folder("shapes-hyperprior"))
     results = []
     for name, codec in codecs.items():
         x = features[:1]

@@ -42,8 +42,8 @@ def main() -> int:
 
     from intelliflow.data.shapes import make_sample
     from intelliflow.errors import ServiceError
-    from intelliflow.flow.edge_client import EdgeClient, SplitDevice
-    from intelliflow.flow.files import FileDecoder
+    from intelliflow.deploy.client import EdgeClient, SplitDevice
+    from intelliflow.deploy.files import FileDecoder
 
     torch.set_num_threads(1)
     with socket.socket() as sock:

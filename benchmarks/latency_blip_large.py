@@ -13,7 +13,7 @@
   577 feature tokens. No BLIP-large codec has been trained; the label says so everywhere.
 - The codec's encoder and decoder are priced on our hyperprior's architecture (the shipped
   settings) widened to BLIP-large's 1024 channels on its 24x24 grid (FLOPs counted).
-- Nodes are the presets of ``intelliflow.flow.latency`` (phone, edge-gpu, cloud-gpu, each with
+- Nodes are the presets of ``intelliflow.system.latency`` (phone, edge-gpu, cloud-gpu, each with
   its stated assumption); the uplink is a fixed 10 Mbit/s (``--uplink-mbit``) with ``--radio-rtt-ms``
   of air-interface round trip, the backhaul the default (1 Gbit/s, 20 ms round trip, paid once
   per answer: the image goes up and the caption comes back).
@@ -40,12 +40,12 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 def blip_large_costs(caption_tokens: int = 20) -> tuple[dict, int]:
-    """({split: SplitCosts}, feature tokens) of BLIP-large, counted on the meta device."""
+    """({split: SplitCost}, feature tokens) of BLIP-large, counted on the meta device."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import BlipConfig, BlipForConditionalGeneration
 
-    from intelliflow.flow.planner import SplitCosts
+    from intelliflow.models.costs import SplitCost
 
     config = BlipConfig(  # Salesforce/blip-image-captioning-large, config.json
         vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -80,8 +80,8 @@ def blip_large_costs(caption_tokens: int = 20) -> tuple[dict, int]:
     for k in range(len(layer_flops) + 1):
         head = embed_flops + sum(layer_flops[:k])
         head_params = params(vision.embeddings, *vision.encoder.layers[:k])
-        costs[k] = SplitCosts(head, sum(layer_flops[k:]) + post_flops + text_flops, head_params,
-                              total_params - head_params)
+        costs[k] = SplitCost(k, device_params=head_params, server_params=total_params - head_params,
+                             device_flops=head, server_flops=sum(layer_flops[k:]) + post_flops + text_flops)
     return costs, int(hidden.shape[1])
 
 
@@ -91,10 +91,11 @@ def hyperprior_flops(width: int, side: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from intelliflow.codec.persistence import codec_folder, codec_info
+    from intelliflow.codec.persistence import codec_info
+    from intelliflow.codec.registry import checkpoint_folder
     from intelliflow.codec.registry import build_codec
 
-    params = dict(codec_info(codec_folder("shapes-hyperprior"))["params"], in_channels=width)
+    params = dict(codec_info(checkpoint_folder("shapes-hyperprior"))["params"], in_channels=width)
     codec = build_codec({"name": "hyperprior", **params}).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         codec(torch.zeros(1, width, side, side))
@@ -118,10 +119,10 @@ def photo_jpeg_bits(side: int = 384, qualities=(50, 75, 90)) -> dict:
 
 def ours_bits_per_token(results: Path, quality: float) -> tuple[float, float, str]:
     """(bits per feature token, bits per image, method) of our codec at the quality floor on shapes."""
-    from intelliflow.evaluation.curves import load_results
-    from intelliflow.flow.latency import WirelessLink
-    from intelliflow.flow.planner import Planner
-    from intelliflow.recipes.latency_costs import model_costs
+    from intelliflow.evaluation.results import load_results
+    from intelliflow.system.latency import WirelessLink
+    from intelliflow.system.planner import Planner
+    from intelliflow.system.costs import model_costs
 
     rows = load_results([results])
     costs = model_costs("shapes-captioner", [4])
@@ -147,9 +148,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/latency_blip_large"))
     args = parser.parse_args()
 
-    from intelliflow.flow.latency import (PRESETS, STAGES, WirelessLink, breakdown, crossover_bandwidth,
+    from intelliflow.system.latency import (PRESETS, STAGES, WirelessLink, breakdown, crossover_bandwidth,
                                           crossover_device_speed, plot_latency)
-    from intelliflow.flow.planner import Candidate, Planner
+    from intelliflow.system.planner import Candidate, Planner
 
     costs, tokens = blip_large_costs(args.caption_tokens)
     jpeg = photo_jpeg_bits()
@@ -176,7 +177,7 @@ def main() -> int:
 
     def edge_speed_for(factor: float) -> float | None:
         """Edge FLOP/s at which the split answers ``factor`` x faster than cloud-only."""
-        from intelliflow.flow.latency import _log_bisect
+        from intelliflow.system.latency import _log_bisect
 
         def gap(speed):
             s = replace(scenario, edge=replace(scenario.edge, flops_per_s=speed))
@@ -186,9 +187,9 @@ def main() -> int:
     report = {
         "model": "BLIP-large architecture from its published config (no weights), FLOPs on the meta device",
         "caption_tokens": args.caption_tokens, "feature_tokens": tokens,
-        "full_model_gflops": (costs[0].head_flops + costs[0].tail_flops) / 1e9,
-        "params_millions": (costs[0].head_params + costs[0].tail_params) / 1e6,
-        "gflops_per_split": {k: [c.head_flops / 1e9, c.tail_flops / 1e9] for k, c in costs.items()},
+        "full_model_gflops": (costs[0].device_flops + costs[0].server_flops) / 1e9,
+        "params_millions": (costs[0].device_params + costs[0].server_params) / 1e6,
+        "gflops_per_split": {k: [c.device_flops / 1e9, c.server_flops / 1e9] for k, c in costs.items()},
         "jpeg_bits_per_photo": {q: dict(zip(PHOTOS, v)) for q, v in jpeg.items()},
         "upload_bits_median": image_bits,
         "ours_payload_bits_ESTIMATE": payload,

@@ -61,7 +61,7 @@ def run_client(urls: str, model: str, codec: str, q: float | None, images: int, 
     import torch
 
     from intelliflow.data.shapes import make_sample
-    from intelliflow.flow.edge_client import EdgeClient, SplitDevice
+    from intelliflow.deploy.client import EdgeClient, SplitDevice
 
     torch.set_num_threads(1)
     paths = dict(zip(("unshaped", "shaped"), urls.split(",")))
@@ -125,7 +125,7 @@ def measure_compute(model_name: str, planner, plan, images: int) -> dict:
     """Median ms of every compute stage in this process, one thread, batch 1: {paradigm: {stage: ms}}."""
     import torch
 
-    from intelliflow.recipes.latency_measure import measure_stages
+    from intelliflow.system.measure import measure_stages
 
     torch.set_num_threads(1)
     t = measure_stages(model_name, planner, plan, images)["times_ms"]
@@ -254,9 +254,9 @@ def main() -> int:
         run_client(args.client, args.model, args.codec, args.q, args.images, args.client_out)
         return 0
 
-    from intelliflow.flow.latency import (STAGES, Backhaul, NodeProfile, WirelessLink, breakdown, crossover_bandwidth,
+    from intelliflow.system.latency import (STAGES, Backhaul, NodeProfile, WirelessLink, breakdown, crossover_bandwidth,
                                           plot_latency)
-    from intelliflow.recipes.latency_costs import build_planner
+    from intelliflow.system.costs import build_planner
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -381,7 +381,7 @@ def plot_measured(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from intelliflow.flow.latency import STAGES
+    from intelliflow.system.latency import STAGES
 
     names = list(report["paradigms"])
     fig, ax = plt.subplots(figsize=(9.5, 4.5))

@@ -251,7 +251,19 @@ class DigitalLink:
 
     # ------------------------------------------------------------------ transmit
 
-    def _resolve_mcs(self, mcs: Any, snrs: list[float]) -> list[MCS]:
+    def max_payload_bytes(self, channel_uses: int, mcs: int | MCS) -> int:
+        """The most payload bytes one transmission at ``mcs`` fits in ``channel_uses`` (0 if none)."""
+        lo, hi = 0, 1
+        while self.channel_uses(hi, mcs) <= channel_uses:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.channel_uses(mid, mcs) <= channel_uses else (lo, mid)
+        return lo
+
+    def resolve_mcs(self, mcs: Any, snrs: list[float]) -> list[MCS]:
+        """The MCS of each packet: ``"auto"`` (per SNR; the most robust where none meets the
+        target), one index for all, or one per packet."""
         if isinstance(mcs, str):
             if mcs != "auto":
                 raise ConfigError(f"mcs={mcs!r} is not allowed; allowed: 'auto' or an MCS index")
@@ -293,7 +305,7 @@ class DigitalLink:
             raise ConfigError(f"got {len(snrs)} SNR values for {len(packets)} packets")
         if not all(math.isfinite(s) for s in snrs):
             raise ConfigError(f"snr_db must be finite, got {snr_db!r}")
-        schemes = self._resolve_mcs(mcs, snrs)
+        schemes = self.resolve_mcs(mcs, snrs)
 
         blocks: list[_Block] = []
         for i, data in enumerate(packets):

@@ -1,5 +1,8 @@
-"""intelliflow.codec: feature codecs (CompressAI bitstreams), baselines and the registry."""
+"""intelliflow.codec: one codec interface (:mod:`.interface`), the codecs that implement it, and
+the registry that names them (:func:`resolve_codec` for names users type, :func:`build_codec` for
+untrained architectures)."""
 
-from .registry import available_codecs, build_codec
+from .interface import Codec, RateKnob
+from .registry import available_codecs, build_codec, register_codec, resolve_codec
 
-__all__ = ["available_codecs", "build_codec"]
+__all__ = ["Codec", "RateKnob", "available_codecs", "build_codec", "register_codec", "resolve_codec"]

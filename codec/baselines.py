@@ -1,7 +1,8 @@
 """Information-flow baselines: what a device sends when it does not send task-oriented features.
 
-- :class:`ImageUploadCodec` (``jpeg``, ``webp``): the image itself, compressed by Pillow; the
-  server runs the whole captioner on the decoded image. Rate = file bytes.
+(The image uploads, ``jpeg``/``webp``/``avif``, are in :mod:`intelliflow.codec.image_upload` and
+beside it.)
+
 - :class:`QuantizeCodec` (``quantize``): the split features uniformly quantised to 8, 6 or 4 bits
   per value and deflated with zlib. Rate = bytes, header included.
 - :class:`IdentityCodec` (``identity``): the clean float32 features (the quality ceiling).
@@ -12,74 +13,49 @@ Every payload is self-contained, and a damaged one raises :class:`~intelliflow.e
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 
 from . import bitstream
+from .interface import Codec, check_batch
+from .registry import register_codec
 
 
-class ImageUploadCodec:
-    """Send the image: ``compress(images) -> list[bytes]``, ``decompress(list[bytes]) -> images``.
-
-    :param fmt: ``"jpeg"`` or ``"webp"``; :param quality: Pillow's quality, 1-100.
-    """
-
-    def __init__(self, fmt: str = "jpeg", quality: int = 75):
-        if fmt not in ("jpeg", "webp"):
-            raise ConfigError(f"image format must be 'jpeg' or 'webp', got {fmt!r}")
-        if not 1 <= int(quality) <= 100:
-            raise ConfigError(f"image quality must be in 1..100, got {quality}")
-        self.fmt, self.quality = fmt, int(quality)
-        self.name = fmt
-
-    def compress(self, images: Sequence[Image.Image]) -> list[bytes]:
-        out = []
-        for image in images:
-            buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, format=self.fmt.upper(), quality=self.quality)
-            out.append(buffer.getvalue())
-        return out
-
-    def decompress(self, payloads: Sequence[bytes]) -> list[Image.Image]:
-        images = []
-        for data in payloads:
-            try:
-                with Image.open(io.BytesIO(bytes(data))) as image:
-                    if image.format is None or image.format.lower() != self.fmt:
-                        raise BitstreamError(f"payload is a {image.format} file, not {self.fmt}")
-                    images.append(image.convert("RGB"))
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-                raise BitstreamError(f"payload is not a readable {self.fmt} image: {exc}") from exc
-        return images
-
-
-class QuantizeCodec:
+@register_codec("quantize", option="bits", payload_id=3)
+class QuantizeCodec(Codec):
     """Uniform quantisation of features to ``bits`` per value, then zlib.
 
     Payload: ``bitstream`` header (kind ``quantize``, bits in the rate byte, grid), the feature
     shape (two uint16), the range (two float32), the deflated packed integers, and the CRC.
 
     :input features: [B, C, H, W] float -> list of B payloads.
+
+    >>> import torch
+    >>> codec = QuantizeCodec(bits=6)
+    >>> payloads = codec.encode(torch.rand(2, 4, 3, 3))
+    >>> codec.decode(payloads).shape, codec.name
+    (torch.Size([2, 4, 3, 3]), 'quantize-6')
     """
 
-    kind = "quantize"
+    takes, sends = "features", "bytes"
 
     def __init__(self, bits: int = 8, level: int = 9):
         if bits not in (2, 4, 6, 8):
             raise ConfigError(f"quantize bits must be one of 2, 4, 6, 8, got {bits}")
         self.bits, self.level = bits, level
-        self.name = f"quantize-{bits}"
         self._finger = bitstream.fingerprint("quantize", str(bits))
 
-    def compress(self, features: torch.Tensor) -> list[bytes]:
+    @property
+    def name(self) -> str:
+        return f"quantize-{self.bits}"
+
+    def encode(self, features: torch.Tensor) -> list[bytes]:
         if features.dim() != 4:
             raise ShapeError(f"quantize takes features [B, C, H, W], got {list(features.shape)}")
         b, c, h, w = features.shape
@@ -93,18 +69,17 @@ class QuantizeCodec:
             q = np.rint((x - lo) / scale).astype(np.uint8)
             packed = np.packbits(np.unpackbits(q.reshape(-1, 1), axis=1)[:, 8 - self.bits:]).tobytes()
             body = struct.pack(">Hff", c, lo, hi) + zlib.compress(packed, self.level)
-            out.append(bitstream.pack(self.kind, self.bits, h, w, [body], self._finger))
+            out.append(bitstream.pack(self.payload_id, self.bits, h, w, body, self._finger))
         return out
 
-    def decompress(self, payloads: Sequence[bytes]) -> torch.Tensor:
-        if isinstance(payloads, (bytes, bytearray)) or not len(payloads):
-            raise BitstreamError("decompress takes a non-empty list of payloads, one per image")
+    def decode(self, payloads: Sequence[bytes], **_) -> torch.Tensor:
+        """Payloads -> features [B, C, H, W] (float32)."""
         out = []
-        for data in payloads:
-            packet = bitstream.unpack(data, self.kind, 1, self._finger)
+        for data in check_batch(payloads):
+            packet = bitstream.unpack(data, self.payload_id, self._finger)
             if packet.q16 != self.bits:
                 raise BitstreamError(f"payload holds {packet.q16}-bit values, this codec reads {self.bits}-bit")
-            body = packet.streams[0]
+            body = packet.body
             if len(body) < 10:
                 raise BitstreamError("quantize payload too short for its shape and range")
             c, lo, hi = struct.unpack(">Hff", body[:10])
@@ -123,21 +98,33 @@ class QuantizeCodec:
         return torch.stack(out)
 
 
-class IdentityCodec:
-    """The clean features as raw float32 (plus a 4-byte shape header): the ceiling, and its rate."""
+@register_codec("identity")
+class IdentityCodec(Codec):
+    """The clean features as raw float32 (plus a 4-byte shape header): the ceiling, and its rate.
 
-    name = "identity"
+    Decoding is exact, so the receiver's caption is the unsplit model's. Results label it
+    ``identity``; it is meant for an ideal link (raw float32 features over the LDPC link would
+    take minutes per image).
+    """
 
-    def compress(self, features: torch.Tensor) -> list[bytes]:
+    takes, sends = "features", "bytes"
+    ideal_link_only = True
+
+    @property
+    def family(self) -> str:
+        return "identity"
+
+    def encode(self, features: torch.Tensor) -> list[bytes]:
         if features.dim() != 4:
             raise ShapeError(f"identity takes features [B, C, H, W], got {list(features.shape)}")
         _, c, h, w = features.shape
         header = struct.pack(">HBB", c, h, w)
         return [header + x.astype("<f4").tobytes() for x in features.detach().float().cpu().numpy()]
 
-    def decompress(self, payloads: Sequence[bytes]) -> torch.Tensor:
+    def decode(self, payloads: Sequence[bytes], **_) -> torch.Tensor:
+        """Payloads -> features [B, C, H, W], bit-exact."""
         out = []
-        for data in payloads:
+        for data in check_batch(payloads):
             if len(data) < 4:
                 raise BitstreamError("identity payload too short for its header")
             c, h, w = struct.unpack(">HBB", data[:4])
@@ -147,16 +134,17 @@ class IdentityCodec:
         return torch.stack(out)
 
 
-class TextCodec:
+@register_codec("text")
+class TextCodec(Codec):
     """The device captions the image itself and sends the UTF-8 text (full on-device inference)."""
 
-    name = "text"
+    takes, sends = "caption", "bytes"
 
-    def compress(self, captions: Sequence[str]) -> list[bytes]:
+    def encode(self, captions: Sequence[str]) -> list[bytes]:
         return [c.encode("utf-8") for c in captions]
 
-    def decompress(self, payloads: Sequence[bytes]) -> list[str]:
+    def decode(self, payloads: Sequence[bytes], **_) -> list[str]:
         try:
-            return [bytes(p).decode("utf-8") for p in payloads]
+            return [bytes(p).decode("utf-8") for p in check_batch(payloads)]
         except UnicodeDecodeError as exc:
             raise BitstreamError(f"text payload is not UTF-8: {exc}") from exc

@@ -2,11 +2,11 @@
 
 ::
 
-    byte 0        0xA_ | codec kind (low nibble: 1 factorized, 2 hyperprior, 3 quantize)
-    byte 1        rate point q in 1/16 steps (q = byte / 16)
+    byte 0        0xA_ | codec kind (low nibble: the codec's ``payload_id`` in the registry,
+                  e.g. 1 factorized, 2 hyperprior, 3 quantize)
+    byte 1        rate point q in 1/16 steps (q = byte / 16), or the codec's own small setting
     byte 2, 3     latent height, latent width
-    varint        length of the hyper-latent stream (hyperprior only)
-    ...           entropy-coded streams (hyper-latent first)
+    ...           the codec's body (one entropy-coded stream: the hyperprior's z and y share it)
     last 2 bytes  CRC-16/CCITT (inverted) over the codec's fingerprint, the body length and every
                   byte before it
 
@@ -27,7 +27,6 @@ import torch
 from intelliflow.errors import BitstreamError
 
 MAGIC = 0xA0
-KINDS = {"factorized": 1, "hyperprior": 2, "quantize": 3}
 CRC_BYTES = 2
 
 
@@ -76,31 +75,28 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Packet:
-    """A parsed payload: rate point, latent size and the entropy-coded streams."""
+    """A parsed payload: rate point, latent size and the codec's body."""
 
-    kind: str
+    kind: int
     q16: int
     height: int
     width: int
-    streams: tuple[bytes, ...]
+    body: bytes
 
     @property
     def q(self) -> float:
         return self.q16 / 16.0
 
 
-def pack(kind: str, q16: int, height: int, width: int, streams: list[bytes], finger: bytes) -> bytes:
-    """Lay out one image's payload (see the module docstring)."""
+def pack(kind: int, q16: int, height: int, width: int, body: bytes, finger: bytes) -> bytes:
+    """Lay out one image's payload (see the module docstring); ``kind`` is the codec's ``payload_id``."""
     if not (0 <= q16 < 256 and 0 < height < 256 and 0 < width < 256):
         raise BitstreamError(f"header field out of range: q16={q16}, latent {height}x{width} (each must fit a byte)")
-    body = bytearray([MAGIC | KINDS[kind], q16, height, width])
-    for stream in streams[:-1]:
-        body += write_varint(len(stream)) + stream
-    body += streams[-1]
-    return bytes(body) + _crc(finger, bytes(body))
+    data = bytes([MAGIC | kind, q16, height, width]) + bytes(body)
+    return data + _crc(finger, data)
 
 
-def unpack(data: bytes, kind: str, n_streams: int, finger: bytes) -> Packet:
+def unpack(data: bytes, kind: int, finger: bytes) -> Packet:
     """Check and parse a payload written by :func:`pack`; any damage is a :class:`BitstreamError`."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"a payload must be bytes, got {type(data).__name__}")
@@ -109,9 +105,11 @@ def unpack(data: bytes, kind: str, n_streams: int, finger: bytes) -> Packet:
         raise BitstreamError(f"payload of {len(data)} bytes is too short to hold a header")
     if data[0] >> 4 != MAGIC >> 4:
         raise BitstreamError("not an intelliflow codec payload (bad magic)")
-    if data[0] & 0x0F != KINDS[kind]:
-        found = {v: k for k, v in KINDS.items()}.get(data[0] & 0x0F, "unknown")
-        raise BitstreamError(f"payload was written by a {found} codec, not a {kind} one")
+    if data[0] & 0x0F != kind:
+        from .registry import payload_kind_name
+
+        raise BitstreamError(f"payload was written by a {payload_kind_name(data[0] & 0x0F)} codec, "
+                             f"not a {payload_kind_name(kind)} one")
     body, crc = data[:-CRC_BYTES], data[-CRC_BYTES:]
     if _crc(finger, body) != crc:
         raise BitstreamError("payload failed its integrity check: corrupted, truncated, or written by "
@@ -119,12 +117,4 @@ def unpack(data: bytes, kind: str, n_streams: int, finger: bytes) -> Packet:
     q16, height, width = body[1], body[2], body[3]
     if height == 0 or width == 0:
         raise BitstreamError("latent size of zero in the header")
-    pos, streams = 4, []
-    for _ in range(n_streams - 1):
-        length, pos = read_varint(body, pos)
-        if pos + length > len(body):
-            raise BitstreamError("stream length points past the end of the payload")
-        streams.append(body[pos:pos + length])
-        pos += length
-    streams.append(body[pos:])
-    return Packet(kind, q16, height, width, tuple(streams))
+    return Packet(kind, q16, height, width, body[4:])

@@ -20,10 +20,18 @@ the whole rate-quality curve. ``compress`` takes ``q`` or a byte budget per imag
 self-contained (:mod:`intelliflow.codec.bitstream`) and decoding is bit-exact: ``decompress``
 returns exactly what ``forward`` returns in eval mode.
 
->>> codec = HyperpriorFeatureCodec(FeatureCodecConfig(in_channels=192)).eval()
->>> codec.update()                                  # build the entropy coder's tables
->>> payloads = codec.compress(features, q=2.5)      # list of bytes, one per image
->>> f_hat = codec.decompress(payloads)              # [B, 192, 8, 8]
+Both implement :class:`~intelliflow.codec.interface.Codec` (takes features, sends bytes, rate knob
+``q``): ``encode`` is CompressAI's ``compress`` and ``decode`` its ``decompress``.
+
+>>> import torch
+>>> codec = HyperpriorFeatureCodec(FeatureCodecConfig(in_channels=16, hidden_channels=16,
+...                                                   latent_channels=8, hyper_channels=8)).eval()
+>>> _ = codec.update()                               # build the entropy coder's tables
+>>> features = torch.randn(2, 16, 8, 8)
+>>> payloads = codec.encode(features, q=2.5)         # list of bytes, one per image
+>>> f_hat = codec.decode(payloads)                   # [2, 16, 8, 8]
+>>> torch.equal(f_hat, codec(features, q=2.5)["f_hat"])   # bit-exact: what the training pass gives in eval mode
+True
 """
 
 from __future__ import annotations
@@ -33,16 +41,23 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+import warnings
+
 import torch
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.layers import GDN
-from compressai.models import CompressionModel
-from compressai.models.utils import conv, deconv
 from torch import nn
+
+with warnings.catch_warnings():  # compressai 1.2.6's video models use deprecated torch APIs at import time
+    warnings.simplefilter("ignore", FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.layers import GDN
+    from compressai.models import CompressionModel
+    from compressai.models.utils import conv, deconv
 
 from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 
 from . import bitstream
+from .interface import Codec, RateKnob, check_batch
+from .registry import register_codec
 
 # Gaussian scale table: CompressAI's default stops at 256, whose 3,000-entry CDFs make every call
 # slow; latent scales of feature codecs stay well below 32 (larger values are still coded, exactly).
@@ -89,11 +104,11 @@ def _synthesis(c: FeatureCodecConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class FeatureCodec(CompressionModel):
+class FeatureCodec(CompressionModel, Codec):
     """Shared machinery: transforms, variable-rate gains, payload format, rate estimates."""
 
-    kind = "feature"
-    n_streams = 1
+    takes, sends, learned = "features", "bytes", True
+    rate = RateKnob("q", 0.0, None, "rate point (0 .. rate_points - 1)")
 
     def __init__(self, config: FeatureCodecConfig | None = None):
         super().__init__()
@@ -178,7 +193,7 @@ class FeatureCodec(CompressionModel):
         """Digest of the configuration, weights and entropy tables; enters every payload's CRC."""
         if self._fingerprint is None:
             tensors = [t for _, t in sorted(self.state_dict().items())]
-            self._fingerprint = bitstream.fingerprint(self.kind, json.dumps(asdict(self.config), sort_keys=True),
+            self._fingerprint = bitstream.fingerprint(self.registered_name, json.dumps(asdict(self.config), sort_keys=True),
                                                       *tensors)
         return self._fingerprint
 
@@ -187,6 +202,21 @@ class FeatureCodec(CompressionModel):
             module = getattr(self, name, None)
             if module is not None and module._quantized_cdf.numel() == 0:
                 raise ConfigError("the codec's entropy tables are not built: call codec.update() after training")
+
+    def train_pass(self, grid: torch.Tensor, q=None, **_) -> dict:
+        """Training: ``{"f_hat" [B, D, H, W], "likelihoods", "bits" [B], "aux_loss"}`` (the noise proxy in
+        train mode; ``aux_loss`` is CompressAI's quantile fit, computed here so DDP sees it in the forward)."""
+        coded = self(grid, q)
+        return {"f_hat": coded["f_hat"], "likelihoods": coded["likelihoods"],
+                "bits": self.likelihood_bits(coded["likelihoods"]), "aux_loss": self.aux_loss()}
+
+    def encode(self, features: torch.Tensor, q=None, target_bytes=None) -> list[bytes]:
+        """Device side: features [B, D, H, W] -> one payload per image (see :meth:`compress`)."""
+        return self.compress(features, q=q, target_bytes=target_bytes)
+
+    def decode(self, payloads: Sequence[bytes], **_) -> torch.Tensor:
+        """Receiver side: payloads -> features [B, D, H, W] (see :meth:`decompress`)."""
+        return self.decompress(payloads)
 
     @torch.no_grad()
     def compress(self, f: torch.Tensor, q=None, target_bytes: int | Sequence[int] | None = None) -> list[bytes]:
@@ -207,7 +237,7 @@ class FeatureCodec(CompressionModel):
         y = self.g_a(f) * gain
         streams = self._entropy_compress(y)
         h, w = y.shape[-2:]
-        return [bitstream.pack(self.kind, int(q16[i]), h, w, [s[i] for s in streams], self.fingerprint)
+        return [bitstream.pack(self.payload_id, int(q16[i]), h, w, streams[i], self.fingerprint)
                 for i in range(f.shape[0])]
 
     def _compress_to_budget(self, f: torch.Tensor, target_bytes) -> list[bytes]:
@@ -233,19 +263,18 @@ class FeatureCodec(CompressionModel):
     @torch.no_grad()
     def decompress(self, payloads: Sequence[bytes]) -> torch.Tensor:
         """Payloads -> features [B, D, H, W]. Damaged or foreign payloads raise :class:`BitstreamError`."""
-        if isinstance(payloads, (bytes, bytearray)) or not len(payloads):
-            raise BitstreamError("decompress takes a non-empty list of payloads, one per image")
+        payloads = check_batch(payloads, "decompress")
         self._tables_ready()
         outputs = []
         device = self.log_gain.device
         for data in payloads:
-            packet = bitstream.unpack(data, self.kind, self.n_streams, self.fingerprint)
+            packet = bitstream.unpack(data, self.payload_id, self.fingerprint)
             if packet.q16 > self.max_q * 16:
                 raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
             step = 2 ** self.config.downsample
             if packet.height * step > 4096 or packet.width * step > 4096:
                 raise BitstreamError(f"latent size {packet.height}x{packet.width} is implausibly large")
-            y_hat = self._entropy_decompress(packet.streams, (packet.height, packet.width))
+            y_hat = self._entropy_decompress(packet.body, (packet.height, packet.width))
             _, inv_gain = self.gains(torch.tensor([packet.q16 / 16], device=device))
             outputs.append(self.g_s(y_hat * inv_gain))
         return torch.cat(outputs)
@@ -254,18 +283,18 @@ class FeatureCodec(CompressionModel):
     def _entropy_forward(self, y):
         raise NotImplementedError
 
-    def _entropy_compress(self, y) -> list[list[bytes]]:
+    def _entropy_compress(self, y) -> list[bytes]:
+        """Latents [B, M, h, w] -> one entropy-coded stream per image."""
         raise NotImplementedError
 
-    def _entropy_decompress(self, streams, size) -> torch.Tensor:
+    def _entropy_decompress(self, stream: bytes, size) -> torch.Tensor:
+        """One image's stream -> ŷ [1, M, h, w]."""
         raise NotImplementedError
 
 
+@register_codec("factorized", config=FeatureCodecConfig, payload_id=1)
 class FactorizedFeatureCodec(FeatureCodec):
     """Factorized prior: ``ŷ`` coded with one learned density per latent channel (``EntropyBottleneck``)."""
-
-    kind = "factorized"
-    n_streams = 1
 
     def __init__(self, config: FeatureCodecConfig | None = None):
         super().__init__(config)
@@ -276,17 +305,15 @@ class FactorizedFeatureCodec(FeatureCodec):
         return y_hat, {"y": likelihoods}
 
     def _entropy_compress(self, y):
-        return [self.entropy_bottleneck.compress(y)]
+        return self.entropy_bottleneck.compress(y)
 
-    def _entropy_decompress(self, streams, size):
-        return self.entropy_bottleneck.decompress([streams[0]], size)
+    def _entropy_decompress(self, stream, size):
+        return self.entropy_bottleneck.decompress([stream], size)
 
 
+@register_codec("hyperprior", config=FeatureCodecConfig, payload_id=2)
 class HyperpriorFeatureCodec(FeatureCodec):
     """Mean-scale hyperprior: ``z = h_a(y)`` (``EntropyBottleneck``) gives ``ŷ``'s Gaussian means and scales."""
-
-    kind = "hyperprior"
-    n_streams = 1
 
     def __init__(self, config: FeatureCodecConfig | None = None):
         super().__init__(config)
@@ -340,15 +367,15 @@ class HyperpriorFeatureCodec(FeatureCodec):
             encoder.encode_with_indexes(y_symbols[i].reshape(-1).int().tolist(),
                                         y_indexes[i].reshape(-1).int().tolist(), *y_tables)
             streams.append(encoder.flush())
-        return [streams]
+        return streams
 
-    def _entropy_decompress(self, streams, size):
+    def _entropy_decompress(self, stream, size):
         from compressai.ans import RansDecoder
 
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         device = self.log_gain.device
         decoder = RansDecoder()
-        decoder.set_stream(streams[0])
+        decoder.set_stream(stream)
         z_shape = (1, self.config.hyper_channels, *size)
         z_indexes = eb._build_indexes(z_shape)
         z_values = decoder.decode_stream(z_indexes.reshape(-1).int().tolist(), *self._tables(eb))

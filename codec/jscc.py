@@ -12,10 +12,19 @@ The decoder also sees the post-equalisation noise level of every symbol (``no_ef
 :class:`intelliflow.channels.ChannelOutput`), which is how it knows deep fades on fading channels.
 Rate = channel uses per image: ``n`` data symbols (the channel adds pilots where it has them).
 
->>> codec = JSCCCodec(JSCCConfig(in_channels=192, symbol_channels=4))
+It implements :class:`~intelliflow.codec.interface.Codec` (takes features, sends symbols, rate
+knob ``symbols``). Decoding is stateless: the receiver names the feature grid it expects.
+
+>>> import torch
+>>> from intelliflow.channels import build_channel
+>>> codec = JSCCCodec(JSCCConfig(in_channels=16, hidden_channels=8, symbol_channels=4))
+>>> features = torch.randn(2, 16, 8, 8)
 >>> x = codec.encode(features, snr_db=10.0)               # complex [B, n]
+>>> x.shape, x.dtype
+(torch.Size([2, 64]), torch.complex64)
 >>> out = build_channel("awgn")(x, 10.0)
->>> f_hat = codec.decode(out.y, 10.0, noise=out.no_eff)   # [B, 192, 8, 8]
+>>> codec.decode(out.y, 10.0, noise=out.no_eff, grid=(8, 8)).shape
+torch.Size([2, 16, 8, 8])
 """
 
 from __future__ import annotations
@@ -26,6 +35,9 @@ import torch
 from torch import nn
 
 from intelliflow.errors import ConfigError, ShapeError
+
+from .interface import Codec, RateKnob
+from .registry import register_codec
 
 
 @dataclass
@@ -62,10 +74,12 @@ class AttentionFeature(nn.Module):
         return x * scale[:, :, None, None]
 
 
-class JSCCCodec(nn.Module):
-    """SNR-adaptive analog codec: ``encode(f, snr_db) -> x``, ``decode(y, snr_db, noise) -> f̂``."""
+@register_codec("jscc", config=JSCCConfig)
+class JSCCCodec(nn.Module, Codec):
+    """SNR-adaptive analog codec: ``encode(f, snr_db) -> x``, ``decode(y, snr_db, noise, grid) -> f̂``."""
 
-    kind = "jscc"
+    takes, sends, learned = "features", "symbols", True
+    rate = RateKnob("symbols", 1, None, "symbol channels sent (channel uses = symbols x latent positions)")
 
     def __init__(self, config: JSCCConfig | None = None):
         super().__init__()
@@ -80,7 +94,6 @@ class JSCCCodec(nn.Module):
         self.dec_af = nn.ModuleList(AttentionFeature(n) for _ in range(c.downsample + 1))
         self.dec_out = nn.Conv2d(n, c.in_channels, 3, padding=1)
         self.act = nn.PReLU()
-        self._latent_hw: tuple[int, int] | None = None
 
     def _snr(self, snr_db, batch: int, device) -> torch.Tensor:
         snr = torch.as_tensor(snr_db, dtype=torch.float32, device=device)
@@ -117,7 +130,6 @@ class JSCCCodec(nn.Module):
         for down, af in zip(self.enc_down, self.enc_af[1:]):
             x = af(self.act(down(x)), snr)
         z = self.enc_out(x)
-        self._latent_hw = tuple(z.shape[-2:])
         real, imag = z.chunk(2, dim=1)
         x = torch.complex(real[:, :s], imag[:, :s]).flatten(1)
         power = x.abs().pow(2).mean(dim=1, keepdim=True).clamp_min(1e-12)
@@ -128,19 +140,16 @@ class JSCCCodec(nn.Module):
         """Received symbols [B, n] (complex) -> features [B, D, H, W].
 
         :param noise: post-equalisation noise level per symbol [B, n] (or [B, 1]); ``None`` means
-            AWGN at ``snr_db``. :param grid: the feature grid (H, W); default: that of the last encode.
+            AWGN at ``snr_db``. :param grid: the feature grid (H, W) the receiver expects (required).
         """
         c = self.config
         if not received.is_complex() or received.dim() != 2:
             raise ShapeError(f"received symbols must be complex [B, n], got {received.dtype} {list(received.shape)}")
         b = received.shape[0]
         step = 2 ** c.downsample
-        if grid is not None:
-            hw = (-(-grid[0] // step), -(-grid[1] // step))
-        elif self._latent_hw is not None:
-            hw = self._latent_hw
-        else:
-            raise ShapeError("decode needs the feature grid (grid=(H, W)) when nothing was encoded before")
+        if grid is None:
+            raise ShapeError("decode needs the feature grid (grid=(H, W)) the receiver expects")
+        hw = (-(-grid[0] // step), -(-grid[1] // step))
         s, rest = divmod(received.shape[1], hw[0] * hw[1])
         if rest or not 1 <= s <= c.symbol_channels:
             raise ShapeError(f"{received.shape[1]} symbols do not fit 1..{c.symbol_channels} symbol channels "

@@ -2,30 +2,32 @@
 
 The entropy models' quantised CDF tables are buffers of the state dict, so an encoder and a
 decoder on different machines that load the same folder code with the same tables. Nothing is
-unpickled.
+unpickled. Names that stand for a folder (shipped codecs, aliases) are resolved in
+:mod:`intelliflow.codec.registry`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
 from intelliflow.checkpoint import load_checkpoint, save_checkpoint
 from intelliflow.errors import CheckpointError
 
-from .registry import build_codec
-
 
 def save_codec(codec, folder: str | Path, **metadata) -> Path:
     """Write a learned codec (digital or JSCC) to ``folder``; ``metadata`` goes into the JSON."""
-    if not hasattr(codec, "config") or not hasattr(codec, "state_dict"):
+    if not getattr(codec, "learned", False):
         raise CheckpointError(f"{type(codec).__name__} has no weights to save")
-    config = {"name": codec.kind, "params": asdict(codec.config), **metadata}
+    config = {"name": codec.registered_name, "params": asdict(codec.config), **metadata}
     return save_checkpoint(folder, codec.state_dict(), config)
 
 
 def load_codec(folder: str | Path):
     """Load what :func:`save_codec` wrote; the codec comes back in eval mode, ready to code."""
+    from .registry import build_codec
+
     tensors, config = load_checkpoint(folder)
     if "name" not in config or "params" not in config:
         raise CheckpointError(f"{folder}: config.json is not a codec checkpoint (needs 'name' and 'params')")
@@ -38,8 +40,6 @@ def load_codec(folder: str | Path):
 
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-#: registered names that stand for a shipped checkpoint
-ALIASES = {"mse-codec": "shapes-mse-codec"}
 
 
 def shipped_codecs() -> dict[str, Path]:
@@ -49,20 +49,6 @@ def shipped_codecs() -> dict[str, Path]:
     return {d.name: d for d in sorted(WEIGHTS_DIR.iterdir()) if (d / "config.json").is_file()}
 
 
-def codec_folder(name: str | Path) -> Path | None:
-    """The checkpoint folder a codec name stands for: a shipped name, an alias, or a folder; else ``None``."""
-    shipped = shipped_codecs()
-    name = str(name)
-    if ALIASES.get(name) in shipped:
-        return shipped[ALIASES[name]]
-    if name in shipped:
-        return shipped[name]
-    folder = Path(name)
-    return folder if (folder / "config.json").is_file() else None
-
-
 def codec_info(folder: str | Path) -> dict:
     """The JSON config of a codec checkpoint (name, params and what trained it)."""
-    import json
-
     return json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))

@@ -1,79 +1,235 @@
-"""Codecs by name: ``build_codec({"name": "hyperprior", ...})``.
+"""Codecs by name: a decorator registry (CompressAI's habit) and the one name resolver.
 
-Unknown names fail with the registered ones; unknown parameters with the allowed ones.
+A codec module registers its class where it defines it::
+
+    @register_codec("jpeg", option="quality")
+    class JpegUpload(ImageUploadCodec): ...
+
+and nothing else needs to know the name: the package imports every module of
+:mod:`intelliflow.codec` once, on the first look-up, so a new module is a new codec.
+
+Two entry points:
+
+- :func:`build_codec` builds a registered codec *architecture* from ``{"name": ..., **params}``
+  (untrained where the codec learns): what training recipes use.
+- :func:`resolve_codec` turns any name a user types into a ready codec: a shipped codec
+  (``shapes-hyperprior``), an alias (``mse-codec``), a checkpoint folder, a fixed baseline with its
+  option after a dash (``jpeg-30``, ``quantize-6``, ``avif-50``) or without (``text``, ``identity``).
+
+A malformed name is a :class:`~intelliflow.errors.RegistryError` or
+:class:`~intelliflow.errors.ConfigError` that says what is allowed.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from dataclasses import fields
-from typing import Any, Mapping
+import json
+import pkgutil
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 from intelliflow.errors import ConfigError, RegistryError
 
-from .baselines import IdentityCodec, ImageUploadCodec, QuantizeCodec, TextCodec
-from .digital import FactorizedFeatureCodec, FeatureCodecConfig, HyperpriorFeatureCodec
-from .jscc import JSCCCodec, JSCCConfig
+#: names that stand for a shipped checkpoint
+ALIASES = {"mse-codec": "shapes-mse-codec"}
 
 
-def _digital(cls):
-    def build(**params):
-        return cls(FeatureCodecConfig(**params))
-    build.allowed = [f.name for f in fields(FeatureCodecConfig)]
-    return build
+@dataclass(frozen=True)
+class CodecEntry:
+    """One registered codec: its class, its config dataclass (if it takes one) and the
+    construction option a ``name-VALUE`` spelling sets."""
+
+    name: str
+    cls: type
+    config: type | None
+    option: str | None
+
+    @property
+    def allowed(self) -> list[str]:
+        """The parameters :func:`build_codec` accepts for this codec."""
+        if self.config is not None:
+            return [f.name for f in fields(self.config)]
+        return [p for p in inspect.signature(self.cls.__init__).parameters if p != "self"]
+
+    def build(self, **params):
+        unknown = sorted(set(params) - set(self.allowed))
+        if unknown:
+            raise ConfigError(f"codec {self.name!r} has no parameter(s) {unknown}; allowed: {self.allowed}")
+        return self.cls(self.config(**params)) if self.config is not None else self.cls(**params)
 
 
-def _jscc(**params):
-    return JSCCCodec(JSCCConfig(**params))
+_ENTRIES: dict[str, CodecEntry] = {}
+_PAYLOAD_IDS: dict[int, str] = {}
+_discovered = False
 
 
-_jscc.allowed = [f.name for f in fields(JSCCConfig)]
+def register_codec(name: str, *, config: type | None = None, option: str | None = None,
+                   payload_id: int | None = None) -> Callable[[type], type]:
+    """Class decorator: register a codec under ``name``.
+
+    :param config: the dataclass the codec's constructor takes (its fields are the parameters).
+    :param option: the constructor parameter that ``name-VALUE`` sets (``quality`` for ``jpeg-30``).
+    :param payload_id: the 4-bit kind this codec writes in its payload header (1..15, unique).
+    """
+    def register(cls: type) -> type:
+        if name in _ENTRIES and _ENTRIES[name].cls is not cls:
+            raise RegistryError(f"codec name {name!r} is registered twice ({_ENTRIES[name].cls.__name__}, {cls.__name__})")
+        if payload_id is not None:
+            if not 1 <= payload_id <= 15 or _PAYLOAD_IDS.get(payload_id, name) != name:
+                raise RegistryError(f"payload id {payload_id} of codec {name!r} is out of 1..15 or taken by "
+                                    f"{_PAYLOAD_IDS.get(payload_id)!r}")
+            _PAYLOAD_IDS[payload_id] = name
+        cls.registered_name = name
+        cls.payload_id = payload_id
+        _ENTRIES[name] = CodecEntry(name, cls, config, option)
+        return cls
+    return register
 
 
-def _plain(factory, **fixed):
-    def build(**params):
-        return factory(**fixed, **params)
-    build.allowed = [p for p in inspect.signature(factory).parameters if p not in fixed and p != "self"]
-    return build
+def _discover() -> None:
+    """Import every module of this package once, so that their ``register_codec`` calls run."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    package = importlib.import_module(__package__)
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{module.name}")
 
 
-CODECS = {
-    "factorized": _digital(FactorizedFeatureCodec),
-    "hyperprior": _digital(HyperpriorFeatureCodec),
-    "jscc": _jscc,
-    "jpeg": _plain(ImageUploadCodec, fmt="jpeg"),
-    "webp": _plain(ImageUploadCodec, fmt="webp"),
-    "quantize": _plain(QuantizeCodec),
-    "identity": _plain(IdentityCodec),
-    "text": _plain(TextCodec),
-}
+def entry(name: str) -> CodecEntry:
+    """The registered codec ``name``, or a :class:`RegistryError` listing the registered ones."""
+    _discover()
+    if name not in _ENTRIES:
+        raise RegistryError(f"unknown codec {name!r}; registered: {sorted(_ENTRIES)}")
+    return _ENTRIES[name]
+
+
+def registered_codecs() -> dict[str, CodecEntry]:
+    """Every registered codec, by name."""
+    _discover()
+    return dict(sorted(_ENTRIES.items()))
 
 
 def available_codecs() -> list[str]:
-    """Registered codec names (``mse-codec`` is the shipped MSE-trained hyperprior)."""
-    return sorted([*CODECS, "mse-codec"])
+    """Registered codec names and aliases of shipped checkpoints (``mse-codec``)."""
+    return sorted([*registered_codecs(), *ALIASES])
+
+
+def payload_kind_name(payload_id: int) -> str:
+    """The codec that writes ``payload_id`` in its header (``"unknown"`` if none)."""
+    _discover()
+    return _PAYLOAD_IDS.get(payload_id, "unknown")
 
 
 def build_codec(config: str | Mapping[str, Any]):
-    """Build a codec from its name or a mapping ``{"name": ..., **parameters}``."""
-    if isinstance(config, str):
-        config = {"name": config}
-    params = dict(config)
+    """Build a registered codec from its name or ``{"name": ..., **parameters}`` (untrained where
+    the codec learns; load trained ones with :func:`resolve_codec`)."""
+    params = {"name": config} if isinstance(config, str) else dict(config)
     name = params.pop("name", None)
-    if name == "mse-codec":
-        from .persistence import codec_folder, load_codec
+    if not isinstance(name, str):
+        raise ConfigError(f"a codec config needs a 'name'; registered: {sorted(registered_codecs())}")
+    return entry(name).build(**params)
 
-        folder = codec_folder(name)
-        if folder is None:
-            raise RegistryError("the mse-codec checkpoint is not in this installation; train it with "
-                                "intelliflow train recipes/shapes/mse_codec.yaml")
-        if params:
-            raise ConfigError(f"mse-codec is a trained checkpoint; it takes no parameters, got {sorted(params)}")
-        return load_codec(folder)
-    if name not in CODECS:
-        raise RegistryError(f"unknown codec {name!r}; registered: {available_codecs()}")
-    build = CODECS[name]
-    unknown = sorted(set(params) - set(build.allowed))
-    if unknown:
-        raise ConfigError(f"codec {name!r} has no parameter(s) {unknown}; allowed: {build.allowed}")
-    return build(**params)
+
+# ---------------------------------------------------------------------- names users type
+def checkpoint_folder(name: str | Path) -> Path | None:
+    """The checkpoint folder a name stands for: a shipped codec, an alias, or a folder; else ``None``."""
+    from .persistence import shipped_codecs
+
+    shipped, name = shipped_codecs(), str(name)
+    name = ALIASES.get(name, name)
+    if name in shipped:
+        return shipped[name]
+    folder = Path(name)
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _split_option(name: str) -> tuple[CodecEntry, Any] | None:
+    """``jpeg-30`` -> (the jpeg entry, 30); ``None`` when the base is not a registered codec."""
+    base, dash, option = name.partition("-")
+    _discover()
+    if base not in _ENTRIES:
+        return None
+    found = _ENTRIES[base]
+    if not dash:
+        return found, None
+    if found.option is None:
+        raise ConfigError(f"codec {base!r} takes no option after a dash, got {name!r}")
+    kind = inspect.signature(found.cls.__init__).parameters[found.option].annotation
+    try:
+        value = int(option) if kind in (int, "int") else float(option)
+    except ValueError:
+        raise ConfigError(f"codec {name!r}: the {found.option} after the dash must be "
+                          f"{'an integer' if kind in (int, 'int') else 'a number'}, got {option!r}") from None
+    return found, value
+
+
+def resolve_codec(name: str | Mapping[str, Any]):
+    """A ready codec from any name a user types (see the module docstring); a mapping is built
+    with :func:`build_codec`. Learned codecs come back in eval mode with their weights."""
+    if not isinstance(name, str):
+        return build_codec(name)
+    folder = checkpoint_folder(name)
+    if folder is not None:
+        from .persistence import load_codec
+
+        codec = load_codec(folder)
+        codec.checkpoint_name = name
+        return codec
+    parsed = _split_option(name)
+    if parsed is None:
+        from .persistence import shipped_codecs
+
+        raise RegistryError(f"unknown codec {name!r}: not a registered codec ({sorted(_ENTRIES)}), not a shipped "
+                            f"codec ({sorted([*shipped_codecs(), *ALIASES])}) and not a checkpoint folder")
+    found, value = parsed
+    if found.cls.learned:
+        from .persistence import shipped_codecs
+
+        raise ConfigError(f"codec {name!r} needs trained weights: give a shipped codec "
+                          f"({sorted([*shipped_codecs(), *ALIASES])}) or a checkpoint folder")
+    return found.build(**({} if value is None else {found.option: value}))
+
+
+def codec_class(name: str) -> type | None:
+    """The class a codec name stands for, without loading weights (a checkpoint's ``config.json``
+    is read); ``None`` when the name resolves to nothing here."""
+    folder = checkpoint_folder(name)
+    if folder is not None:
+        try:
+            return entry(json.loads((folder / "config.json").read_text(encoding="utf-8"))["name"]).cls
+        except (OSError, KeyError, ValueError, RegistryError):
+            return None
+    try:
+        parsed = _split_option(name)
+    except ConfigError:
+        return None
+    return parsed[0].cls if parsed else None
+
+
+def canonical_name(name: str) -> str:
+    """The name two ends agree on: a shipped codec's folder name (aliases resolved), a checkpoint
+    folder's absolute path, or a fixed codec's name; for image uploads the format alone (any
+    quality decodes the same way)."""
+    from .persistence import WEIGHTS_DIR
+
+    folder = checkpoint_folder(name)
+    if folder is not None:
+        folder = Path(folder).resolve()
+        return folder.name if folder.parent == WEIGHTS_DIR.resolve() else str(folder)
+    cls = codec_class(name)
+    if cls is not None and cls.takes == "image":
+        return cls.registered_name
+    return name
+
+
+def codec_metadata(name: str) -> dict:
+    """What trained a learned codec (its checkpoint's ``config.json``), or ``{}`` for other names."""
+    from .persistence import codec_info
+
+    folder = checkpoint_folder(name)
+    return codec_info(folder) if folder is not None else {}

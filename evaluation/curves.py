@@ -1,6 +1,6 @@
 """Rate-quality curves and their summary, from the ``results.csv`` files that ``intelliflow eval`` writes.
 
-- :func:`load_results`: rows of one or more result folders/files (numbers parsed).
+- rows come from :func:`intelliflow.evaluation.results.load_results`.
 - :func:`bits_to_reach`: the payload bits per image a method needs to reach a CIDEr-D target,
   interpolated along its rate curve (log-linear in bits); ``None`` when it never gets there.
 - :func:`summarize`: for each method, the bits to reach 95 % of the clean CIDEr-D and the ratio
@@ -12,36 +12,12 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-from intelliflow.errors import DatasetNotFoundError
+from .results import clean_cider
 
-NUMERIC = ("snr_db", "rate_point", "symbols", "payload_bits", "channel_uses", "loss_rate", "BLEU-1", "BLEU-4",
-           "CIDEr-D", "ROUGE-L", "METEOR", "semantic_accuracy", "relation_accuracy", "exact_match", "n_images",
-           "split", "mcs")
-
-
-def load_results(paths: Iterable[str | Path]) -> list[dict]:
-    """Rows of ``results.csv`` files (a folder means its ``results.csv``); empty cells become ``None``."""
-    rows = []
-    for path in paths:
-        path = Path(path)
-        files = sorted(path.rglob("results.csv")) if path.is_dir() else [path]
-        if not files or not all(f.is_file() for f in files):
-            raise DatasetNotFoundError(f"no results.csv in {path}")
-        for file in files:
-            with file.open(newline="") as f:
-                for row in csv.DictReader(f):
-                    for key in NUMERIC:
-                        if key in row:
-                            row[key] = float(row[key]) if row[key] not in ("", None) else None
-                    row.setdefault("method", row.get("codec"))
-                    row["source"] = str(file)
-                    rows.append(row)
-    return rows
 
 
 def rate_curve(rows: Sequence[dict], method: str, channel: str = "none") -> list[tuple[float, float]]:
@@ -65,12 +41,6 @@ def bits_to_reach(curve: Sequence[tuple[float, float]], target: float) -> float 
             best = candidate if best is None else min(best, candidate)
             break
     return best
-
-
-def clean_cider(rows: Sequence[dict]) -> float | None:
-    """CIDEr-D of the clean features (the ``identity`` codec), if evaluated."""
-    values = [r["CIDEr-D"] for r in rows if r.get("kind") == "identity" or r.get("codec") == "identity"]
-    return max(values) if values else None
 
 
 def summarize(rows: Sequence[dict], ours: str | None = None, fraction: float = 0.95,

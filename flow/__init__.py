@@ -1,5 +1,7 @@
-"""intelliflow.flow: head + codec + channel + tail as one pipeline (:class:`Flow`); files and links."""
+"""intelliflow.flow: composition. :class:`Flow` (head + codec + channel + tail, for training and
+inference) and the one inference path it uses, :class:`Device` and :class:`Receiver`."""
 
-from .flow import Flow, FlowResult, codec_kind
+from .endpoints import Device, Receiver, Sent
+from .flow import Flow, FlowResult
 
-__all__ = ["Flow", "FlowResult", "codec_kind"]
+__all__ = ["Device", "Flow", "FlowResult", "Receiver", "Sent"]

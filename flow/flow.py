@@ -2,20 +2,20 @@
 
 ::
 
-    pixels ─► head ─► tokens [B, N, D] ─► grid [B, D, H, W] ─► codec ─┬─ digital: ŷ (noise proxy) + rate estimate
-                                                                    │           bytes ─► DigitalLink ─► bytes | lost
-                                                                    └─ analog:  symbols ─► channel ─► symbols
+    pixels ─► head ─► tokens [B, N, D] ─► grid [B, D, H, W] ─► codec ─┬─ bytes:   payload per image ─► link ─► payload | lost
+                                                                    └─ symbols: [B, n] ─► channel ─► [B, n]
            tail ◄─ tokens ◄─ grid ◄──────────────── codec decode ◄──┘
 
 Training (:meth:`Flow.forward`) returns the transmitted features and the rate, with gradients to
-the codec (and to head/tail where the recipe unfreezes them): digital codecs use CompressAI's
-additive-noise proxy and likelihood rate; analog codecs run the channel in the forward pass.
-Inference (:meth:`Flow.caption`) runs the real thing: bitstreams through an ideal link or the
-5G-style :class:`~intelliflow.channels.DigitalLink` at the adaptive (or a fixed) MCS, lost packets
-giving no caption; analog symbols through the channel.
+the codec (and to head/tail where the recipe unfreezes them): byte codecs use their training pass
+(CompressAI's additive-noise proxy and likelihood rate); symbol codecs run the channel in the
+forward pass. Inference (:meth:`Flow.caption`) runs the real thing through the one inference path
+(:class:`~intelliflow.flow.endpoints.Device`, the link, :class:`~intelliflow.flow.endpoints.Receiver`):
+payloads over an ideal link or the 5G-style :class:`~intelliflow.channels.DigitalLink` at the
+adaptive (or a fixed) MCS, lost packets giving no caption; symbols through the channel.
 
-Prefix tokens (CLS) are not on the grid: digital payloads carry them at 8 bits beside the
-codec's bitstream (:mod:`intelliflow.flow.files`); analog codecs pass them on clean.
+Prefix tokens (CLS) are handled as :class:`~intelliflow.flow.endpoints.PrefixTokens` says, in
+training as at inference.
 """
 
 from __future__ import annotations
@@ -26,24 +26,11 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from intelliflow.codec.baselines import IdentityCodec
-from intelliflow.codec.digital import FeatureCodec
+from intelliflow.codec import resolve_codec
 from intelliflow.errors import ConfigError
 from intelliflow.models import grid_to_tokens, tokens_to_grid
 
-from .files import device_payloads, receiver_captions
-
-
-def codec_kind(codec) -> str:
-    """``"identity"`` (clean features), ``"analog"`` (symbols), ``"learned"`` (a trainable
-    digital feature codec) or ``"bytes"`` (a fixed byte-payload baseline)."""
-    if codec is None or isinstance(codec, IdentityCodec):
-        return "identity"
-    if hasattr(codec, "encode") and hasattr(codec, "decode") and not hasattr(codec, "compress"):
-        return "analog"
-    if isinstance(codec, FeatureCodec):
-        return "learned"
-    return "bytes"
+from .endpoints import Device, PrefixTokens, Receiver
 
 
 @dataclass
@@ -51,7 +38,7 @@ class FlowResult:
     """Inference on a batch: one entry per image.
 
     :ivar captions: ``str`` per image (``""`` where the payload was lost).
-    :ivar payload_bits: ``int`` per image (``None`` for analog and identity).
+    :ivar payload_bits: ``int`` per image (``None`` for symbols).
     :ivar channel_uses: ``int`` per image (``None`` over an ideal link).
     :ivar lost: ``bool`` per image: the digital link did not deliver the payload.
     :ivar mcs: MCS index per image over a digital link (else ``None``).
@@ -68,7 +55,8 @@ class Flow(nn.Module):
     """A split model, a codec and a channel composed for training and inference.
 
     :param model: a :class:`~intelliflow.models.SplitModel`.
-    :param codec: a digital feature codec, a JSCC codec, a baseline codec, or ``None`` (identity).
+    :param codec: any :class:`~intelliflow.codec.Codec` (or a name :func:`~intelliflow.codec.resolve_codec`
+        takes); ``None`` is the identity codec (the clean features).
     :param channel: an analog channel, its name or config (``"none"``: an ideal link).
     :param trainable: which part of the split model learns: ``"none"`` (frozen; gradients still
         flow through the tail to the codec), ``"tail"`` or ``"all"`` (the head too).
@@ -77,7 +65,7 @@ class Flow(nn.Module):
 
     .. code-block:: python
 
-        flow = Flow(load_split_model("shapes-captioner"), load_codec("runs/jscc/codec"), "awgn")
+        flow = Flow(load_split_model("shapes-captioner"), resolve_codec("shapes-jscc-awgn"), "awgn")
         out = flow(pixel_values, snr_db=torch.full((8,), 5.0))      # training: out["features_hat"]
         result = flow.caption(images, snr_db=5.0)                    # inference: result.captions
     """
@@ -89,9 +77,9 @@ class Flow(nn.Module):
         from intelliflow.channels.analog import AnalogChannel
 
         self.model = model
-        self.codec = codec if isinstance(codec, nn.Module) else None
-        self._codec = codec
-        self.kind = codec_kind(codec)
+        codec = resolve_codec("identity" if codec is None else codec) if codec is None or isinstance(codec, str) \
+            else codec
+        self.codec = codec  # a submodule where it has weights: moves with .to() and trains
         self.channel = channel if isinstance(channel, AnalogChannel) else build_channel(channel)
         self.channel_name = getattr(self.channel, "name", "none")
         if trainable not in ("none", "tail", "all"):
@@ -100,10 +88,17 @@ class Flow(nn.Module):
         self.train_head = trainable == "all"
         self.link_options = dict(link or {})
         self._link = None
+        self.device = Device(model, codec)
+        self.receiver = Receiver(model, codec)
         # the head runs without autograd unless trainable == "all", so with "tail" only the
         # parameters the tail uses receive gradients
         for p in model.parameters():
             p.requires_grad_(trainable != "none")
+
+    @property
+    def kind(self) -> str:
+        """The codec's family: ``identity``, ``learned``, ``analog`` or ``bytes``."""
+        return self.codec.family
 
     # ------------------------------------------------------------------ training
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -116,34 +111,33 @@ class Flow(nn.Module):
     def forward(self, pixel_values: torch.Tensor | None = None, snr_db=None, q=None, symbols: int | None = None,
                 features: torch.Tensor | None = None) -> dict:
         """Training pass: ``{"features" [B, N, D], "features_hat" [B, N, D], "bits" [B] or None,
-        "likelihoods", "aux_loss" (digital), "channel_uses" int or None}``.
+        "likelihoods", "aux_loss" (learned byte codecs), "channel_uses" int or None}``.
 
-        :param snr_db: float or [B] tensor (analog codecs); :param q: rate point(s) of a variable-rate
-        digital codec; :param symbols: symbol channels a JSCC codec sends; :param features: head
+        :param snr_db: float or [B] tensor (symbol codecs); :param q: rate point(s) of a variable-rate
+        byte codec; :param symbols: symbol channels a JSCC codec sends; :param features: head
         output computed elsewhere (then ``pixel_values`` is not needed).
         """
+        codec = self.codec
         f = self.features(pixel_values) if features is None else features
         grid, prefix = tokens_to_grid(f, self.model.feature_grid, self.model.prefix_tokens)
         out: dict = {"features": f, "bits": None, "likelihoods": None, "channel_uses": None}
-        if self.kind == "identity":
-            out["features_hat"] = f
-            return out
-        if self.kind == "learned":
-            coded = self.codec(grid, q)
-            out["likelihoods"] = coded["likelihoods"]
-            out["bits"] = self.codec.likelihood_bits(coded["likelihoods"])
-            out["aux_loss"] = self.codec.aux_loss()  # CompressAI's quantile fit, inside forward for DDP
-            grid_hat = coded["f_hat"]
-        elif self.kind == "analog":
+        if codec.takes != "features":
+            raise ConfigError(f"{codec.name} sends the {codec.takes}, not features: it has no training pass; "
+                              "use Flow.caption")
+        if codec.sends == "symbols":
             if snr_db is None:
                 raise ConfigError("an analog codec needs snr_db")
-            x = self.codec.encode(grid, snr_db, symbols)
+            x = codec.encode(grid, snr_db, symbols)
             received = self.channel(x, snr_db if isinstance(snr_db, torch.Tensor) else float(snr_db))
             out["channel_uses"] = int(received.channel_uses)
-            grid_hat = self.codec.decode(received.y, snr_db, noise=received.no_eff, grid=tuple(grid.shape[-2:]))
+            grid_hat = codec.decode(received.y, snr_db, noise=received.no_eff, grid=tuple(grid.shape[-2:]))
         else:
-            raise ConfigError(f"{type(self._codec).__name__} is a fixed baseline: it has no training pass; "
-                              "use Flow.caption")
+            coded = codec.train_pass(grid, q=q)
+            grid_hat = coded["f_hat"]
+            out.update({k: coded[k] for k in ("likelihoods", "bits", "aux_loss") if k in coded})
+            if self.model.prefix_tokens:  # 8-bit, counted, as at inference
+                prefix, prefix_bits = PrefixTokens.train_roundtrip(prefix)
+                out["bits"] = prefix_bits if out["bits"] is None else out["bits"] + prefix_bits
         out["features_hat"] = grid_to_tokens(grid_hat, prefix)
         return out
 
@@ -157,54 +151,42 @@ class Flow(nn.Module):
             self._link = DigitalLink(self.channel, **self.link_options)
         return self._link
 
-    def _budget_bytes(self, uses: int, mcs) -> int:
-        """Most payload bytes one transmission at ``mcs`` fits in ``uses`` channel uses."""
-        lo, hi = 0, 1
-        while self.link.channel_uses(hi, mcs) <= uses:
-            lo, hi = hi, hi * 2
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if self.link.channel_uses(mid, mcs) <= uses else (lo, mid)
-        return lo
-
     @torch.no_grad()
     def caption(self, images: Sequence, snr_db: float | None = None, q=None, symbols: int | None = None,
                 mcs: int | str = "auto", channel_uses: int | None = None, ideal: bool = False,
                 **generation) -> FlowResult:
         """Inference on PIL images at one SNR: real payloads through the channel, then captions.
 
-        :param q: rate point of a variable-rate digital codec (default its highest).
+        :param q: rate point of a variable-rate byte codec (default its highest).
+        :param symbols: symbol channels a JSCC codec sends (default all).
         :param mcs: ``"auto"`` (adaptive to ``snr_db``) or a fixed MCS index, for byte payloads.
-        :param channel_uses: a budget per image for learned digital codecs: each image is coded to
+        :param channel_uses: a budget per image for learned byte codecs: each image is coded to
             the largest payload that fits at the MCS; an image whose smallest payload does not fit is lost.
         :param ideal: send byte payloads over an error-free link whatever the channel.
         """
-        b = len(images)
+        codec, b = self.codec, len(images)
         ideal = ideal or self.channel_name == "none"
         if not ideal and snr_db is None:
             raise ConfigError(f"channel {self.channel_name!r} needs an SNR")
-        if self.kind == "identity":
-            if not ideal:
-                raise ConfigError("the identity codec sends float features: it has no channel path; "
-                                  "use channel 'none'")
-            captions = self.model.tail_generate(self.features(self.model.preprocess(images)), **generation)
-            return FlowResult(captions, [None] * b, [None] * b, [False] * b, [None] * b)
-        if self.kind == "analog":
-            f = self.features(self.model.preprocess(images))
-            out = self.forward(features=f, snr_db=0.0 if snr_db is None else snr_db, symbols=symbols)
-            captions = self.model.tail_generate(out["features_hat"], **generation)
-            return FlowResult(captions, [None] * b, [out["channel_uses"]] * b, [False] * b, [None] * b)
-
-        chosen = None
-        if not ideal:
-            chosen = self.link._resolve_mcs(mcs, [float(snr_db)] * b)
+        if codec.sends == "symbols":
+            sent = self.device.encode(images, snr_db=0.0 if snr_db is None else snr_db, symbols=symbols)
+            out = self.channel(sent.data, 0.0 if snr_db is None else float(snr_db))
+            captions = self.receiver.captions(out.y, snr_db=0.0 if snr_db is None else snr_db, noise=out.no_eff,
+                                              prefix=sent.prefix, **generation)
+            return FlowResult(captions, [None] * b, [int(out.channel_uses)] * b, [False] * b, [None] * b)
+        if codec.ideal_link_only and not ideal:
+            raise ConfigError(f"the {codec.name} codec sends raw float32 features: it is meant for an ideal link; "
+                              "use channel 'none'")
+        chosen = None if ideal else self.link.resolve_mcs(mcs, [float(snr_db)] * b)
+        budgets = None
         if channel_uses is not None:
-            if self.kind != "learned" or ideal:
-                raise ConfigError("a channel-use budget needs a learned digital codec and a channel")
-            budgets = [self._budget_bytes(channel_uses, m) for m in chosen]
-            payloads = self._budgeted_payloads(images, budgets)
-        else:
-            payloads = device_payloads(self.model, self._codec, images, compress_options={"q": q})
+            if ideal or not (codec.learned and codec.sends == "bytes"):
+                raise ConfigError("a channel-use budget needs a learned byte codec and a channel")
+            budgets = [self.link.max_payload_bytes(channel_uses, m) for m in chosen]
+        sent = self.device.encode(images, q=q, target_bytes=None if budgets is None else [max(1, x) for x in budgets])
+        payloads: list[bytes | None] = list(sent.data)
+        if budgets is not None:  # an image whose smallest payload does not fit is not sent
+            payloads = [p if len(p) <= x else None for p, x in zip(payloads, budgets)]
         bits = [8 * len(p) if p is not None else None for p in payloads]
         if ideal:
             received, uses = payloads, [None] * b
@@ -219,16 +201,10 @@ class Flow(nn.Module):
         ok = [i for i, r in enumerate(received) if r is not None]
         captions = [""] * b
         if ok:
-            for i, c in zip(ok, receiver_captions(self.model, self._codec, [received[i] for i in ok], **generation)):
+            for i, c in zip(ok, self.receiver.captions([received[i] for i in ok], **generation)):
                 captions[i] = c
         return FlowResult(captions, bits, uses, [r is None for r in received],
                           [m.index for m in chosen] if chosen else [None] * b)
-
-    def _budgeted_payloads(self, images, budgets: list[int]) -> list[bytes | None]:
-        """Payloads that fit ``budgets`` bytes, ``None`` where even the lowest rate point does not."""
-        payloads = device_payloads(self.model, self._codec, images,
-                                   compress_options={"target_bytes": [max(1, x) for x in budgets]})
-        return [p if len(p) <= x else None for p, x in zip(payloads, budgets)]
 
 
 def draw_snr(batch: int, low: float, high: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -241,4 +217,4 @@ def draw_rate_points(batch: int, max_q: float, generator: torch.Generator | None
     return max_q * torch.rand(batch, generator=generator)
 
 
-__all__ = ["Flow", "FlowResult", "codec_kind", "draw_snr", "draw_rate_points"]
+__all__ = ["Flow", "FlowResult", "draw_snr", "draw_rate_points"]

@@ -19,15 +19,16 @@ from .protocol import SplitModel
 
 @dataclass(frozen=True)
 class SplitCost:
-    """Per-image costs of one split point."""
+    """Per-image costs of one split point: parameters and FLOPs of the device side (the head) and
+    the server side (the tail), and the size of the features between them."""
 
     split: int
-    device_params: int
-    server_params: int
-    device_flops: int
-    server_flops: int
-    feature_floats: int
-    feature_shape: tuple[int, int]
+    device_params: float
+    server_params: float
+    device_flops: float
+    server_flops: float
+    feature_floats: int = 0
+    feature_shape: tuple[int, ...] = ()
 
     def as_dict(self) -> dict:
         return asdict(self)

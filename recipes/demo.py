@@ -43,7 +43,7 @@ def _sample_sheet(samples, path: Path) -> None:
 
 
 def demo_jobs(quick: bool) -> list[dict]:
-    """What the demo evaluates: one ``run_eval`` call each (label, codec, channel, points, images)."""
+    """What the demo evaluates: one :func:`~intelliflow.evaluation.sweep.evaluate` call each (label, codec, channel, points, images)."""
     from intelliflow.codec.persistence import shipped_codecs
 
     shipped = shipped_codecs()
@@ -88,9 +88,9 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> int:
     """Run the demo into ``out``; print and return 0."""
     from intelliflow.data.entropy import semantic_entropy_bits
     from intelliflow.data.shapes import ShapesDataset
-    from intelliflow.evaluation.curves import clean_cider, format_summary, load_results, plot_curves, summarize
-
-    from .evaluate import run_eval, write_results
+    from intelliflow.evaluation.curves import format_summary, plot_curves, summarize
+    from intelliflow.evaluation.results import clean_cider, load_results, write_results
+    from intelliflow.evaluation.sweep import evaluate
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,8 +100,9 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False) -> int:
     jobs = demo_jobs(quick)
     rows = []
     for job in tqdm(jobs, desc="demo", unit="run"):
-        job_rows = run_eval("shapes-captioner", None, job["codec"], job["channel"], job.get("snr"), "shapes:test",
-                            out / "runs" / f"{job['method']}_{job['channel']}".replace(" ", "_").replace("/", "-"),
+        job_rows = evaluate(model="shapes-captioner", codec=job["codec"], channel=job["channel"], snr=job.get("snr"),
+                            dataset="shapes:test",
+                            out=out / "runs" / f"{job['method']}_{job['channel']}".replace(" ", "_").replace("/", "-"),
                             limit=job["limit"], batch_size=100, meteor=False, rate_points=job.get("rate_points"),
                             symbols=job.get("symbols"), channel_uses=job.get("channel_uses"),
                             method=job.get("group", job["method"]), progress=False)

@@ -228,7 +228,8 @@ def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: b
     codec_config.setdefault("in_channels", model.feature_dim)
     codec = build_codec(codec_config).to(device)
     if recipe.init_from:
-        from intelliflow.codec.persistence import codec_folder, load_codec
+        from intelliflow.codec.persistence import load_codec
+        from intelliflow.codec.registry import checkpoint_folder as codec_folder
 
         folder = codec_folder(recipe.init_from)
         if folder is None:

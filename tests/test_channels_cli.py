@@ -9,7 +9,7 @@ from scipy.special import erfc
 
 from intelliflow.channels import capacity, select_mcs
 from intelliflow.errors import ConfigError, RegistryError
-from intelliflow.recipes.channels_cli import add_channels_parser
+from intelliflow.recipes.commands.channels import register as add_channels_parser
 
 
 def run(capsys, *argv):

@@ -26,7 +26,7 @@ def test_gradients_reach_the_features_through_the_channel(channel):
     codec = small_codec()
     f = torch.randn(3, 16, 8, 8, requires_grad=True)
     out = build_channel(channel)(codec.encode(f, 5.0), 5.0)
-    f_hat = codec.decode(out.y, 5.0, noise=out.no_eff)
+    f_hat = codec.decode(out.y, 5.0, noise=out.no_eff, grid=(8, 8))
     assert f_hat.shape == f.shape
     ((f_hat - f) ** 2).mean().backward()
     assert f.grad is not None and f.grad.abs().sum() > 0
@@ -43,14 +43,14 @@ def test_trained_through_awgn_it_degrades_gracefully_with_snr():
         f = torch.einsum("bk,kchw->bchw", torch.randn(16, 4, generator=g), basis)
         snr = torch.rand(16, generator=g) * 20
         out = channel(codec.encode(f, snr), snr)
-        loss = ((codec.decode(out.y, snr, noise=out.no_eff) - f) ** 2).mean()
+        loss = ((codec.decode(out.y, snr, noise=out.no_eff, grid=(8, 8)) - f) ** 2).mean()
         opt.zero_grad(); loss.backward(); opt.step()
     f = torch.einsum("bk,kchw->bchw", torch.randn(64, 4, generator=g), basis)
     with torch.no_grad():
         errors = {}
         for snr in (0.0, 20.0):
             out = channel(codec.encode(f, snr), snr)
-            errors[snr] = ((codec.decode(out.y, snr, noise=out.no_eff) - f) ** 2).mean().item()
+            errors[snr] = ((codec.decode(out.y, snr, noise=out.no_eff, grid=(8, 8)) - f) ** 2).mean().item()
     assert errors[20.0] < errors[0.0] < f.pow(2).mean().item()
 
 
@@ -62,3 +62,12 @@ def test_shape_errors():
         codec.decode(torch.randn(1, 32), 5.0, grid=(8, 8))
     with pytest.raises(ShapeError, match="do not fit"):
         codec.decode(torch.randn(1, 31, dtype=torch.complex64), 5.0, grid=(8, 8))
+
+
+def test_decoding_is_stateless_the_receiver_names_the_grid():
+    sender, receiver = small_codec(), small_codec()
+    receiver.load_state_dict(sender.state_dict())            # the same weights, nothing encoded on this side
+    x = sender.encode(torch.randn(2, 16, 8, 8), 10.0)
+    assert torch.equal(receiver.decode(x, 10.0, grid=(8, 8)), sender.decode(x, 10.0, grid=(8, 8)))
+    with pytest.raises(ShapeError, match="grid"):
+        receiver.decode(x, 10.0)

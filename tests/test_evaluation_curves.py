@@ -5,9 +5,9 @@ import csv
 import pytest
 
 from intelliflow.errors import DatasetNotFoundError
-from intelliflow.evaluation.curves import bits_to_reach, load_results, plot_curves, summarize
+from intelliflow.evaluation.curves import bits_to_reach, plot_curves, summarize
+from intelliflow.evaluation.results import COLUMNS as RESULT_COLUMNS, load_results
 from intelliflow.recipes.cli import main
-from intelliflow.recipes.evaluate import RESULT_COLUMNS
 
 
 def write(folder, rows):

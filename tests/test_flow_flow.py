@@ -7,8 +7,7 @@ import torch
 from intelliflow.codec import build_codec
 from intelliflow.data.shapes import make_sample
 from intelliflow.errors import ConfigError
-from intelliflow.flow.files import device_payloads
-from intelliflow.flow.flow import Flow, codec_kind
+from intelliflow.flow import Device, Flow
 from intelliflow.seeding import seed_everything
 from test_models_split import tiny_shapes_captioner
 
@@ -70,7 +69,7 @@ def test_digital_inference_sends_the_real_payload_and_losses_give_no_caption():
     model = tiny_shapes_captioner()
     codec = digital_codec().eval()
     codec.update()
-    payloads = device_payloads(model, codec, IMAGES, compress_options={"q": 2.0})
+    payloads = Device(model, codec).encode(IMAGES, q=2.0).data
     ideal = Flow(model, codec).caption(IMAGES, q=2.0)
     assert ideal.payload_bits == [8 * len(p) for p in payloads] and ideal.channel_uses == [None] * 4
     link = Flow(model, codec, "awgn")
@@ -89,16 +88,16 @@ def test_channel_use_budget_fits_the_payload_or_loses_the_image():
     flow = Flow(model, codec, "awgn")
     roomy = flow.caption(IMAGES, snr_db=20.0, channel_uses=400)
     assert not any(roomy.lost) and all(u <= 400 for u in roomy.channel_uses)
-    smallest = min(len(p) for p in device_payloads(model, codec, IMAGES, compress_options={"q": 0.0}))
-    assert flow._budget_bytes(400, roomy.mcs[0]) >= max(b // 8 for b in roomy.payload_bits)
+    smallest = min(len(p) for p in Device(model, codec).encode(IMAGES, q=0.0).data)
+    assert flow.link.max_payload_bytes(400, roomy.mcs[0]) >= max(b // 8 for b in roomy.payload_bits)
     tight = flow.caption(IMAGES, snr_db=0.0, channel_uses=8)    # nothing fits in 8 channel uses
-    assert all(tight.lost) and tight.captions == [""] * 4 and flow._budget_bytes(8, 5) < smallest
+    assert all(tight.lost) and tight.captions == [""] * 4 and flow.link.max_payload_bytes(8, 5) < smallest
 
 
 def test_kinds_and_refusals():
     model = tiny_shapes_captioner()
-    assert codec_kind(None) == "identity" and codec_kind(digital_codec()) == "learned"
-    assert codec_kind(build_codec("jpeg")) == "bytes"
+    assert Flow(model, None).kind == "identity" and Flow(model, digital_codec()).kind == "learned"
+    assert Flow(model, build_codec("jpeg")).kind == "bytes"
     with pytest.raises(ConfigError, match="identity"):
         Flow(model, None, "awgn").caption(IMAGES, snr_db=10.0)
     with pytest.raises(ConfigError, match="no training pass"):

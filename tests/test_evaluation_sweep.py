@@ -7,7 +7,7 @@ import pytest
 
 from intelliflow.errors import ConfigError
 from intelliflow.recipes.cli import main
-from intelliflow.recipes.evaluate import parse_channel, run_eval
+from intelliflow.evaluation.sweep import evaluate, parse_channel
 
 
 def read(path):
@@ -26,7 +26,7 @@ def test_codecs_lists_the_shipped_checkpoints(capsys):
 
 
 def test_digital_codec_over_awgn_rate_points_and_the_budget_cliff(tmp_path):
-    rows = run_eval("shapes-captioner", None, "shapes-hyperprior", "awgn", [-4.0, 20.0], "shapes:test", tmp_path,
+    rows = evaluate(codec="shapes-hyperprior", channel="awgn", snr=[-4.0, 20.0], out=tmp_path,
                     limit=6, meteor=False, rate_points=[1.0, 5.0], progress=False, mcs=9)
     assert [(r["snr_db"], r["rate_point"]) for r in rows] == [(-4.0, 1.0), (-4.0, 5.0), (20.0, 1.0), (20.0, 5.0)]
     high = {r["rate_point"]: r for r in rows if r["snr_db"] == 20.0}
@@ -34,12 +34,12 @@ def test_digital_codec_over_awgn_rate_points_and_the_budget_cliff(tmp_path):
     assert all(r["loss_rate"] == 0 for r in high.values()) and high[5.0]["CIDEr-D"] > 1.0  # MCS 9 at 20 dB: safe
     low = {r["rate_point"]: r for r in rows if r["snr_db"] == -4.0}
     assert all(r["loss_rate"] == 1.0 and r["CIDEr-D"] == 0.0 for r in low.values())  # MCS 9 at -4 dB: lost
-    again = run_eval("shapes-captioner", None, "shapes-hyperprior", "awgn", [6.0], "shapes:test", tmp_path / "c",
+    again = evaluate(codec="shapes-hyperprior", channel="awgn", snr=[6.0], out=tmp_path / "c",
                      limit=6, meteor=False, rate_points=[5.0], progress=False, seed=3)
-    assert run_eval("shapes-captioner", None, "shapes-hyperprior", "awgn", [6.0], "shapes:test", tmp_path / "d",
+    assert evaluate(codec="shapes-hyperprior", channel="awgn", snr=[6.0], out=tmp_path / "d",
                     limit=6, meteor=False, rate_points=[5.0], progress=False, seed=3) == again  # seeded: repeatable
-    budget = run_eval("shapes-captioner", None, "shapes-hyperprior", "awgn", [-6.0, 20.0], "shapes:test",
-                      tmp_path / "b", limit=6, meteor=False, channel_uses=256, progress=False)
+    budget = evaluate(codec="shapes-hyperprior", channel="awgn", snr=[-6.0, 20.0],
+                      out=tmp_path / "b", limit=6, meteor=False, channel_uses=256, progress=False)
     assert budget[0]["loss_rate"] == 1.0 and budget[0]["CIDEr-D"] == 0.0       # the cliff: nothing fits
     assert budget[1]["loss_rate"] < 0.5 and budget[1]["payload_bits"] > high[1.0]["payload_bits"]
     assert len(read(tmp_path / "b" / "results.csv")) == 2
@@ -58,9 +58,9 @@ def test_jscc_over_awgn_degrades_gracefully_and_reports_channel_uses(tmp_path):
 
 def test_eval_refuses_what_cannot_be_sent(tmp_path):
     with pytest.raises(ConfigError, match="analog"):
-        run_eval("shapes-captioner", None, "shapes-jscc-awgn", "none", None, "shapes:test", tmp_path, limit=2)
+        evaluate(codec="shapes-jscc-awgn", out=tmp_path, limit=2)
     with pytest.raises(ConfigError, match="needs --snr"):
-        run_eval("shapes-captioner", None, "jpeg-50", "awgn", None, "shapes:test", tmp_path, limit=2)
+        evaluate(codec="jpeg-50", channel="awgn", out=tmp_path, limit=2)
     assert parse_channel("rayleigh:csi=estimated,block_length=32") == {"name": "rayleigh", "csi": "estimated",
                                                                          "block_length": 32}
     with pytest.raises(ConfigError, match="key=value"):

@@ -32,9 +32,9 @@ def measure_stages(model_name: str, planner, plan, images: int = 20) -> dict:
     with the latency model's prediction at this machine's calibrated FLOP/s. ``times_ms`` holds
     the same times by key: ``full``, ``head``, ``tail`` and, where the plan has them, ``encode``,
     ``decode`` (our codec), ``image_encode``, ``image_decode`` (the upload)."""
-    from intelliflow.codec.baselines import ImageUploadCodec
+    from intelliflow.codec import resolve_codec
     from intelliflow.data.shapes import make_sample
-    from intelliflow.flow.files import features_to_payloads, payloads_to_features, resolve_codec
+    from intelliflow.flow import Device, Receiver
     from intelliflow.models import load_split_model
 
     best = plan.best_per_paradigm()
@@ -48,29 +48,30 @@ def measure_stages(model_name: str, planner, plan, images: int = 20) -> dict:
 
     t = {"full": median_ms(lambda x: model.full_generate(x), pixels),
          "head": median_ms(lambda x: model.head(x), pixels)}
-    speed = (cost.head_flops + cost.tail_flops) / (t["full"] / 1e3)
-    stages = [("device-only: whole model", cost.head_flops + cost.tail_flops, "full"),
-              ("device: head", cost.head_flops, "head"), ("edge: tail", cost.tail_flops, "tail")]
+    speed = (cost.device_flops + cost.server_flops) / (t["full"] / 1e3)
+    stages = [("device-only: whole model", cost.device_flops + cost.server_flops, "full"),
+              ("device: head", cost.device_flops, "head"), ("edge: tail", cost.server_flops, "tail")]
     received = features
     if split_option is not None and split_option.candidate.channel_uses is None:
         c = split_option.candidate
-        codec = resolve_codec(c.codec).eval()
-        options = {"q": c.rate_point} if c.rate_point is not None else None
-        payloads = [features_to_payloads(model, codec, f, options) for f in features]
-        received = [payloads_to_features(model, codec, p) for p in payloads]  # the tail's real input
-        t["encode"] = median_ms(lambda f: features_to_payloads(model, codec, f, options), features)
-        t["decode"] = median_ms(lambda p: payloads_to_features(model, codec, p), payloads)
+        codec = resolve_codec(c.codec)
+        device, receiver = Device(model, codec), Receiver(model, codec)
+        options = {"q": c.rate_point} if c.rate_point is not None else {}
+        inputs = [device.codec_input(p) for p in ([x] for x in pictures)]
+        payloads = [device.encode_input(x, prefix, **options).data for x, prefix in inputs]
+        received = [receiver.decode(p) for p in payloads]  # the tail's real input
+        t["encode"] = median_ms(lambda xp: device.encode_input(*xp, **options), inputs)
+        t["decode"] = median_ms(lambda p: receiver.decode(p), payloads)
         flops = planner.codec_flops.get(c.codec, 0.0)
         stages += [(f"encode: {c.codec}", flops, "encode"), (f"decode: {c.codec}", flops, "decode")]
     # the caption's length (generation steps) follows the features the edge receives
     t["tail"] = median_ms(lambda f: model.tail_generate(f), received)
     upload = best.get("cloud-only")
     if upload is not None:
-        base, _, quality = upload.candidate.codec.partition("-")
-        image_codec = ImageUploadCodec(base, int(quality or 75))
-        uploads = [image_codec.compress([p]) for p in pictures]
-        t["image_encode"] = median_ms(lambda p: image_codec.compress([p]), pictures)
-        t["image_decode"] = median_ms(lambda b: image_codec.decompress(b), uploads)
+        image_codec = resolve_codec(upload.candidate.codec)
+        uploads = [image_codec.encode([p]) for p in pictures]
+        t["image_encode"] = median_ms(lambda p: image_codec.encode([p]), pictures)
+        t["image_decode"] = median_ms(lambda b: image_codec.decode(b), uploads)
         stages += [(f"device: {upload.candidate.codec} compress", 0.0, "image_encode"),
                    (f"cloud: {upload.candidate.codec} decompress", 0.0, "image_decode")]
     rows = [{"stage": name, "flops": flops, "measured_ms": t[key], "predicted_ms": 1e3 * flops / speed,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from intelliflow.errors import BitstreamError
 
-from .bitstream import read_varint, write_varint
+from intelliflow.codec.bitstream import read_varint, write_varint
 
 MAGIC = b"IF"
 VERSION = 1

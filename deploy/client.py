@@ -1,6 +1,6 @@
 """The device side of a real split deployment: head + codec here, the caption from an edge service.
 
-``EdgeClient`` speaks the protocol of :mod:`intelliflow.flow.service` (``POST /caption`` with one
+``EdgeClient`` speaks the protocol of :mod:`intelliflow.deploy.service` (``POST /caption`` with one
 ``.iflow`` file; keep-alive, one connection per thread). ``SplitDevice`` runs the model's head and
 the codec on images, sends each payload and times every stage::
 
@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 
 import torch
 
-from intelliflow.codec.baselines import ImageUploadCodec, TextCodec
-from intelliflow.codec.container import pack_iflow
 from intelliflow.errors import ConfigError, ServiceError
+from intelliflow.flow import Device
 
-from .files import features_to_payloads, resolve_codec
+from .container import pack_iflow
+from .files import byte_codec
 
 
 class EdgeClient:
@@ -122,7 +122,7 @@ class SplitDevice:
     :param model: split model name or folder (the edge must serve the same model and split)
     :param codec: codec name (the edge must serve the same codec)
     :param client: an :class:`EdgeClient`, or the edge's URL
-    :param compress_options: ``{"q": rate point}`` for a learned codec
+    :param compress_options: the codec's rate knob, e.g. ``{"q": rate point}`` for a learned codec
     """
 
     def __init__(self, model: str, codec: str, client: EdgeClient | str, split: int | None = None,
@@ -131,29 +131,18 @@ class SplitDevice:
 
         self.model_name, self.codec_name = str(model), str(codec)
         self.model = load_split_model(model, split=split).eval()
-        self.codec = resolve_codec(codec)
-        if hasattr(self.codec, "eval"):
-            self.codec.eval()
-        if hasattr(self.codec, "encode") and not hasattr(self.codec, "compress"):
-            raise ConfigError(f"{codec} is an analog (JSCC) codec: it has no bitstream to send to an edge service")
+        self.codec = byte_codec(codec, "an edge service")
+        self.device = Device(self.model, self.codec)
         self.client = client if isinstance(client, EdgeClient) else EdgeClient(client)
-        self.compress_options = compress_options if hasattr(self.codec, "log_gain") else None
+        self.compress_options = dict(compress_options or {})
 
     @torch.no_grad()
     def encode(self, image) -> tuple[bytes, float, float]:
         """One PIL image -> (``.iflow`` bytes, device ms, encode ms)."""
         t0 = time.perf_counter()
-        if isinstance(self.codec, ImageUploadCodec):
-            t1 = t0
-            (payload,) = self.codec.compress([image])
-        elif isinstance(self.codec, TextCodec):
-            caption = self.model.caption([image])
-            t1 = time.perf_counter()
-            (payload,) = self.codec.compress(caption)
-        else:
-            features = self.model.head(self.model.preprocess([image]))
-            t1 = time.perf_counter()
-            (payload,) = features_to_payloads(self.model, self.codec, features, self.compress_options)
+        x, prefix = self.device.codec_input([image])  # the head (nothing for an upload, the whole model for text)
+        t1 = time.perf_counter()
+        (payload,) = self.device.encode_input(x, prefix, **self.compress_options).data
         t2 = time.perf_counter()
         return pack_iflow(self.model_name, self.model.split, self.codec_name, payload), 1e3 * (t1 - t0), 1e3 * (t2 - t1)
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from intelliflow.errors import ConfigError
-from intelliflow.flow.latency import (PRESETS, Backhaul, Scenario, WirelessLink, breakdown, crossover_bandwidth,
+from intelliflow.system.latency import (PRESETS, Backhaul, Scenario, WirelessLink, breakdown, crossover_bandwidth,
                                       crossover_device_speed, read_profile)
 from intelliflow.recipes.cli import main
 from test_evaluation_curves import row, write

@@ -3,7 +3,7 @@
 Wire protocol (one image per request, HTTP/1.1, keep-alive):
 
 - ``POST /caption`` with ``Content-Type: application/octet-stream``; the body is exactly one
-  ``.iflow`` file (:mod:`intelliflow.codec.container`: a header of a few bytes naming model,
+  ``.iflow`` file (:mod:`intelliflow.deploy.container`: a header of a few bytes naming model,
   split point and codec, then the codec's own bitstream). The answer is JSON
   ``{"caption": str, "bits": int, "batch": int, "edge_ms": float}``: ``bits`` is the payload
   the codec produced (header excluded), ``batch`` how many requests shared the tail's forward
@@ -39,30 +39,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
-from intelliflow.codec.baselines import ImageUploadCodec, TextCodec
-from intelliflow.codec.container import unpack_iflow
+from intelliflow.codec.registry import canonical_name
 from intelliflow.errors import BitstreamError, IntelliflowError, PayloadMismatchError
+from intelliflow.flow import Receiver
 
-from .files import payloads_to_features, resolve_codec
+from .container import unpack_iflow
+from .files import byte_codec
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 _DRAIN_BYTES = 16 << 20  # an oversized body is read and dropped up to this much before the 413
-
-
-def canonical_codec_name(name: str) -> str:
-    """The name two senders agree on: a shipped codec's folder name (aliases resolved), a
-    checkpoint folder's absolute path, or the baseline's name (``jpeg``/``webp`` without quality,
-    since any quality decodes the same way)."""
-    from pathlib import Path
-
-    from intelliflow.codec.persistence import WEIGHTS_DIR, codec_folder
-
-    folder = codec_folder(name)
-    if folder is not None:
-        folder = Path(folder).resolve()
-        return folder.name if folder.parent == WEIGHTS_DIR.resolve() else str(folder)
-    base = name.partition("-")[0]
-    return base if base in ("jpeg", "webp") else name
 
 
 def canonical_model_name(name: str) -> str:
@@ -103,7 +88,7 @@ class EdgeService:
         self._ready = threading.Event()
         self._load_error: BaseException | None = None
         self._worker: threading.Thread | None = None
-        self.model = self.codec = None
+        self.model = self.codec = self.receiver = None
         self.served = self.refused = 0
         self._count_lock = threading.Lock()
 
@@ -116,12 +101,8 @@ class EdgeService:
             if self.threads:
                 torch.set_num_threads(int(self.threads))
             self.model = load_split_model(self.model_name, split=self.requested_split).eval()
-            self.codec = resolve_codec(self.codec_name)
-            if hasattr(self.codec, "encode") and not hasattr(self.codec, "compress"):
-                raise IntelliflowError(f"{self.codec_name} is an analog (JSCC) codec: its symbols go through a "
-                                       "radio channel, not into bytes an HTTP service can receive")
-            if hasattr(self.codec, "eval"):
-                self.codec.eval()
+            self.codec = byte_codec(self.codec_name, "an HTTP service")
+            self.receiver = Receiver(self.model, self.codec)
         except BaseException as exc:
             self._load_error = exc
             raise
@@ -156,8 +137,8 @@ class EdgeService:
         """Check one ``.iflow`` file's header against what this service serves and queue it."""
         arrived = time.perf_counter()
         parsed = unpack_iflow(data)
-        wanted = (canonical_model_name(self.model_name), self.model.split, canonical_codec_name(self.codec_name))
-        got = (canonical_model_name(parsed.model), parsed.split, canonical_codec_name(parsed.codec))
+        wanted = (canonical_model_name(self.model_name), self.model.split, canonical_name(self.codec_name))
+        got = (canonical_model_name(parsed.model), parsed.split, canonical_name(parsed.codec))
         if got != wanted:
             raise PayloadMismatchError(
                 f"this service finishes model {wanted[0]!r} at split {wanted[1]} with codec {self.codec_name!r}; "
@@ -193,14 +174,10 @@ class EdgeService:
 
     @torch.no_grad()
     def _caption_batch(self, batch: list[_Job]) -> None:
-        model, codec = self.model, self.codec
         decoded, good = [], []
         for job in batch:  # decode one by one so that a broken payload fails alone
             try:
-                if isinstance(codec, (TextCodec, ImageUploadCodec)):  # a caption or an image
-                    decoded.append(codec.decompress([job.payload])[0])
-                else:
-                    decoded.append(payloads_to_features(model, codec, [job.payload]))
+                decoded.append(self.receiver.decode([job.payload]))
                 good.append(job)
             except IntelliflowError as exc:
                 job.future.set_exception(exc)
@@ -208,12 +185,7 @@ class EdgeService:
                 job.future.set_exception(BitstreamError(f"the payload does not decode: {exc}"))
         if not good:
             return
-        if isinstance(codec, TextCodec):
-            captions = decoded
-        elif isinstance(codec, ImageUploadCodec):
-            captions = model.full_generate(model.preprocess(decoded))
-        else:
-            captions = model.tail_generate(torch.cat(decoded))
+        captions = self.receiver.finish(self.receiver.join(decoded))
         done = time.perf_counter()
         with self._count_lock:
             self.served += len(good)
@@ -350,15 +322,27 @@ class EdgeServer(ThreadingHTTPServer):
 
 def start_server(service: EdgeService, host: str = "127.0.0.1", port: int = 0, load_in_background: bool = True,
                  **options) -> tuple[EdgeServer, threading.Thread]:
-    """Bind (``port=0`` picks a free port), load the service (in the background: ``/health``
-    answers 503 until it is ready) and serve in a thread. Stop with ``server.shutdown()``."""
-    server = EdgeServer((host, port), service, **options)
+    """Bind (``port=0`` picks a free port), serve in a thread, and load the service: in the
+    background, or here (blocking) with ``load_in_background=False``; ``/health`` answers 503
+    until it is ready. Stop with ``server.shutdown()``. A port that cannot be bound is a
+    :class:`~intelliflow.errors.ConfigError`."""
+    from intelliflow.errors import ConfigError
+
+    try:
+        server = EdgeServer((host, port), service, **options)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    thread = threading.Thread(target=server.serve_forever, name="intelliflow-edge-http", daemon=True)
+    thread.start()
     if load_in_background:
         threading.Thread(target=_load_quietly, args=(service,), daemon=True).start()
     else:
-        service.load()
-    thread = threading.Thread(target=server.serve_forever, name="intelliflow-edge-http", daemon=True)
-    thread.start()
+        try:
+            service.load()
+        except BaseException:
+            server.shutdown()
+            server.server_close()
+            raise
     return server, thread
 
 

@@ -3,7 +3,7 @@
     intelliflow channels ber --channel awgn --modulation qpsk --snr 0:10:2 [--json]
     intelliflow channels mcs --channel awgn --snr 0:20:2 [--json]
 
-Wire it in with ``add_channels_parser(sub)`` on the main parser's sub-parsers object.
+Registered by ``intelliflow.recipes.cli`` with the other command groups.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ def cmd_channels_ber(args) -> int:
     from intelliflow.channels import ber_theory, build_channel, has_ber_theory, simulate_ber
     from intelliflow.seeding import seed_everything
 
-    from .cli import _float_list, _print_json
+    from .common import float_list, print_json
 
     if args.bits <= 0:
         raise ConfigError(f"--bits must be a positive integer, got {args.bits}")
-    snrs = _float_list(args.snr)
+    snrs = float_list(args.snr)
     if not snrs:
         raise ConfigError(f"--snr {args.snr!r} gives no SNR values")
     config = {"name": args.channel, **dict(args.param)}
@@ -59,7 +59,7 @@ def cmd_channels_ber(args) -> int:
                          "ber_theory": float(ber_theory(args.modulation, snr, channel)) if theory else None,
                          "bits_simulated": bits})
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     print(f"uncoded {args.modulation.upper()} over {config}")
     print(f"{'snr_db':>8} {'ber':>12} {'ber_theory':>12} {'bits_simulated':>15}")
@@ -72,11 +72,11 @@ def cmd_channels_mcs(args) -> int:
     """The MCS adaptive selection picks per SNR, its spectral efficiency and the Shannon limit."""
     from intelliflow.channels import DigitalLink, capacity, load_bler_table
 
-    from .cli import _float_list, _print_json
+    from .common import float_list, print_json
 
     if not 0.0 < args.target_bler < 1.0:
         raise ConfigError(f"--target-bler must be in (0, 1), got {args.target_bler}")
-    snrs = _float_list(args.snr)
+    snrs = float_list(args.snr)
     if not snrs:
         raise ConfigError(f"--snr {args.snr!r} gives no SNR values")
     table = load_bler_table(args.table)
@@ -96,7 +96,7 @@ def cmd_channels_mcs(args) -> int:
                      "shannon_limit": float(capacity(snr, args.channel)),
                      "bler": table.bler(mcs, snr, args.channel) if mcs else None})
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
     print(f"adaptive MCS over {args.channel} (BLER <= {args.target_bler:g}, {link.block_bytes}-byte code blocks); "
           f"spectral efficiency and Shannon limit in information bits per channel use")
@@ -109,7 +109,7 @@ def cmd_channels_mcs(args) -> int:
     return 0
 
 
-def add_channels_parser(sub) -> argparse.ArgumentParser:
+def register(sub) -> argparse.ArgumentParser:
     """Add ``channels`` (actions ``ber`` and ``mcs``) to an argparse sub-parsers object; returns its parser."""
     from intelliflow.channels.ber import MODULATIONS
     from intelliflow.channels.registry import CHANNEL_NAMES

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from intelliflow.codec.container import pack_iflow, unpack_iflow
+from intelliflow.deploy.container import pack_iflow, unpack_iflow
 from intelliflow.data.shapes import make_sample
 from intelliflow.errors import BitstreamError
 from intelliflow.recipes.cli import main
@@ -87,7 +87,7 @@ def test_models_with_a_cls_token_send_it_beside_the_grid(tmp_path, capsys):
     with torch.no_grad():
         features = blip.head(blip.preprocess([Image.open(image).convert("RGB")]))
         eight_bit = QuantizeCodec(8)  # the CLS token travels at 8 bits beside the identity-coded grid
-        cls = eight_bit.decompress(eight_bit.compress(features[:, :1].transpose(1, 2).unsqueeze(-1)))
+        cls = eight_bit.decode(eight_bit.encode(features[:, :1].transpose(1, 2).unsqueeze(-1)))
         received = torch.cat([cls.squeeze(-1).transpose(1, 2), features[:, 1:]], dim=1)
         expected = blip.tail_generate(received)[0]
     assert row["caption"] == expected

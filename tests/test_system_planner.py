@@ -4,12 +4,13 @@ import json
 
 import pytest
 
-from intelliflow.flow.latency import PRESETS, NodeProfile, WirelessLink
-from intelliflow.flow.planner import Planner, SplitCosts, links_over
+from intelliflow.system.latency import PRESETS, NodeProfile, WirelessLink
+from intelliflow.models.costs import SplitCost
+from intelliflow.system.planner import Planner, links_over
 from intelliflow.recipes.cli import main
 from test_evaluation_curves import row, write
 
-COSTS = {4: SplitCosts(head_flops=2e9, tail_flops=2e10, head_params=1e6, tail_params=5e6)}
+COSTS = {4: SplitCost(split=4, device_flops=2e9, server_flops=2e10, device_params=1e6, server_params=5e6)}
 
 
 def rows():

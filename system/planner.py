@@ -5,7 +5,8 @@ Every candidate comes from a row of ``results.csv`` (``intelliflow eval`` / ``de
 quality is measured, not modelled:
 
 - ``device-only``: the identity row's quality (the unsplit model), the text of the caption sent up;
-- ``cloud-only``: each image-upload row (``jpeg-Q``, ``webp-Q``) on the ideal link;
+- ``cloud-only``: each image-upload row (a codec that takes the image: ``jpeg-Q``, ``webp-Q``,
+  ``avif-Q``) on the ideal link;
 - ``device-edge``: each digital feature codec row (learned codecs and ``quantize-B``) on the ideal
   link (one per rate point; lost blocks are
   re-sent, which the link's BLER prices in) and each analog (JSCC) row measured on the link's
@@ -24,18 +25,20 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 from intelliflow.errors import ConfigError
+from intelliflow.models.costs import SplitCost
 
 from .latency import Backhaul, NodeProfile, PRESETS, Scenario, WirelessLink, breakdown
 
 
-@dataclass(frozen=True)
-class SplitCosts:
-    """FLOPs and parameters of the two sides of a model at one split point (per image)."""
+def codec_takes(codec: str, kind: str | None = None) -> str | None:
+    """What a results row's codec takes on the device (``features``, ``image`` or ``caption``), from
+    the codec registry; a learned codec whose checkpoint is not here takes features."""
+    from intelliflow.codec.registry import codec_class
 
-    head_flops: float
-    tail_flops: float
-    head_params: float = 0.0
-    tail_params: float = 0.0
+    cls = codec_class(codec)
+    if cls is not None:
+        return cls.takes
+    return "features" if kind in ("learned", "analog") else None
 
 
 @dataclass(frozen=True)
@@ -134,19 +137,19 @@ class Plan:
 class Planner:
     """Prices every measured candidate at a link state and picks the fastest one above the floor.
 
-    :param rows: ``results.csv`` rows (``intelliflow.evaluation.curves.load_results``)
-    :param costs: ``{split: SplitCosts}`` of the model the rows were measured with
+    :param rows: ``results.csv`` rows (``intelliflow.evaluation.results.load_results``)
+    :param costs: ``{split: SplitCost}`` (:mod:`intelliflow.models.costs`) of the model the rows were measured with
     :param quality: the floor as a fraction of the clean CIDEr-D (the identity row)
     :param codec_flops: FLOPs of one side (encoder or decoder) of each codec, per image
     :param measured_ms: measured compute per paradigm and stage, replacing FLOPs / throughput
     """
 
-    def __init__(self, rows: Sequence[dict], costs: Mapping[int, SplitCosts], device: NodeProfile = PRESETS["phone"],
+    def __init__(self, rows: Sequence[dict], costs: Mapping[int, SplitCost], device: NodeProfile = PRESETS["phone"],
                  edge: NodeProfile = PRESETS["edge-gpu"], cloud: NodeProfile = PRESETS["cloud-gpu"],
                  backhaul: Backhaul | None = None, quality: float = 0.95, clean: float | None = None,
                  codec_flops: Mapping[str, float] | None = None, edge_fraction: float = 0.5,
                  bytes_per_param: float = 2.0, text_bits: float | None = None, measured_ms: dict | None = None):
-        from intelliflow.evaluation.curves import clean_cider
+        from intelliflow.evaluation.results import clean_cider
 
         self.rows, self.costs = list(rows), dict(costs)
         if not self.costs:
@@ -185,9 +188,10 @@ class Planner:
                     analog[key] = r  # the highest measured SNR not above the link's
             if channel != "none" or not r.get("payload_bits"):
                 continue
-            if codec.startswith(("jpeg", "webp")):
+            takes = codec_takes(codec, kind)
+            if takes == "image":
                 out.append(Candidate("cloud-only", r["method"], codec, None, r["CIDEr-D"], r["payload_bits"]))
-            elif (kind == "learned" or codec.startswith("quantize")) and split in self.costs:
+            elif takes == "features" and kind in ("learned", "bytes") and split in self.costs:
                 for paradigm in ("device-edge", "device-edge-cloud"):
                     out.append(Candidate(paradigm, r["method"], codec, split, r["CIDEr-D"], r["payload_bits"],
                                          rate_point=r.get("rate_point")))
@@ -203,8 +207,8 @@ class Planner:
         cost = self.costs[split]
         flops = self.codec_flops.get(candidate.codec, 0.0)
         return Scenario(device=self.device, edge=self.edge, cloud=self.cloud, wireless=wireless,
-                        backhaul=self.backhaul, head_flops=cost.head_flops, tail_flops=cost.tail_flops,
-                        edge_extra_flops=self.edge_fraction * cost.tail_flops, codec_flops=flops,
+                        backhaul=self.backhaul, head_flops=cost.device_flops, tail_flops=cost.server_flops,
+                        edge_extra_flops=self.edge_fraction * cost.server_flops, codec_flops=flops,
                         payload_bits=candidate.payload_bits, payload_channel_uses=candidate.channel_uses,
                         image_bits=candidate.payload_bits, text_bits=self.text_bits,
                         backhaul_bits=candidate.payload_bits, measured_ms=self.measured_ms)
@@ -212,12 +216,12 @@ class Planner:
     def _memory_problem(self, candidate: Candidate) -> str:
         split = candidate.split if candidate.split is not None else self.default_split
         cost = self.costs[split]
-        full = cost.head_params + cost.tail_params
+        full = cost.device_params + cost.server_params
         need = {"device-only": [(self.device, full)], "cloud-only": [(self.cloud, full)],
-                "device-edge": [(self.device, cost.head_params), (self.edge, cost.tail_params)],
-                "device-edge-cloud": [(self.device, cost.head_params),
-                                      (self.edge, self.edge_fraction * cost.tail_params),
-                                      (self.cloud, (1 - self.edge_fraction) * cost.tail_params)]}[candidate.paradigm]
+                "device-edge": [(self.device, cost.device_params), (self.edge, cost.server_params)],
+                "device-edge-cloud": [(self.device, cost.device_params),
+                                      (self.edge, self.edge_fraction * cost.server_params),
+                                      (self.cloud, (1 - self.edge_fraction) * cost.server_params)]}[candidate.paradigm]
         for node, params in need:
             if node.memory_bytes and params * self.bytes_per_param > node.memory_bytes:
                 return (f"{node.name} holds {node.memory_bytes / 1e9:g} GB, its side of the model needs "
@@ -245,7 +249,7 @@ class Planner:
         split = best.get("device-edge") or best.get("device-edge-cloud")
         base = self.scenario(split.candidate, plan.wireless) if split else Scenario(
             device=self.device, edge=self.edge, cloud=self.cloud, wireless=plan.wireless, backhaul=self.backhaul,
-            head_flops=self.costs[self.default_split].head_flops, tail_flops=self.costs[self.default_split].tail_flops,
+            head_flops=self.costs[self.default_split].device_flops, tail_flops=self.costs[self.default_split].server_flops,
             text_bits=self.text_bits)
         upload = best.get("cloud-only")
         return replace(base, image_bits=upload.candidate.payload_bits if upload else 0.0)

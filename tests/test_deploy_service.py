@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from intelliflow.codec.container import pack_iflow, unpack_iflow
+from intelliflow.deploy.container import pack_iflow, unpack_iflow
 from intelliflow.data.shapes import make_sample
 from intelliflow.errors import ServiceError
-from intelliflow.flow.edge_client import EdgeClient, SplitDevice
-from intelliflow.flow.files import FileDecoder
-from intelliflow.flow.service import EdgeService, start_server
+from intelliflow.deploy.client import EdgeClient, SplitDevice
+from intelliflow.deploy.files import FileDecoder
+from intelliflow.deploy.service import EdgeService, start_server
 from intelliflow.recipes.cli import main
 
 MODEL, CODEC = "shapes-captioner", "shapes-hyperprior"

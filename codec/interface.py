@@ -1,0 +1,121 @@
+"""The one codec interface: what every codec takes, what it sends, its rate knob, and its two calls.
+
+A codec sits between the device and the receiver::
+
+    device:   x (features | image | caption) ─► codec.encode(x, **rate) ─► payload
+    link:     payload ─► bytes over a digital link | symbols through an analog channel | features as they are
+    receiver: payload ─► codec.decode(payload, **context) ─► x̂ (the same kind as x)
+
+Every codec declares, as class attributes:
+
+- ``takes``: ``"features"`` (the split model's head output on its grid, ``[B, D, H, W]``),
+  ``"image"`` (PIL images: the receiver runs the whole model) or ``"caption"`` (text the device
+  computed itself);
+- ``sends``: ``"bytes"`` (one self-contained payload per image, for a digital link; rate =
+  ``8 * len(payload)``), ``"symbols"`` (complex channel symbols ``[B, n]`` with unit mean energy,
+  for an analog channel; rate = ``n`` channel uses) or ``"features"`` (clean float32 tensors over
+  an ideal link: the quality ceiling; rate = 32 bits per value);
+- ``rate``: the knob ``encode`` takes per call (:class:`RateKnob`), or ``None`` when the rate is
+  fixed when the codec is built (``jpeg-30``, ``quantize-6``);
+- ``learned``: whether the codec has trained weights (then it has a training pass, :meth:`Codec.train_pass`).
+
+Codecs are stateless between ``encode`` and ``decode``: the receiver gives ``decode`` everything
+it needs (the feature ``grid`` for symbols, the SNR and noise levels for an analog decoder).
+Nothing outside :mod:`intelliflow.codec` asks what type a codec is: it reads these attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Sequence
+
+Takes = Literal["features", "image", "caption"]
+Sends = Literal["bytes", "symbols", "features"]
+
+
+@dataclass(frozen=True)
+class RateKnob:
+    """The per-call rate option of a codec: ``encode(x, **{name: value})`` with ``low <= value <= high``.
+
+    :ivar name: the keyword ``encode`` takes (``"q"``: rate point; ``"symbols"``: symbol channels sent).
+    :ivar low, high: the range (inclusive); ``None`` for ``high`` when it depends on the instance.
+    :ivar unit: what the value means, for messages and plots.
+    """
+
+    name: str
+    low: float
+    high: float | None
+    unit: str
+
+
+class Codec:
+    """Base of every codec (mixed into ``nn.Module`` or CompressAI's ``CompressionModel`` where the
+    codec has weights). Subclasses set the class attributes and implement :meth:`encode` and
+    :meth:`decode`; the registry (:func:`intelliflow.codec.registry.register_codec`) sets
+    ``registered_name``."""
+
+    takes: ClassVar[Takes] = "features"
+    sends: ClassVar[Sends] = "bytes"
+    rate: ClassVar[RateKnob | None] = None
+    learned: ClassVar[bool] = False
+    #: the payload is meant for an ideal link only (the identity ceiling's raw float32 features)
+    ideal_link_only: ClassVar[bool] = False
+    #: the registry's name of this codec class (set by ``register_codec``)
+    registered_name: ClassVar[str] = ""
+    #: the 4-bit kind in the payload header (:mod:`intelliflow.codec.bitstream`), where the codec writes one
+    payload_id: ClassVar[int | None] = None
+
+    # ------------------------------------------------------------------ the two calls
+    def encode(self, x: Any, **options) -> Any:
+        """Device side: ``x`` (see ``takes``) -> what goes on the link (see ``sends``)."""
+        raise NotImplementedError
+
+    def decode(self, payload: Any, **context) -> Any:
+        """Receiver side: what came off the link -> ``x̂`` (the same kind ``encode`` took)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ descriptions
+    @property
+    def name(self) -> str:
+        """The name that resolves back to an equivalent codec (``jpeg-30``, ``quantize-6``, or the
+        shipped name or folder a learned codec was loaded from)."""
+        return getattr(self, "checkpoint_name", None) or self.registered_name
+
+    @property
+    def family(self) -> str:
+        """How results label the codec: ``identity`` (clean features), ``analog`` (channel symbols),
+        ``learned`` (trained digital codec) or ``bytes`` (a fixed byte-payload baseline)."""
+        if self.sends == "features":
+            return "identity"
+        if self.sends == "symbols":
+            return "analog"
+        return "learned" if self.learned else "bytes"
+
+    def rate_options(self, **values) -> dict:
+        """The subset of ``values`` this codec's ``encode`` takes (its rate knob, ``target_bytes`` for a
+        learned byte codec, ``snr_db`` for an analog one), ``None`` values dropped."""
+        wanted = set()
+        if self.rate is not None:
+            wanted.add(self.rate.name)
+        if self.sends == "bytes" and self.learned:
+            wanted.add("target_bytes")
+        if self.sends == "symbols":
+            wanted.add("snr_db")
+        return {k: v for k, v in values.items() if k in wanted and v is not None}
+
+    def train_pass(self, grid, **options) -> dict:
+        """Training (learned codecs only): the differentiable forward. Byte codecs return
+        ``{"f_hat", "likelihoods", "bits" [B], "aux_loss"}``; symbol codecs are trained through
+        the channel by the caller with :meth:`encode` and :meth:`decode`."""
+        from intelliflow.errors import ConfigError
+
+        raise ConfigError(f"{self.name} is a fixed codec: it has no training pass; use Flow.caption")
+
+
+def check_batch(payloads: Sequence, what: str = "decode") -> list:
+    """A non-empty list of per-image payloads, or :class:`~intelliflow.errors.BitstreamError`."""
+    from intelliflow.errors import BitstreamError
+
+    if isinstance(payloads, (bytes, bytearray, memoryview, str)) or not len(payloads):
+        raise BitstreamError(f"{what} takes a non-empty list of payloads, one per image")
+    return list(payloads)

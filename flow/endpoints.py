@@ -1,0 +1,194 @@
+"""The one inference path: a device call (images to what the codec sends) and a receiver call (what
+came off the link to captions). ``Flow``, ``.iflow`` files, the edge service, the device client,
+evaluation and the latency measurements all go through these two.
+
+::
+
+    Device.encode:   images ─► codec input ─► codec.encode ─► Sent (bytes per image | symbols [B, n])
+                     codec input: the images (takes "image"), the device's own captions ("caption"),
+                     or the head's features on their grid [B, D, H, W] ("features")
+    Receiver.captions: received ─► codec.decode ─► the model's input ─► captions
+                     features: the tail; images: the whole model; captions: as they are
+
+Prefix tokens (a CLS token and the like) are not on the grid a feature codec sees. With a byte
+codec they travel 8-bit quantised in front of the codec's payload, counted in its bits
+(:class:`PrefixTokens`), in training (straight-through) as at inference; beside analog symbols
+they travel clean, in training as at inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from intelliflow.codec.baselines import QuantizeCodec
+from intelliflow.codec.bitstream import read_varint, write_varint
+from intelliflow.errors import BitstreamError
+from intelliflow.models import grid_to_tokens, tokens_to_grid
+
+
+class PrefixTokens:
+    """Carry a split model's prefix tokens [B, P, D] beside a byte codec's payload.
+
+    Payload = ``varint(len(prefix part)) + prefix part + codec payload``; the prefix part is the
+    tokens quantised to 8 bits by the ``quantize`` codec (so it has its own header and check).
+    """
+
+    codec = QuantizeCodec(bits=8)
+
+    @classmethod
+    def parts(cls, prefix: torch.Tensor) -> list[bytes]:
+        """prefix [B, P, D] -> one length-prefixed part per image."""
+        return [write_varint(len(p)) + p for p in cls.codec.encode(prefix.detach().transpose(1, 2).unsqueeze(-1))]
+
+    @classmethod
+    def split(cls, payloads: Sequence[bytes]) -> tuple[torch.Tensor, list[bytes]]:
+        """Payloads -> (prefix [B, P, D], the codec's payloads)."""
+        parts, rest = [], []
+        for data in payloads:
+            data = bytes(data)
+            length, pos = read_varint(data, 0)
+            if pos + length > len(data):
+                raise BitstreamError("the prefix-token part runs past the end of the payload")
+            parts.append(data[pos:pos + length])
+            rest.append(data[pos + length:])
+        return cls.codec.decode(parts).squeeze(-1).transpose(1, 2), rest
+
+    @classmethod
+    def train_roundtrip(cls, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training: (the 8-bit tokens with a straight-through gradient [B, P, D], their bits [B])."""
+        parts = cls.parts(prefix)
+        decoded, _ = cls.split(parts)
+        decoded = decoded.to(device=prefix.device, dtype=prefix.dtype)
+        bits = torch.tensor([8.0 * len(p) for p in parts], device=prefix.device)
+        return prefix + (decoded - prefix).detach(), bits
+
+
+@dataclass
+class Sent:
+    """What the device hands the link for a batch.
+
+    :ivar data: ``list[bytes]`` (one payload per image) or complex symbols [B, n].
+    :ivar prefix: beside symbols, the prefix tokens [B, P, D] that travel clean (else ``None``).
+    """
+
+    data: list[bytes] | torch.Tensor
+    prefix: torch.Tensor | None = None
+
+    @property
+    def bits(self) -> list[int] | None:
+        """Payload bits per image (``None`` for symbols)."""
+        return None if isinstance(self.data, torch.Tensor) else [8 * len(p) for p in self.data]
+
+
+class Device:
+    """Device side: the split model's head (or the whole model, for ``text``) and the codec's encoder.
+
+    :param model: a :class:`~intelliflow.models.SplitModel`; :param codec: any codec
+        (:class:`~intelliflow.codec.Codec`).
+
+    >>> from intelliflow.models import load_split_model
+    >>> from intelliflow.codec import resolve_codec
+    >>> from intelliflow.data.shapes import make_sample
+    >>> model, codec = load_split_model("shapes-captioner"), resolve_codec("shapes-hyperprior")
+    >>> sent = Device(model, codec).encode([make_sample("test", 0).image], q=2.0)
+    >>> Receiver(model, codec).captions(sent.data)
+    ['a large yellow cross left of a small red triangle left of a small purple star']
+    """
+
+    def __init__(self, model, codec):
+        self.model, self.codec = model, codec
+
+    @torch.no_grad()
+    def codec_input(self, images: Sequence) -> tuple[Any, torch.Tensor | None]:
+        """PIL images -> (what the codec takes, prefix tokens [B, P, D] or ``None``): the device's compute."""
+        takes = self.codec.takes
+        if takes == "image":
+            return list(images), None
+        if takes == "caption":
+            return self.model.caption(images), None
+        features = self.model.head(self.model.preprocess(images))
+        grid, prefix = tokens_to_grid(features, self.model.feature_grid, self.model.prefix_tokens)
+        return grid, (prefix if self.model.prefix_tokens else None)
+
+    @torch.no_grad()
+    def encode_input(self, x: Any, prefix: torch.Tensor | None = None, **options) -> Sent:
+        """The codec's encoder on what :meth:`codec_input` returned.
+
+        :param options: the codec's rate knob (``q``, ``symbols``), ``target_bytes`` (per image,
+            the prefix part included) and ``snr_db``; those the codec does not take are ignored.
+        """
+        options = self.codec.rate_options(**options)
+        if self.codec.sends == "symbols":
+            return Sent(self.codec.encode(x, **options), prefix)
+        if prefix is None:
+            return Sent(self.codec.encode(x, **options))
+        parts = PrefixTokens.parts(prefix)
+        if "target_bytes" in options:  # the budget covers the prefix part too
+            budgets = options["target_bytes"]
+            budgets = [budgets] * len(parts) if isinstance(budgets, (int, float)) else budgets
+            options["target_bytes"] = [max(1, int(t) - len(p)) for t, p in zip(budgets, parts)]
+        return Sent([p + payload for p, payload in zip(parts, self.codec.encode(x, **options))])
+
+    def encode(self, images: Sequence, **options) -> Sent:
+        """PIL images -> :class:`Sent` (see :meth:`encode_input` for ``options``)."""
+        return self.encode_input(*self.codec_input(images), **options)
+
+
+class Receiver:
+    """Receiver side (edge or cloud): the codec's decoder and the rest of the model.
+
+    :meth:`decode` and :meth:`finish` are the two halves of :meth:`captions`, for a service that
+    decodes requests one by one (a broken payload fails alone) and finishes them in one batch.
+    """
+
+    def __init__(self, model, codec):
+        self.model, self.codec = model, codec
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def decode(self, received, snr_db=None, noise: torch.Tensor | None = None,
+               prefix: torch.Tensor | None = None) -> Any:
+        """What came off the link -> the model's input: features [B, N, D], images or captions.
+
+        :param received: payloads (``list[bytes]``) or received symbols [B, n] (complex);
+        :param snr_db, noise: the analog channel's SNR and per-symbol noise level [B, n];
+        :param prefix: the prefix tokens that travelled clean beside symbols.
+        """
+        codec, model = self.codec, self.model
+        if codec.takes != "features":
+            return codec.decode(received)
+        if codec.sends == "symbols":
+            grid = codec.decode(received, snr_db, noise=noise, grid=model.feature_grid)
+        else:
+            if model.prefix_tokens:
+                prefix, received = PrefixTokens.split(received)
+            grid = codec.decode(received)
+        device = self._device
+        return grid_to_tokens(grid.to(device), None if prefix is None else prefix.to(device))
+
+    @torch.no_grad()
+    def finish(self, decoded: Any, **generation) -> list[str]:
+        """The model's input -> captions (the tail for features, the whole model for images)."""
+        takes = self.codec.takes
+        if takes == "caption":
+            return list(decoded)
+        if takes == "image":
+            return self.model.full_generate(self.model.preprocess(decoded), **generation)
+        return self.model.tail_generate(decoded, **generation)
+
+    def join(self, parts: Sequence[Any]) -> Any:
+        """Several :meth:`decode` results -> one batch for :meth:`finish`."""
+        if self.codec.takes == "features":
+            return torch.cat(list(parts))
+        return [item for part in parts for item in part]
+
+    def captions(self, received, snr_db=None, noise: torch.Tensor | None = None,
+                 prefix: torch.Tensor | None = None, **generation) -> list[str]:
+        """What came off the link -> one caption per image."""
+        return self.finish(self.decode(received, snr_db, noise=noise, prefix=prefix), **generation)

@@ -1,0 +1,106 @@
+"""``intelliflow codecs``, ``encode`` and ``decode``: the codec registry and ``.iflow`` files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .common import print_json, read_image
+
+
+def cmd_codecs(args) -> int:
+    """Registered codec names and the shipped checkpoints."""
+    from intelliflow.codec.persistence import codec_info, shipped_codecs
+    from intelliflow.codec.registry import ALIASES, registered_codecs
+
+    shipped = []
+    for name, folder in shipped_codecs().items():
+        meta = codec_info(folder)
+        shipped.append({"name": name, "codec": meta["name"], "model": meta.get("model"), "split": meta.get("split"),
+                        "objective": meta.get("objective"), "channel": meta.get("channel"),
+                        "steps": meta.get("steps"), "seed": meta.get("seed"), "folder": str(folder)})
+    entries = registered_codecs()
+    registered = [{"name": name, "takes": e.cls.takes, "sends": e.cls.sends, "learned": e.cls.learned,
+                   "option": e.option, "rate_knob": e.cls.rate.name if e.cls.rate else None,
+                   "doc": (e.cls.__doc__ or "").strip().splitlines()[0]} for name, e in entries.items()]
+    info = {"registered": sorted([*entries, *ALIASES]), "codecs": registered, "aliases": ALIASES,
+            "shipped_checkpoints": shipped}
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{'codec':<12} {'takes':<9} {'sends':<8} {'rate knob':<10} {'option':<11} what")
+    for r in registered:
+        option = f"{r['name']}-{r['option'][0].upper()}" if r["option"] else ""
+        knob = r["rate_knob"] or ""
+        print(f"{r['name']:<12} {r['takes']:<9} {r['sends']:<8} {knob:<10} {option:<11} "
+              f"{'(needs weights) ' if r['learned'] else ''}{r['doc']}")
+    print("fixed codecs take their option after a dash (jpeg-50, quantize-6); learned codecs need weights: a "
+          "shipped checkpoint or a folder" + "".join(f"; {a} stands for {t}" for a, t in ALIASES.items()))
+    if shipped:
+        print("shipped checkpoints (use the name wherever --codec is taken):")
+        for s in shipped:
+            print(f"  {s['name']:<24} {s['codec']:<11} for {s['model']} k={s['split']}, objective {s['objective']}, "
+                  f"trained on channel {s['channel']} ({s['steps']} steps, seed {s['seed']})")
+    else:
+        print("no codec checkpoints are shipped in this installation")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    """Device side: images -> .iflow files."""
+    from intelliflow.deploy.files import FileEncoder
+
+    encoder = FileEncoder(args.model, args.codec, split=args.split, **({"q": args.q} if args.q is not None else {}))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in args.images:
+        (data,) = encoder.encode([read_image(path)])
+        target = out / (Path(path).stem + ".iflow")
+        target.write_bytes(data)
+        print(f"{target}  {len(data)} bytes")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    """Receiver: .iflow files -> captions; a damaged file is reported and the others still decode."""
+    from intelliflow.errors import IntelliflowError
+    from intelliflow.deploy.files import FileDecoder
+
+    decoder, failed, rows = FileDecoder(), 0, []
+    for path in args.files:
+        try:
+            caption, bits = decoder.decode(Path(path).read_bytes())
+        except (IntelliflowError, OSError) as exc:
+            failed += 1
+            print(f"intelliflow decode: {path}: {exc}", file=sys.stderr)
+            continue
+        rows.append({"file": str(path), "caption": caption, "bits": bits})
+        if not args.json:
+            print(f"{path}: {caption}  ({bits} bits)")
+    if args.json:
+        print_json(rows)
+    return 1 if failed else 0
+
+
+def register(sub) -> None:
+    """Add this group's commands to the main parser's sub-parsers."""
+    p = sub.add_parser("codecs", help="list the registered codecs and the shipped checkpoints")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_codecs)
+
+
+    p = sub.add_parser("encode", help="device side: images -> .iflow files (model head + codec)")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--model", default="shapes-captioner")
+    p.add_argument("--split", type=int, default=None)
+    p.add_argument("--codec", required=True, help="codec: a baseline (quantize-8, jpeg-75, text, mse-codec), "
+                                                   "a shipped codec (intelliflow codecs) or a checkpoint folder")
+    p.add_argument("--q", type=float, default=None, help="rate point of a learned codec (default: its highest)")
+    p.add_argument("--out", required=True, help="folder for the .iflow files")
+    p.set_defaults(func=cmd_encode)
+
+
+    p = sub.add_parser("decode", help="receiver: .iflow files -> captions")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="print a list of {file, caption, bits}")
+    p.set_defaults(func=cmd_decode)

@@ -1,0 +1,46 @@
+"""Helpers every command group shares: JSON output, number lists, reading images."""
+
+from __future__ import annotations
+
+import json
+import math
+
+
+def print_json(obj) -> None:
+    """Print ``obj`` as indented JSON (NaN and infinities as ``null``)."""
+    def clean(v):
+        if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    print(json.dumps(clean(obj), indent=2))
+
+
+def float_list(text: str) -> list[float]:
+    """``"0,5,10"`` or ``"0:20:5"`` (start:stop:step, stop included) -> floats."""
+    from intelliflow.errors import ConfigError
+
+    try:
+        if ":" in text:
+            start, stop, step = (float(v) for v in text.split(":"))
+            n = int(round((stop - start) / step)) + 1
+            return [round(start + i * step, 6) for i in range(n)]
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"expected a list like 0,5,10 or 0:20:5, got {text!r}") from exc
+
+
+def read_image(path):
+    """An image file as an RGB PIL image, or a :class:`~intelliflow.errors.DatasetError` naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    from intelliflow.errors import DatasetError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DatasetError(f"cannot read image {path}: {exc}") from exc
