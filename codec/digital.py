@@ -56,7 +56,7 @@ with warnings.catch_warnings():  # compressai 1.2.6's video models use deprecate
 from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 
 from . import bitstream
-from .interface import Codec, RateKnob, check_batch
+from .interface import Codec, GridCodecConfig, RateKnob, check_batch
 from .registry import register_codec
 
 # Gaussian scale table: CompressAI's default stops at 256, whose 3,000-entry CDFs make every call
@@ -65,22 +65,18 @@ SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 32.0, 64
 
 
 @dataclass
-class FeatureCodecConfig:
+class FeatureCodecConfig(GridCodecConfig):
     """Sizes of a digital feature codec. ``downsample`` stride-2 stages shrink the latent grid."""
 
-    in_channels: int = 192
-    hidden_channels: int = 192
     latent_channels: int = 64
     hyper_channels: int = 64
-    downsample: int = 1
     rate_points: int = 6
 
     def __post_init__(self):
-        for name in ("in_channels", "hidden_channels", "latent_channels", "hyper_channels", "rate_points"):
+        super().__post_init__()
+        for name in ("latent_channels", "hyper_channels", "rate_points"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"codec {name} must be positive, got {getattr(self, name)}")
-        if self.downsample not in (0, 1, 2):
-            raise ConfigError(f"codec downsample must be 0, 1 or 2, got {self.downsample}")
         if self.rate_points > 16:
             raise ConfigError(f"codec rate_points must be at most 16 (the header stores q in 1/16 steps), "
                               f"got {self.rate_points}")

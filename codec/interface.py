@@ -119,3 +119,22 @@ def check_batch(payloads: Sequence, what: str = "decode") -> list:
     if isinstance(payloads, (bytes, bytearray, memoryview, str)) or not len(payloads):
         raise BitstreamError(f"{what} takes a non-empty list of payloads, one per image")
     return list(payloads)
+
+
+@dataclass
+class GridCodecConfig:
+    """Sizes every convolutional codec of grid features shares: ``in_channels`` (the feature width
+    ``D``), ``hidden_channels`` of its transforms and ``downsample`` stride-2 stages (0, 1 or 2)."""
+
+    in_channels: int = 192
+    hidden_channels: int = 192
+    downsample: int = 1
+
+    def __post_init__(self):
+        from intelliflow.errors import ConfigError
+
+        for name in ("in_channels", "hidden_channels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"codec {name} must be positive, got {getattr(self, name)}")
+        if self.downsample not in (0, 1, 2):
+            raise ConfigError(f"codec downsample must be 0, 1 or 2, got {self.downsample}")

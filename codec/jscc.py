@@ -36,26 +36,24 @@ from torch import nn
 
 from intelliflow.errors import ConfigError, ShapeError
 
-from .interface import Codec, RateKnob
+from .interface import Codec, GridCodecConfig, RateKnob
 from .registry import register_codec
 
 
 @dataclass
-class JSCCConfig:
-    """Sizes of a deep JSCC codec; ``symbol_channels`` complex symbols per latent position."""
+class JSCCConfig(GridCodecConfig):
+    """Sizes of a deep JSCC codec; ``symbol_channels`` complex symbols per latent position and the
+    SNR range its attention modules are scaled to."""
 
-    in_channels: int = 192
     hidden_channels: int = 128
     symbol_channels: int = 4
-    downsample: int = 1
     snr_low_db: float = -5.0
     snr_high_db: float = 25.0
 
     def __post_init__(self):
-        if min(self.in_channels, self.hidden_channels, self.symbol_channels) < 1:
-            raise ConfigError("JSCC channel counts must be positive")
-        if self.downsample not in (0, 1, 2):
-            raise ConfigError(f"JSCC downsample must be 0, 1 or 2, got {self.downsample}")
+        super().__post_init__()
+        if self.symbol_channels < 1:
+            raise ConfigError("JSCC symbol_channels must be positive")
 
 
 LOST_LEVEL = 3.0  # log10 noise level the decoder sees for symbols that were not sent

@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from intelliflow.plots import save_figure
+
 from .results import clean_cider
 
 
@@ -159,9 +161,4 @@ def plot_curves(rows: Sequence[dict], path: str | Path, floor_bits: float | None
             ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

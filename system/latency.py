@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from intelliflow.errors import ConfigError
+from intelliflow.plots import save_figure
 
 STAGES = ("device", "encode", "uplink", "edge", "backhaul", "cloud", "decode")
 PARADIGMS = ("device-only", "cloud-only", "device-edge", "device-edge-cloud")
@@ -310,9 +311,4 @@ def plot_latency(scenario: Scenario, path: str | Path, paradigms=PARADIGMS, low:
                           f"{scenario.device.name}, edge {scenario.edge.name}, cloud {scenario.cloud.name}")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

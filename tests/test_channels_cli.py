@@ -9,13 +9,13 @@ from scipy.special import erfc
 
 from intelliflow.channels import capacity, select_mcs
 from intelliflow.errors import ConfigError, RegistryError
-from intelliflow.recipes.commands.channels import register as add_channels_parser
+from intelliflow.recipes.commands.channels import register
 
 
 def run(capsys, *argv):
     parser = argparse.ArgumentParser(prog="intelliflow")
     sub = parser.add_subparsers(dest="command")
-    add_channels_parser(sub)
+    register(sub)
     args = parser.parse_args(["channels", *argv])
     code = args.func(args)
     return code, capsys.readouterr().out

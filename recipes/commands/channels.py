@@ -109,14 +109,14 @@ def cmd_channels_mcs(args) -> int:
     return 0
 
 
-def register(sub) -> argparse.ArgumentParser:
-    """Add ``channels`` (actions ``ber`` and ``mcs``) to an argparse sub-parsers object; returns its parser."""
+def register(sub) -> None:
+    """Add ``channels`` (actions ``ber`` and ``mcs``) to an argparse sub-parsers object."""
     from intelliflow.channels.ber import MODULATIONS
     from intelliflow.channels.registry import CHANNEL_NAMES
 
-    channels = sub.add_parser("channels", help="channels: uncoded BER versus theory, adaptive MCS per SNR")
-    csub = channels.add_subparsers(dest="channels_command", metavar="ACTION")
-    csub.required = True
+    from .common import action_group
+
+    csub = action_group(sub, "channels", "channels: uncoded BER versus theory, adaptive MCS per SNR")
 
     p = csub.add_parser("ber", help="simulated and closed-form uncoded BER per SNR through an analog channel")
     p.add_argument("--channel", default="awgn", choices=CHANNEL_NAMES, help="channel name (default: awgn)")
@@ -140,4 +140,3 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list of {snr_db, mcs, modulation, code_rate, "
                                                        "spectral_efficiency, shannon_limit}")
     p.set_defaults(func=cmd_channels_mcs)
-    return channels

@@ -44,3 +44,11 @@ def read_image(path):
             return image.convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from exc
+
+
+def action_group(sub, name: str, help: str):
+    """A command with actions (``intelliflow NAME ACTION``): its sub-parsers, one required."""
+    group = sub.add_parser(name, help=help)
+    actions = group.add_subparsers(dest=f"{name}_command", metavar="ACTION")
+    actions.required = True
+    return actions

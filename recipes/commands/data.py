@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import print_json
+from .common import action_group, print_json
 
 
 def cmd_data_export(args) -> int:
@@ -57,9 +57,7 @@ def cmd_data_info(args) -> int:
 
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
-    data = sub.add_parser("data", help="datasets: export to COCO format, print facts")
-    dsub = data.add_subparsers(dest="data_command", metavar="ACTION")
-    dsub.required = True
+    dsub = action_group(sub, "data", "datasets: export to COCO format, print facts")
     p = dsub.add_parser("export", help="write a split (e.g. shapes:test) as PNG images + annotations.json")
     p.add_argument("spec", help="dataset spec: shapes:val, shapes:test, coco:DIR, flickr8k:DIR[:SPLIT]")
     p.add_argument("--out", required=True, help="output folder")

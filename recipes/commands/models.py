@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import print_json
+from .common import action_group, print_json
 
 
 def cmd_models_info(args) -> int:
@@ -30,9 +30,7 @@ def cmd_models_info(args) -> int:
 
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
-    models = sub.add_parser("models", help="split models: costs per split point")
-    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
-    msub.required = True
+    msub = action_group(sub, "models", "split models: costs per split point")
     p = msub.add_parser("info", help="parameters and FLOPs of each side, and feature size, for every split point")
     p.add_argument("model", help="model name (shapes-captioner) or local folder")
     p.add_argument("--split", type=int, default=None, help="mark this split point (default: the model's default)")
