@@ -36,7 +36,7 @@ from intelliflow.models.protocol import caption_loss
 from intelliflow.seeding import seed_everything
 
 from .config import from_dict, to_dict
-from .training import lr_factor, optimizer_step
+from intelliflow.training.optim import lr_factor, optimizer_step
 
 
 @dataclass

@@ -46,7 +46,7 @@ from intelliflow.data.sample import collate_samples
 from intelliflow.errors import ConfigError
 
 from .config import from_dict, to_dict
-from .training import lr_factor, optimizer_step
+from intelliflow.training.optim import lr_factor, optimizer_step
 
 
 @dataclass
