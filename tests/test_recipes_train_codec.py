@@ -13,7 +13,8 @@ from intelliflow.checkpoint import load_checkpoint
 from intelliflow.codec.persistence import load_codec
 from intelliflow.errors import ConfigError
 from intelliflow.recipes.config import apply_overrides
-from intelliflow.recipes.train_codec import Objective, rate_lambda, recipe_from_dict, train_codec
+from intelliflow.recipes.train_codec import Objective, recipe_from_dict, train_codec
+from intelliflow.training.losses import rate_lambda
 from test_models_split import tiny_shapes_captioner
 
 
@@ -85,7 +86,7 @@ def test_rate_lambda_goes_log_linearly_between_the_ends():
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(model_dir, tmp_path, monkeypatch):
-    import intelliflow.recipes.train_codec as runner
+    import intelliflow.training.losses as runner
 
     real = runner.per_caption_nats
     calls = []
