@@ -2,7 +2,7 @@
 
 A runner builds its model, optimiser and data, then calls :func:`train_loop` with
 
-- ``step_fn(batch, step) -> Step``: the loss of one batch (``step``: steps done so before, from 0)
+- ``step_fn(batch, step) -> Step``: the loss of one batch (``step``: the steps done before it, from 0)
   and the numbers to log;
 - ``batches(start) -> iterator``: endless batches, positioned at step ``start`` (a resumed run
   sees the same batches as an uninterrupted one);
@@ -153,8 +153,8 @@ class _Logs:
             self.board = None
 
     def train(self, step: int, values: dict[str, float], config: LoopConfig, lr: float, rate: float) -> None:
-        self.csv.writerow([step, f"{values['loss']:.5f}", *(format(values[k], fmt) for k, fmt in config.columns.items()),
-                           f"{lr:.6g}", f"{rate:.1f}"])
+        stats = (format(values[k], fmt) for k, fmt in config.columns.items())
+        self.csv.writerow([step, f"{values['loss']:.5f}", *stats, f"{lr:.6g}", f"{rate:.1f}"])
         self.file.flush()
         if self.board:
             for k, v in values.items():
