@@ -49,6 +49,10 @@ class CheckpointError(IntelliflowError, ValueError):
     """A checkpoint folder is missing files or does not match the model it is loaded into."""
 
 
+class NonFiniteLossError(IntelliflowError, FloatingPointError):
+    """A training loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
 class PayloadMismatchError(BitstreamError):
     """A well-formed payload for another model, split point or codec than the receiver serves."""
 

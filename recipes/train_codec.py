@@ -5,7 +5,7 @@ One step, for a batch of images (the split model frozen unless ``model.trainable
     pixels ─► head ─► features ─► Flow (codec + channel) ─► features_hat ─► tail ─► caption loss
                                      └─ digital: rate (bits per image, likelihood estimate)
 
-Loss per image, in natural units:
+Loss per image, in natural units (:func:`intelliflow.training.losses.codec_objective`):
 
 - ``objective: caption``: the caption's token cross-entropy *summed* over its tokens (nats per
   caption) + ``distill_kl`` × KL(clean tail ‖ tail on features_hat) (nats per caption)
@@ -16,6 +16,9 @@ Loss per image, in natural units:
   one codec learns the whole curve; analog codecs draw the SNR per image from ``channel.snr_db``
   (and the bandwidth, ``symbols``, per batch from ``channel.symbols``).
 
+This module builds the model, codec, flow, data and one step; :func:`intelliflow.training.train_loop`
+runs them (checkpoints, ``--resume``, logs, validation).
+
 Distributed: under ``torchrun --nproc_per_node N`` the flow is wrapped in
 ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPU); each rank draws its own images; rank 0
 writes logs and checkpoints; every rank writes the digest of its final weights to
@@ -24,29 +27,23 @@ writes logs and checkpoints; every rank writes the digest of its final weights t
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
-import math
-import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
-from torch.nn import functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from intelliflow.checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from intelliflow.data.captions import canonical_caption
 from intelliflow.data.sample import collate_samples
 from intelliflow.errors import ConfigError
+from intelliflow.training import (LoopConfig, Step, TrainState, ddp, distributed, lr_schedule, train_loop,
+                                  write_weights_digest)
+from intelliflow.training.losses import codec_objective
 
 from .config import from_dict, to_dict
-from .training import lr_factor, optimizer_step
 
 
 @dataclass
@@ -127,26 +124,6 @@ def recipe_from_dict(data: dict) -> CodecRecipe:
     return recipe
 
 
-def rate_lambda(q: torch.Tensor, max_q: float, objective: Objective) -> torch.Tensor:
-    """λ per image [B]: log-linear from ``lambda_low_rate`` (q = 0) to ``lambda_high_rate`` (q = max)."""
-    lo, hi = math.log(objective.lambda_low_rate), math.log(objective.lambda_high_rate)
-    return torch.exp(lo + (q / max(max_q, 1e-9)) * (hi - lo))
-
-
-def per_caption_nats(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Token cross-entropy summed over each caption: logits [B, T, V], labels [B, T] -> [B] nats."""
-    ce = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none",
-                         label_smoothing=label_smoothing)
-    return ce.sum(1)
-
-
-def per_caption_kl(teacher_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """KL(teacher ‖ student) summed over each caption's scored tokens: [B] nats."""
-    kl = F.kl_div(F.log_softmax(logits.float(), -1), F.log_softmax(teacher_logits.float(), -1),
-                  log_target=True, reduction="none").sum(-1)
-    return (kl * (labels != -100)).sum(1)
-
-
 class _Images:
     """Endless training batches: the shapes stream, or a shuffled local dataset; each rank its own."""
 
@@ -183,21 +160,10 @@ def _targets(recipe: CodecRecipe, batch: dict, step: int, model, features) -> li
         return model.tail_generate(features)
 
 
-def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's state (names and bytes): equal replicas give equal digests."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+# The entropy coder's tables: built by ``codec.update()`` (rank 0 builds them to validate), derived
+# from the weights, unused in training. Checkpoints leave them out (a fresh codec's are empty, so
+# they would not load) and DDP does not broadcast them (their sizes differ between ranks).
+_ENTROPY_TABLES = ("._quantized_cdf", "._offset", "._cdf_length", ".scale_table")
 
 
 def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: bool = False,
@@ -206,24 +172,17 @@ def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: b
 
     ``stop_at`` ends the run after that step with a checkpoint (continue later with ``resume``).
     """
-    from intelliflow.codec import build_codec
-    from intelliflow.codec.persistence import save_codec
-    from intelliflow.flow.flow import Flow, draw_rate_points, draw_snr
-    from intelliflow.models import load_split_model
-    from intelliflow.seeding import seed_everything
+    with distributed() as (rank, world):
+        return _train_codec(recipe, Path(output or recipe.output), resume, stop_at, rank, world)
 
-    rank, world = _distributed()
-    out = Path(output or recipe.output)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-    t = recipe.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    seed_everything(recipe.seed + rank, sionna=recipe.channel.name != "none")
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+
+def _build(recipe: CodecRecipe, device: torch.device):
+    """The split model, the codec (``init_from`` loaded) and the flow through the training channel."""
+    from intelliflow.codec import build_codec
+    from intelliflow.flow.flow import Flow
+    from intelliflow.models import load_split_model
 
     model = load_split_model(recipe.model.name, split=recipe.model.split).to(device)
-    h, w = model.feature_grid
     codec_config = dict(recipe.codec)
     codec_config.setdefault("in_channels", model.feature_dim)
     codec = build_codec(codec_config).to(device)
@@ -243,9 +202,23 @@ def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: b
     flow = Flow(model, codec, channel, trainable=recipe.model.trainable).to(device)
     if flow.kind not in ("learned", "analog"):
         raise ConfigError(f"codec {codec_config['name']!r} has nothing to train")
-    digital = flow.kind == "learned"
-    if not digital and recipe.channel.name == "none":
+    if flow.kind == "analog" and recipe.channel.name == "none":
         raise ConfigError("an analog codec trains through a channel: set channel.name (awgn, rayleigh, ofdm-tdl)")
+    return model, codec, flow
+
+
+def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | None, rank: int, world: int) -> Path:
+    from intelliflow.codec.persistence import save_codec
+    from intelliflow.flow.flow import draw_rate_points, draw_snr
+    from intelliflow.seeding import seed_everything
+
+    t, objective = recipe.train, recipe.objective
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    seed_everything(recipe.seed + rank, sionna=recipe.channel.name != "none")
+    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    model, codec, flow = _build(recipe, device)
+    digital = flow.kind == "learned"
 
     main_params = [p for n, p in flow.named_parameters() if p.requires_grad and not n.endswith(".quantiles")]
     groups = [{"params": main_params, "lr": t.lr, "weight_decay": 0.0}]
@@ -253,80 +226,26 @@ def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: b
     if aux_params:
         groups.append({"params": aux_params, "lr": t.aux_lr, "weight_decay": 0.0})
     optimizer = torch.optim.Adam(groups)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda s: lr_factor(s, t)] * len(groups))
-    generator = torch.Generator().manual_seed(recipe.seed * 7919 + rank)
+    generator = torch.Generator().manual_seed(recipe.seed * 7919 + rank)  # rate points, SNRs, bandwidths
+    generators = {"draws": generator}
+    if recipe.channel.name != "none":
+        from sionna.phy import config as sionna_config
 
-    step = 0
-    ckpt = out / "checkpoint"
-    if resume and (ckpt / "config.json").is_file():
-        tensors, meta = load_checkpoint(ckpt)
-        if meta["recipe"] != to_dict(recipe):
-            raise ConfigError(f"cannot resume {ckpt}: it was written by a different recipe")
-        flow.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("flow.")}, strict=False)
-        optimizer.load_state_dict(unflatten_state(meta["optimizer"], tensors))
-        scheduler.load_state_dict(meta["scheduler"])
-        torch.set_rng_state(tensors["rng.torch"])
-        generator.set_state(tensors["rng.draws"])
-        if "rng.sionna" in tensors:
-            from sionna.phy import config as sionna_config
-
-            sionna_config.torch_rng("cpu").set_state(tensors["rng.sionna"])
-        step = meta["step"]
-        if rank == 0:
-            print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
-    elif resume and rank == 0:
-        print(f"no checkpoint in {ckpt}; starting from scratch", file=sys.stderr)
-
-    trained = torch.nn.parallel.DistributedDataParallel(flow, find_unused_parameters=True) if world > 1 else flow
+        generators["sionna"] = sionna_config.torch_rng("cpu")
+    tables = [k for k in flow.state_dict() if k.endswith(_ENTROPY_TABLES)]
+    state = TrainState({"flow": flow}, optimizer, lr_schedule(optimizer, t), clip=main_params,
+                       keep=lambda k: (k.startswith("flow.codec.") or recipe.model.trainable != "none")
+                       and not k.endswith(_ENTROPY_TABLES), generators=generators)
+    trained = ddp(flow, ignore=tables)
     if rank == 0:
-        (out / "recipe.json").write_text(json.dumps(to_dict(recipe), indent=2))
-        n_params = sum(p.numel() for p in codec.parameters())
-        print(f"codec {codec_config['name']}: {n_params:,} parameters; {world} process(es); output {out}",
-              file=sys.stderr)
+        print(f"codec {recipe.codec['name']}: {sum(p.numel() for p in codec.parameters()):,} parameters; "
+              f"{world} process(es); output {out}", file=sys.stderr)
 
-    def save():
-        if rank:
-            return
-        state = {k: v for k, v in flow.state_dict().items()
-                 if k.startswith("codec.") or recipe.model.trainable != "none"}
-        opt_skeleton, opt_tensors = flatten_state(optimizer.state_dict(), "optimizer")
-        tensors = {**{f"flow.{k}": v for k, v in state.items()}, **opt_tensors,
-                   "rng.torch": torch.get_rng_state(), "rng.draws": generator.get_state()}
-        if recipe.channel.name != "none":
-            from sionna.phy import config as sionna_config
-
-            tensors["rng.sionna"] = sionna_config.torch_rng("cpu").get_state()
-        save_checkpoint(ckpt, tensors, {"recipe": to_dict(recipe), "step": step, "optimizer": opt_skeleton,
-                                        "scheduler": scheduler.state_dict()})
-
-    images = _Images(recipe.data, t.batch_size, recipe.seed, rank, step)
-    log_path, eval_path = out / "train_log.csv", out / "eval_log.csv"
-    log_file = log = writer = None
-    if rank == 0:
-        new_log = not log_path.exists() or step == 0
-        log_file = log_path.open("w" if new_log else "a", newline="")
-        log = csv.writer(log_file)
-        if new_log:
-            log.writerow(["step", "loss", "caption_nats", "kl_nats", "feature_nmse", "bits", "lr", "images_per_s"])
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(out / "tensorboard"))
-        except Exception:  # tensorboard is optional
-            writer = None
-    flow.train()
-    model.train(recipe.model.trainable != "none")
-    objective = recipe.objective
-    bar = tqdm(total=t.steps, initial=step, desc=f"train {codec_config['name']}", unit="step", file=sys.stderr,
-               disable=rank != 0)
-    tick = time.perf_counter()
-    feature_scale = None
-    running = None
-    while step < t.steps:
-        batch = next(images)
+    def step_fn(batch: dict, step: int) -> Step:
         pixels = model.preprocess(batch["images"]).to(device)
         features = flow.features(pixels)
-        if feature_scale is None:  # normalises the feature MSE (a fixed constant of the run)
-            feature_scale = features.detach().pow(2).mean().clamp_min(1e-8)
+        if "feature_scale" not in state.extra:  # normalises the feature MSE (a constant of the run)
+            state.extra["feature_scale"] = features.detach().pow(2).mean().clamp_min(1e-8)
         b = features.shape[0]
         q = draw_rate_points(b, codec.max_q, generator).to(device) if digital else None
         snr = draw_snr(b, *recipe.channel.snr_db, generator).to(device) if not digital else None
@@ -335,96 +254,38 @@ def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: b
             symbols = recipe.channel.symbols[int(torch.randint(len(recipe.channel.symbols), (1,),
                                                                generator=generator))]
         sent = trained(features=features, snr_db=snr, q=q, symbols=symbols)
-        f_hat = sent["features_hat"]
-        nmse = (f_hat - features).pow(2).flatten(1).mean(1) / feature_scale
-        zeros = torch.zeros(b, device=device)
-        nats = kl = zeros
-        if objective.kind == "caption":
-            targets = _targets(recipe, batch, step, model, features)
-            logits, labels = model.tail_logits(f_hat, targets)
-            nats = per_caption_nats(logits, labels.to(device), objective.label_smoothing)
-            if objective.distill_kl:
-                with torch.no_grad():
-                    clean_logits, _ = model.tail_logits(features, targets)
-                kl = per_caption_kl(clean_logits, logits, labels.to(device))
-            per_image = nats + objective.distill_kl * kl + objective.feature_mse * nmse
-        else:
-            per_image = nmse
-        bits = sent["bits"] if digital else zeros
-        if digital:
-            per_image = per_image + rate_lambda(q, codec.max_q, objective) * bits
-        loss = per_image.mean()
-        if digital:
-            loss = loss + sent["aux_loss"]
-        if not torch.isfinite(loss):
-            if log_file:
-                log_file.close()
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; the last good checkpoint is in "
-                                     f"{ckpt}")
-        optimizer_step(loss, optimizer, scheduler, main_params, t.grad_clip)
-        step += 1
-        stats = {"loss": loss.item(), "nats": nats.mean().item(), "kl": kl.mean().item(),
-                 "nmse": nmse.mean().item(), "bits": bits.mean().item()}
-        running = stats if running is None else {k: 0.9 * running[k] + 0.1 * v for k, v in stats.items()}
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in running.items() if v or k == "loss"})
-        if rank == 0 and step % recipe.log_every == 0:
-            rate = recipe.log_every * t.batch_size * world / (time.perf_counter() - tick)
-            log.writerow([step, f"{stats['loss']:.5f}", f"{stats['nats']:.5f}", f"{stats['kl']:.5f}",
-                          f"{stats['nmse']:.5f}", f"{stats['bits']:.2f}", f"{scheduler.get_last_lr()[0]:.6g}",
-                          f"{rate:.1f}"])
-            log_file.flush()
-            if writer:
-                for k, v in stats.items():
-                    writer.add_scalar(f"train/{k}", v, step)
-            tick = time.perf_counter()
-        if step % recipe.checkpoint_every == 0 or step == t.steps:
-            save()
-        if stop_at is not None and step >= stop_at and step < t.steps:
-            save()
-            bar.close()
-            if log_file:
-                log_file.close()
-            if rank == 0:
-                print(f"stopped at step {step}; continue with --resume", file=sys.stderr)
-            return ckpt
-        if rank == 0 and recipe.eval.every and recipe.data == "shapes" and \
-                (step % recipe.eval.every == 0 or step == t.steps):
-            rows = validate(flow, recipe)
-            first = not eval_path.exists()
-            with eval_path.open("a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=["step", "point", "payload_bits", "channel_uses", "CIDEr-D",
-                                                  "semantic_accuracy", "relation_accuracy"])
-                if first:
-                    w.writeheader()
-                for row in rows:
-                    w.writerow({"step": step, **row})
-                    if writer:
-                        writer.add_scalar(f"val/CIDEr-D/{row['point']}", row["CIDEr-D"], step)
-            bar.write(f"step {step}: " + "; ".join(
-                f"{r['point']} CIDEr-D {r['CIDEr-D']:.3f} sem {r['semantic_accuracy']:.3f}"
-                + (f" {r['payload_bits']:.0f} bits" if r["payload_bits"] != "" else "") for r in rows))
-            flow.train()
-            model.train(recipe.model.trainable != "none")
-            tick = time.perf_counter()
-    bar.close()
-    if log_file:
-        log_file.close()
-    if writer:
-        writer.close()
+        targets = _targets(recipe, batch, step, model, features) if objective.kind == "caption" else None
+        loss, stats = codec_objective(objective, features, sent, state.extra["feature_scale"].to(device), model,
+                                      targets, q, codec.max_q if digital else 0.0)
+        return Step(loss, stats)
+
+    def validation(step: int) -> list[dict]:
+        rows = validate(flow, recipe)
+        flow.train()
+        model.train(recipe.model.trainable != "none")
+        return rows
+
+    flow.train()
+    model.train(recipe.model.trainable != "none")
+    loop = LoopConfig(steps=t.steps, batch_size=t.batch_size, grad_clip=t.grad_clip, log_every=recipe.log_every,
+                      checkpoint_every=recipe.checkpoint_every, eval_every=recipe.eval.every,
+                      columns={"caption_nats": ".5f", "kl_nats": ".5f", "feature_nmse": ".5f", "bits": ".2f"},
+                      desc=f"train {recipe.codec['name']}")
+    result = train_loop(step_fn, lambda start: _Images(recipe.data, t.batch_size, recipe.seed, rank, start), state,
+                        loop, out, to_dict(recipe), resume=resume, stop_at=stop_at,
+                        validate=validation if recipe.eval.every and recipe.data == "shapes" else None)
+    if result.stopped:
+        return result.checkpoint
     codec.eval()
     if digital:
         codec.update()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"weights_rank{rank}.sha256").write_text(weights_digest(codec) + "\n")
+    write_weights_digest(out, codec)
     final = out / "codec"
     if rank == 0:
         save_codec(codec, final, model=recipe.model.name, split=model.split, objective=objective.kind,
-                   channel=recipe.channel.name, seed=recipe.seed, steps=step, recipe=to_dict(recipe))
-        (final / "README.md").write_text(codec_card(recipe, step, out))
+                   channel=recipe.channel.name, seed=recipe.seed, steps=result.step, recipe=to_dict(recipe))
+        (final / "README.md").write_text(codec_card(recipe, result.step, out))
         print(f"saved the codec to {final}", file=sys.stderr)
-    if world > 1:
-        torch.distributed.barrier()
     return final
 
 

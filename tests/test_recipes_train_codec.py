@@ -13,7 +13,8 @@ from intelliflow.checkpoint import load_checkpoint
 from intelliflow.codec.persistence import load_codec
 from intelliflow.errors import ConfigError
 from intelliflow.recipes.config import apply_overrides
-from intelliflow.recipes.train_codec import Objective, rate_lambda, recipe_from_dict, train_codec
+from intelliflow.recipes.train_codec import Objective, recipe_from_dict, train_codec
+from intelliflow.training.losses import rate_lambda
 from test_models_split import tiny_shapes_captioner
 
 
@@ -53,6 +54,20 @@ def test_resumed_run_equals_an_uninterrupted_one_and_the_codec_loads(model_dir, 
     assert meta["model"] == str(model_dir) and meta["steps"] == 4
 
 
+@pytest.mark.parametrize("codec,changes", [("hyperprior", {"objective.kind": "mse"}), ("jscc", {})])
+def test_resume_across_a_validation_equals_an_uninterrupted_run(model_dir, tmp_path, codec, changes):
+    # validation at step 2 builds the entropy tables (hyperprior) or draws channel noise (jscc) before
+    # the checkpoint at the stop; the mse objective's feature scale comes from the first batch
+    changes = {"eval.every": 2, "train.steps": 3, **changes}
+    straight = train_codec(recipe(model_dir, codec, **changes), output=tmp_path / "a")
+    train_codec(recipe(model_dir, codec, **changes), output=tmp_path / "b", stop_at=2)
+    resumed = train_codec(recipe(model_dir, codec, **changes), output=tmp_path / "b", resume=True)
+    a, b = load_codec(straight).state_dict(), load_codec(resumed).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    logs = [(tmp_path / run / "train_log.csv").read_text().splitlines() for run in "ab"]
+    assert [line.rsplit(",", 1)[0] for line in logs[0]] == [line.rsplit(",", 1)[0] for line in logs[1]]
+
+
 def test_training_moves_the_codec_and_the_frozen_model_stays(model_dir, tmp_path):
     from intelliflow.models import load_split_model
 
@@ -85,7 +100,7 @@ def test_rate_lambda_goes_log_linearly_between_the_ends():
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(model_dir, tmp_path, monkeypatch):
-    import intelliflow.recipes.train_codec as runner
+    import intelliflow.training.losses as runner
 
     real = runner.per_caption_nats
     calls = []

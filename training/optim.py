@@ -1,4 +1,4 @@
-"""Pieces every training runner shares: the learning-rate schedule and one optimiser step."""
+"""The learning-rate schedule every runner uses and one optimiser step."""
 
 from __future__ import annotations
 
@@ -17,8 +17,14 @@ def lr_factor(step: int, train) -> float:
     return train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def lr_schedule(optimizer: torch.optim.Optimizer, train) -> torch.optim.lr_scheduler.LambdaLR:
+    """:func:`lr_factor` as a scheduler over every parameter group of ``optimizer``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, train))
+
+
 def optimizer_step(loss: torch.Tensor, optimizer, scheduler, clipped: Iterable[torch.Tensor], grad_clip: float) -> None:
-    """Backward, clip the gradient norm of ``clipped`` to ``grad_clip``, step optimiser and schedule."""
+    """Backward ``loss`` (a scalar), clip the gradient norm of ``clipped`` to ``grad_clip``, step the
+    optimiser and the schedule."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(clipped, grad_clip)

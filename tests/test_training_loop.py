@@ -1,0 +1,129 @@
+"""The shared training loop on a tiny model: stop + resume equals an uninterrupted run, a NaN loss
+stops the run, train_log.csv gets its rows, validation runs at the right steps, checkpoints hold
+what ``keep`` says and refuse another recipe."""
+
+import csv
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from intelliflow.checkpoint import load_checkpoint
+from intelliflow.errors import ConfigError, IntelliflowError, NonFiniteLossError
+from intelliflow.training import LoopConfig, Step, TrainState, lr_schedule, train_loop
+
+SCHEDULE = SimpleNamespace(steps=8, warmup_steps=2, min_lr_ratio=0.1)
+
+
+def batches(start):
+    """Endless batches x [8, 4], y [8, 1]; batch i is the same whatever ``start`` is."""
+    i = start
+    while True:
+        g = torch.Generator().manual_seed(i)
+        x = torch.randn(8, 4, generator=g)
+        yield {"x": x, "y": x.sum(1, keepdim=True)}
+        i += 1
+
+
+def run(out, steps=8, stop_at=None, resume=False, nan_at=None, recipe=None, **config):
+    """One run with fresh objects; returns what it did. Every random source the loop must restore is
+    used: torch's global RNG (noise in the step and in validation), a generator of the run
+    (``draws``) and a tensor the step keeps (``scale``, from the first batch it sees)."""
+    torch.manual_seed(0)
+    model, frozen = nn.Linear(4, 1), nn.Linear(4, 4)
+    frozen.requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    draws = torch.Generator().manual_seed(1)
+    state = TrainState({"model": model, "frozen": frozen}, optimizer, lr_schedule(optimizer, SCHEDULE),
+                       clip=list(model.parameters()), keep=lambda k: not k.startswith("frozen."),
+                       generators={"draws": draws})
+    seen = SimpleNamespace(steps=[], losses=[], starts=[], validated=[])
+
+    def data(start):
+        seen.starts.append(start)
+        return batches(start)
+
+    def step_fn(batch, step):
+        seen.steps.append(step)
+        if "scale" not in state.extra:
+            state.extra["scale"] = batch["y"].abs().mean()
+        noise = 0.1 * torch.randn(8, 4) * torch.rand(1, generator=draws)
+        err = (model(frozen(batch["x"]) + noise) - batch["y"]).pow(2).squeeze(1)  # [8]
+        loss = err.mean() / state.extra["scale"]
+        if step == nan_at:
+            loss = loss * float("nan")
+        seen.losses.append(loss.item())
+        return Step(loss, {"mse": err, "bits": 123.456})
+
+    def validate(step):
+        seen.validated.append(step)
+        return [{"point": "a", "score": torch.rand(1).item()}, {"point": "b", "score": 1.0}]  # draws from the RNG
+
+    cfg = {"steps": steps, "batch_size": 8, "log_every": 1, "checkpoint_every": 2, "eval_every": 3,
+           "columns": {"mse": ".5f", "bits": ".2f"}, **config}
+    result = train_loop(step_fn, data, state, LoopConfig(**cfg), out, recipe or {"lr": 0.1},
+                        validate=validate, resume=resume, stop_at=stop_at)
+    return SimpleNamespace(model=model, result=result, state=state, **vars(seen))
+
+
+def rows(path, drop_rate=True):
+    lines = list(csv.reader(path.open()))
+    return [line[:-1] for line in lines] if drop_rate else lines
+
+
+@pytest.mark.parametrize("stop_at", [3, 4, 5])  # a validation step, a checkpoint step, neither
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, stop_at):
+    straight = run(tmp_path / "a")
+    first = run(tmp_path / "b", stop_at=stop_at)
+    assert first.result.stopped and first.steps == list(range(stop_at))
+    assert load_checkpoint(tmp_path / "b" / "checkpoint")[1]["step"] == stop_at
+    resumed = run(tmp_path / "b", resume=True)
+    assert resumed.starts == [stop_at] and resumed.steps == list(range(stop_at, 8))  # really resumed
+    assert not resumed.result.stopped and resumed.result.step == 8
+    assert torch.equal(resumed.state.extra["scale"], straight.state.extra["scale"])
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert first.losses + resumed.losses == straight.losses
+    assert rows(tmp_path / "a" / "train_log.csv") == rows(tmp_path / "b" / "train_log.csv")
+    assert (tmp_path / "a" / "eval_log.csv").read_text() == (tmp_path / "b" / "eval_log.csv").read_text()
+
+
+def test_a_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"at step 3; the last good checkpoint is in .*checkpoint") as err:
+        run(tmp_path, nan_at=3)
+    assert isinstance(err.value, FloatingPointError) and isinstance(err.value, IntelliflowError)
+    tensors, meta = load_checkpoint(tmp_path / "checkpoint")
+    assert meta["step"] == 2
+    assert [r[0] for r in rows(tmp_path / "train_log.csv")] == ["step", "1", "2", "3"]  # the NaN step not logged
+
+
+def test_train_log_has_a_row_every_log_every_steps(tmp_path):
+    done = run(tmp_path, steps=5, log_every=2, eval_every=0)
+    log = rows(tmp_path / "train_log.csv", drop_rate=False)
+    assert log[0] == ["step", "loss", "mse", "bits", "lr", "images_per_s"]
+    assert [r[0] for r in log[1:]] == ["2", "4"]
+    assert [float(r[1]) for r in log[1:]] == pytest.approx([done.losses[1], done.losses[3]], abs=1e-5)
+    assert log[1][3] == "123.46" and float(log[1][5]) > 0
+    expected_lr = [0.1 * min(1.0, (s + 1) / 2) for s in (2, 4)]  # lr after 2 and 4 steps, warm-up then cosine
+    assert float(log[1][4]) == pytest.approx(expected_lr[0]) and float(log[2][4]) < expected_lr[1]
+
+
+def test_validation_runs_every_eval_every_steps_and_at_the_last(tmp_path):
+    done = run(tmp_path / "a", steps=7, eval_every=3)
+    assert done.validated == [3, 6, 7]
+    log = rows(tmp_path / "a" / "eval_log.csv", drop_rate=False)
+    assert log[0] == ["step", "point", "score"]
+    assert [r[:2] for r in log[1:]] == [["3", "a"], ["3", "b"], ["6", "a"], ["6", "b"], ["7", "a"], ["7", "b"]]
+    assert run(tmp_path / "b", steps=4, eval_every=0).validated == []
+    assert not (tmp_path / "b" / "eval_log.csv").exists()
+
+
+def test_checkpoint_keeps_what_keep_says_and_refuses_another_recipe(tmp_path):
+    run(tmp_path, stop_at=2)
+    tensors, meta = load_checkpoint(tmp_path / "checkpoint")
+    assert {"model.weight", "model.bias", "rng.torch", "rng.draws", "state.scale"} <= tensors.keys()
+    assert not any(k.startswith("frozen.") for k in tensors) and meta["recipe"] == {"lr": 0.1}
+    assert (tmp_path / "recipe.json").is_file()
+    with pytest.raises(ConfigError, match="different recipe"):
+        run(tmp_path, resume=True, recipe={"lr": 0.2})

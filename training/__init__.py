@@ -1,0 +1,15 @@
+"""intelliflow.training: the one training loop the runners share, its losses, schedule and DDP helpers.
+
+- :mod:`.loop`: :func:`train_loop` (checkpoint and exact resume, CSV logs, NaN stop, validation,
+  progress bar, rank-0-only writing) and the :class:`Step` a step function returns;
+- :mod:`.losses`: per-caption nats, KL distillation, rate λ and the codec objective;
+- :mod:`.optim`: the warm-up + cosine learning-rate schedule and one optimiser step;
+- :mod:`.distributed`: ``torchrun`` process group, ``DistributedDataParallel`` wrapping, weight digests.
+"""
+
+from .distributed import ddp, distributed, rank_and_world, weights_digest, write_weights_digest
+from .loop import LoopConfig, LoopResult, Step, TrainState, train_loop
+from .optim import lr_factor, lr_schedule, optimizer_step
+
+__all__ = ["LoopConfig", "LoopResult", "Step", "TrainState", "ddp", "distributed", "lr_factor", "lr_schedule",
+           "optimizer_step", "rank_and_world", "train_loop", "weights_digest", "write_weights_digest"]
