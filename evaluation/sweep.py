@@ -53,17 +53,25 @@ class Captioned:
 @torch.no_grad()
 def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption", progress: bool = True,
                     **caption_options) -> Captioned:
-    """Caption every image of ``dataset`` with ``flow.caption`` (a bare split model is wrapped in a
-    ``Flow`` with the identity codec: the clean features). ``caption_options`` go to
-    :meth:`~intelliflow.flow.Flow.caption` (``snr_db``, ``q``, ``symbols``, ``mcs``, generation options)."""
-    from intelliflow.flow import Flow
+    """Caption every image of ``dataset`` with ``flow.caption``; a bare split model captions from its
+    clean features (head, then tail; it is left as it is, so a model in training can be validated).
+    ``caption_options`` go to :meth:`~intelliflow.flow.Flow.caption` (``snr_db``, ``q``,
+    ``symbols``, ``mcs``, generation options)."""
+    from intelliflow.flow import Flow, FlowResult
 
-    flow = flow if isinstance(flow, Flow) else Flow(flow)
-    flow.eval()
+    if isinstance(flow, Flow):
+        flow.eval()
+        caption = flow.caption
+    else:
+        model = flow
+
+        def caption(images, **generation):
+            captions = model.tail_generate(model.head(model.preprocess(images)), **generation)
+            return FlowResult(captions, [None] * len(images), [None] * len(images), [False] * len(images))
     out = Captioned()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples)
     for batch in tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not progress):
-        result = flow.caption(batch["images"], **caption_options)
+        result = caption(batch["images"], **caption_options)
         out.bits += [b for b in result.payload_bits if b is not None]
         out.channel_uses += [u for u in result.channel_uses if u is not None]
         out.mcs += [m for m in result.mcs if m is not None]

@@ -207,14 +207,4 @@ class Flow(nn.Module):
                           [m.index for m in chosen] if chosen else [None] * b)
 
 
-def draw_snr(batch: int, low: float, high: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """SNRs in dB, uniform in ``[low, high]``: [B]."""
-    return low + (high - low) * torch.rand(batch, generator=generator)
-
-
-def draw_rate_points(batch: int, max_q: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Rate points uniform in ``[0, max_q]``: [B]."""
-    return max_q * torch.rand(batch, generator=generator)
-
-
-__all__ = ["Flow", "FlowResult", "draw_snr", "draw_rate_points"]
+__all__ = ["Flow", "FlowResult"]

@@ -1,6 +1,7 @@
-"""Training losses, per image and in natural units (nats), and the codec objective built from them.
+"""Training losses, per image and in natural units (nats), the codec objective built from them, and
+the per-image draws of rate point and SNR that make one codec learn a whole curve.
 
-A codec is trained for what the receiver does with the features (see ``recipes/train_codec.py``)::
+A codec is trained for what the receiver does with the features (see :mod:`intelliflow.training.codec`)::
 
     loss per image = caption nats + distill_kl × KL nats + feature_mse × normalised feature MSE
                      (objective ``caption``), or the normalised feature MSE alone (``mse``)
@@ -79,3 +80,13 @@ def codec_objective(objective, features: torch.Tensor, sent: dict, feature_scale
     if digital:
         loss = loss + sent["aux_loss"]
     return loss, {"caption_nats": nats, "kl_nats": kl, "feature_nmse": nmse, "bits": bits}
+
+
+def draw_snr(batch: int, low: float, high: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SNRs in dB, uniform in ``[low, high]``: [B]."""
+    return low + (high - low) * torch.rand(batch, generator=generator)
+
+
+def draw_rate_points(batch: int, max_q: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rate points uniform in ``[0, max_q]``: [B]."""
+    return max_q * torch.rand(batch, generator=generator)

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 def cmd_train(args) -> int:
     """Train what a recipe describes (its ``task`` key picks the runner)."""
-    from intelliflow.recipes.config import read_recipe
+    from intelliflow.config import read_recipe
 
     data = read_recipe(args.recipe, args.set)
     task = data.get("task")
     if task == "captioner":
-        from intelliflow.recipes.train_captioner import recipe_from_dict, train_captioner
+        from intelliflow.training.captioner import recipe_from_dict, train_captioner
 
         final = train_captioner(recipe_from_dict(data), output=args.out, resume=args.resume, stop_at=args.stop_at)
     elif task == "codec":
-        from intelliflow.recipes.train_codec import recipe_from_dict, train_codec
+        from intelliflow.training.codec import recipe_from_dict, train_codec
 
         final = train_codec(recipe_from_dict(data), output=args.out, resume=args.resume, stop_at=args.stop_at)
     else:

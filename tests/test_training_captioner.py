@@ -6,8 +6,8 @@ import torch
 from intelliflow.checkpoint import load_checkpoint
 from intelliflow.errors import ConfigError
 from intelliflow.recipes.cli import main
-from intelliflow.recipes.config import apply_overrides, read_recipe
-from intelliflow.recipes.train_captioner import recipe_from_dict, train_captioner
+from intelliflow.config import apply_overrides, read_recipe
+from intelliflow.training.captioner import recipe_from_dict, train_captioner
 
 TINY = {"task": "captioner", "checkpoint_every": 2, "log_every": 1,
         "model": {"hidden_size": 32, "encoder_layers": 2, "decoder_layers": 1, "heads": 2, "stem_channels": [8, 16]},
@@ -40,7 +40,7 @@ def test_resume_refuses_a_different_recipe(tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    import intelliflow.recipes.train_captioner as runner
+    import intelliflow.training.captioner as runner
 
     calls = []
     real_loss = runner.caption_loss

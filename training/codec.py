@@ -43,7 +43,7 @@ from intelliflow.training import (LoopConfig, Step, TrainState, ddp, distributed
                                   write_weights_digest)
 from intelliflow.training.losses import codec_objective
 
-from .config import from_dict, to_dict
+from intelliflow.config import from_dict, to_dict
 
 
 @dataclass
@@ -179,7 +179,7 @@ def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: b
 def _build(recipe: CodecRecipe, device: torch.device):
     """The split model, the codec (``init_from`` loaded) and the flow through the training channel."""
     from intelliflow.codec import build_codec
-    from intelliflow.flow.flow import Flow
+    from intelliflow.flow import Flow
     from intelliflow.models import load_split_model
 
     model = load_split_model(recipe.model.name, split=recipe.model.split).to(device)
@@ -188,14 +188,14 @@ def _build(recipe: CodecRecipe, device: torch.device):
     codec = build_codec(codec_config).to(device)
     if recipe.init_from:
         from intelliflow.codec.persistence import load_codec
-        from intelliflow.codec.registry import checkpoint_folder as codec_folder
+        from intelliflow.codec.registry import checkpoint_folder
 
-        folder = codec_folder(recipe.init_from)
+        folder = checkpoint_folder(recipe.init_from)
         if folder is None:
             raise ConfigError(f"recipe key 'init_from': no codec checkpoint {recipe.init_from!r}")
         start = load_codec(folder)
         if type(start) is not type(codec) or start.config != codec.config:
-            raise ConfigError(f"recipe key 'init_from': {recipe.init_from} is a {start.kind} codec with "
+            raise ConfigError(f"recipe key 'init_from': {recipe.init_from} is a {start.registered_name} codec with "
                               f"{start.config}, the recipe builds {codec.config}")
         codec.load_state_dict(start.state_dict())
     channel = {"name": recipe.channel.name, **recipe.channel.options}
@@ -209,7 +209,7 @@ def _build(recipe: CodecRecipe, device: torch.device):
 
 def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | None, rank: int, world: int) -> Path:
     from intelliflow.codec.persistence import save_codec
-    from intelliflow.flow.flow import draw_rate_points, draw_snr
+    from .losses import draw_rate_points, draw_snr
     from intelliflow.seeding import seed_everything
 
     t, objective = recipe.train, recipe.objective
@@ -294,14 +294,12 @@ def validate(flow, recipe: CodecRecipe) -> list[dict]:
     """Caption the first ``eval.images`` of ``shapes:val`` at the eval rate points (digital, ideal
     link) or SNRs (analog, the training channel): CIDEr-D and semantic accuracy per point."""
     from intelliflow.data.shapes import ShapesDataset
-
-    from .evaluate import score
+    from intelliflow.evaluation.sweep import caption_dataset, score
 
     codec = flow.codec
     was_training = flow.training
     flow.eval()
     dataset = ShapesDataset("val", limit=recipe.eval.images)
-    samples = [dataset[i] for i in range(len(dataset))]
     digital = flow.kind == "learned"
     if digital:
         codec.update()
@@ -310,22 +308,13 @@ def validate(flow, recipe: CodecRecipe) -> list[dict]:
     for point in points:
         if digital and point > codec.max_q:
             continue
-        results, bits, uses = {}, [], []
-        for i in range(0, len(samples), recipe.eval.batch_size):
-            chunk = samples[i:i + recipe.eval.batch_size]
-            if digital:  # validation of a digital codec: ideal link
-                result = flow.caption([s.image for s in chunk], q=point, ideal=True)
-            else:
-                result = flow.caption([s.image for s in chunk], snr_db=point)
-            for s, c in zip(chunk, result.captions):
-                results[s.image_id] = c
-            bits += [x for x in result.payload_bits if x is not None]
-            uses += [x for x in result.channel_uses if x is not None]
-        scores = score(results, {s.image_id: s.captions for s in samples}, {s.image_id: s.scene for s in samples},
-                       meteor=False, tokenizer="python")
+        # a digital codec is validated over an ideal link, an analog one through the training channel
+        options = {"q": point, "ideal": True} if digital else {"snr_db": point}
+        done = caption_dataset(flow, dataset, batch_size=recipe.eval.batch_size, progress=False, **options)
+        scores = score(done.results, done.references, done.scenes, meteor=False, tokenizer="python")
         rows.append({"point": f"q={point}" if digital else f"snr={point}",
-                     "payload_bits": sum(bits) / len(bits) if bits else "",
-                     "channel_uses": sum(uses) / len(uses) if uses else "",
+                     "payload_bits": sum(done.bits) / len(done.bits) if done.bits else "",
+                     "channel_uses": sum(done.channel_uses) / len(done.channel_uses) if done.channel_uses else "",
                      **{k: scores[k] for k in ("CIDEr-D", "semantic_accuracy", "relation_accuracy")}})
     flow.train(was_training)
     return rows

@@ -1,7 +1,7 @@
 """An auxiliary head for training the ``shapes`` captioner: which object sits in each grid cell.
 
 Predicting each cell's object (shape, colour, size, or empty) from the encoder states teaches the
-encoder where things are (see ``recipes/train_captioner.py``).
+encoder where things are (see :mod:`intelliflow.training.captioner`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The captioner learns the *canonical* caption of each scene (objects in reading o
 cells, ``left of`` / ``above`` between neighbours), a deterministic target in which every
 relation sits between the two objects it binds. An auxiliary probe predicts each grid cell's
 object (shape, colour, size, or empty) from the encoder states, which teaches the encoder where
-things are (:class:`intelliflow.models.probe.CellProbe`). Validation greedily captions
+things are (:class:`intelliflow.training.probe.CellProbe`). Validation greedily captions
 ``shapes:val`` and reports CIDEr-D and semantic accuracy.
 
 This module builds the model, the data and one step; :func:`intelliflow.training.train_loop` runs
@@ -27,12 +27,12 @@ from intelliflow.data.captions import canonical_caption, vocabulary
 from intelliflow.data.sample import collate_samples
 from intelliflow.data.shapes import ShapesConfig, ShapesDataset, ShapesStream
 from intelliflow.models.captioner import ShapesCaptioner, build_captioner, build_tokenizer, count_parameters
-from intelliflow.models.probe import CellProbe
+from .probe import CellProbe
 from intelliflow.models.protocol import caption_loss
 from intelliflow.seeding import seed_everything
 from intelliflow.training import LoopConfig, Step, TrainState, lr_schedule, train_loop
 
-from .config import from_dict, to_dict
+from intelliflow.config import from_dict, to_dict
 
 
 @dataclass
@@ -84,13 +84,14 @@ class CaptionerRecipe:
 def evaluate_captioner(captioner: ShapesCaptioner, images: int, batch_size: int = 100,
                        split: str = "val", config: ShapesConfig = ShapesConfig()) -> dict:
     """Greedy captions of the first ``images`` of ``shapes:split``: CIDEr-D, BLEU-4, semantic scores."""
-    from .evaluate import caption_dataset, score
+    from intelliflow.evaluation.sweep import caption_dataset, score
 
     was_training = captioner.training
     dataset = ShapesDataset(split, config, limit=images)
-    results, references, scenes, _ = caption_dataset(captioner, dataset, batch_size, progress=False)
+    captioner.eval()
+    done = caption_dataset(captioner, dataset, batch_size=batch_size, progress=False)
     captioner.train(was_training)
-    return score(results, references, scenes, meteor=False, tokenizer="python")
+    return score(done.results, done.references, done.scenes, meteor=False, tokenizer="python")
 
 
 def train_captioner(recipe: CaptionerRecipe, output: str | Path | None = None, resume: bool = False,

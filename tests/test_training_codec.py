@@ -12,8 +12,8 @@ import torch
 from intelliflow.checkpoint import load_checkpoint
 from intelliflow.codec.persistence import load_codec
 from intelliflow.errors import ConfigError
-from intelliflow.recipes.config import apply_overrides
-from intelliflow.recipes.train_codec import Objective, recipe_from_dict, train_codec
+from intelliflow.config import apply_overrides
+from intelliflow.training.codec import Objective, recipe_from_dict, train_codec
 from intelliflow.training.losses import rate_lambda
 from test_models_split import tiny_shapes_captioner
 
