@@ -166,7 +166,8 @@ class Planner:
         self.codec_flops = dict(codec_flops or {})
         self.edge_fraction, self.bytes_per_param = edge_fraction, bytes_per_param
         self.measured_ms = dict(measured_ms or {})  # {paradigm: {stage: ms}} measured compute (Scenario.measured_ms)
-        texts = [r["payload_bits"] for r in self.rows if r.get("codec") == "text" and r.get("channel") == "none"
+        texts = [r["payload_bits"] for r in self.rows if codec_takes(str(r.get("codec"))) == "caption"
+                 and r.get("channel") == "none"
                  and r.get("payload_bits")]
         self.text_bits = text_bits if text_bits is not None else (texts[0] if texts else 8 * 60.0)
         self.default_split = next(iter(self.costs))
