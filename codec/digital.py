@@ -27,10 +27,10 @@ Both implement :class:`~intelliflow.codec.interface.Codec` (takes features, send
 >>> codec = HyperpriorFeatureCodec(FeatureCodecConfig(in_channels=16, hidden_channels=16,
 ...                                                   latent_channels=8, hyper_channels=8)).eval()
 >>> _ = codec.update()                               # build the entropy coder's tables
->>> features = torch.randn(2, 16, 8, 8)
+>>> features = torch.randn(1, 16, 8, 8)
 >>> payloads = codec.encode(features, q=2.5)         # list of bytes, one per image
->>> f_hat = codec.decode(payloads)                   # [2, 16, 8, 8]
->>> torch.equal(f_hat, codec(features, q=2.5)["f_hat"])   # bit-exact: what the training pass gives in eval mode
+>>> f_hat = codec.decode(payloads)                   # [1, 16, 8, 8]
+>>> torch.equal(f_hat, codec(features, q=2.5)["f_hat"])   # bit-exact: the eval forward of the same image
 True
 """
 

@@ -22,15 +22,14 @@ A malformed name is a :class:`~intelliflow.errors.RegistryError` or
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
-import pkgutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from intelliflow.errors import ConfigError, RegistryError
+from intelliflow.registry import Registry
 
 #: names that stand for a shipped checkpoint
 ALIASES = {"mse-codec": "shapes-mse-codec"}
@@ -60,9 +59,8 @@ class CodecEntry:
         return self.cls(self.config(**params)) if self.config is not None else self.cls(**params)
 
 
-_ENTRIES: dict[str, CodecEntry] = {}
+CODECS = Registry("codec", __package__)
 _PAYLOAD_IDS: dict[int, str] = {}
-_discovered = False
 
 
 def register_codec(name: str, *, config: type | None = None, option: str | None = None,
@@ -74,8 +72,6 @@ def register_codec(name: str, *, config: type | None = None, option: str | None 
     :param payload_id: the 4-bit kind this codec writes in its payload header (1..15, unique).
     """
     def register(cls: type) -> type:
-        if name in _ENTRIES and _ENTRIES[name].cls is not cls:
-            raise RegistryError(f"codec name {name!r} is registered twice ({_ENTRIES[name].cls.__name__}, {cls.__name__})")
         if payload_id is not None:
             if not 1 <= payload_id <= 15 or _PAYLOAD_IDS.get(payload_id, name) != name:
                 raise RegistryError(f"payload id {payload_id} of codec {name!r} is out of 1..15 or taken by "
@@ -83,45 +79,29 @@ def register_codec(name: str, *, config: type | None = None, option: str | None 
             _PAYLOAD_IDS[payload_id] = name
         cls.registered_name = name
         cls.payload_id = payload_id
-        _ENTRIES[name] = CodecEntry(name, cls, config, option)
+        CODECS.add(name, CodecEntry(name, cls, config, option))
         return cls
     return register
 
 
-def _discover() -> None:
-    """Import every module of this package once, so that their ``register_codec`` calls run."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    package = importlib.import_module(__package__)
-    for module in pkgutil.iter_modules(package.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{module.name}")
-
-
 def entry(name: str) -> CodecEntry:
     """The registered codec ``name``, or a :class:`RegistryError` listing the registered ones."""
-    _discover()
-    if name not in _ENTRIES:
-        raise RegistryError(f"unknown codec {name!r}; registered: {sorted(_ENTRIES)}")
-    return _ENTRIES[name]
+    return CODECS.get(name)
 
 
 def registered_codecs() -> dict[str, CodecEntry]:
     """Every registered codec, by name."""
-    _discover()
-    return dict(sorted(_ENTRIES.items()))
+    return CODECS.items()
 
 
 def available_codecs() -> list[str]:
     """Registered codec names and aliases of shipped checkpoints (``mse-codec``)."""
-    return sorted([*registered_codecs(), *ALIASES])
+    return sorted([*CODECS.names(), *ALIASES])
 
 
 def payload_kind_name(payload_id: int) -> str:
     """The codec that writes ``payload_id`` in its header (``"unknown"`` if none)."""
-    _discover()
+    CODECS.names()  # every codec module imported, so every id is known
     return _PAYLOAD_IDS.get(payload_id, "unknown")
 
 
@@ -151,10 +131,9 @@ def checkpoint_folder(name: str | Path) -> Path | None:
 def _split_option(name: str) -> tuple[CodecEntry, Any] | None:
     """``jpeg-30`` -> (the jpeg entry, 30); ``None`` when the base is not a registered codec."""
     base, dash, option = name.partition("-")
-    _discover()
-    if base not in _ENTRIES:
+    if base not in CODECS:
         return None
-    found = _ENTRIES[base]
+    found = CODECS.get(base)
     if not dash:
         return found, None
     if found.option is None:
@@ -184,7 +163,7 @@ def resolve_codec(name: str | Mapping[str, Any]):
     if parsed is None:
         from .persistence import shipped_codecs
 
-        raise RegistryError(f"unknown codec {name!r}: not a registered codec ({sorted(_ENTRIES)}), not a shipped "
+        raise RegistryError(f"unknown codec {name!r}: not a registered codec ({CODECS.names()}), not a shipped "
                             f"codec ({sorted([*shipped_codecs(), *ALIASES])}) and not a checkpoint folder")
     found, value = parsed
     if found.cls.learned:

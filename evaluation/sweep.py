@@ -10,8 +10,8 @@ real), and analog JSCC codecs (symbols through the channel). A codec with a rate
 at each of its values (``rate_points`` for ``q``, ``symbols`` for JSCC bandwidths).
 
 >>> rows = evaluate(codec="shapes-hyperprior", rate_points=[0.0, 5.0], limit=4, meteor=False, progress=False)
->>> [(r["rate_point"], r["payload_bits"] < 300) for r in rows]
-[(0.0, True), (5.0, True)]
+>>> [r["rate_point"] for r in rows], rows[0]["payload_bits"] < rows[1]["payload_bits"], rows[0]["kind"]
+([0.0, 5.0], True, 'learned')
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The ``intelliflow`` command: one sub-command per job, each a thin runner over the library.
 
-Each command group lives in :mod:`intelliflow.recipes.commands` and registers its own
+Each command group is a module of :mod:`intelliflow.recipes.commands` that registers its own
 subcommands. Run ``intelliflow --help`` for the list and ``intelliflow COMMAND --help`` for each.
 Errors from bad input (``intelliflow.errors``) print one line and exit with status 2.
 """
@@ -14,7 +14,7 @@ from intelliflow.errors import IntelliflowError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import GROUPS
+    from .commands import COMMAND_GROUPS
 
     parser = argparse.ArgumentParser(
         prog="intelliflow",
@@ -22,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "codecs and simulated wireless channels.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for group in GROUPS:
-        group.register(sub)
+    for register in COMMAND_GROUPS.items().values():
+        register(sub)
     return parser
 
 

@@ -3,7 +3,7 @@
     intelliflow channels ber --channel awgn --modulation qpsk --snr 0:10:2 [--json]
     intelliflow channels mcs --channel awgn --snr 0:20:2 [--json]
 
-Registered by ``intelliflow.recipes.cli`` with the other command groups.
+A command group of ``intelliflow.recipes.commands``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import json
 import math
 
 from intelliflow.errors import ConfigError
+
+from . import COMMAND_GROUPS
 
 
 def _param(text: str) -> tuple[str, object]:
@@ -109,6 +111,7 @@ def cmd_channels_mcs(args) -> int:
     return 0
 
 
+@COMMAND_GROUPS.register("channels")
 def register(sub) -> None:
     """Add ``channels`` (actions ``ber`` and ``mcs``) to an argparse sub-parsers object."""
     from intelliflow.channels.ber import MODULATIONS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from . import COMMAND_GROUPS
 from .common import print_json, read_image
 
 
@@ -82,6 +83,7 @@ def cmd_decode(args) -> int:
     return 1 if failed else 0
 
 
+@COMMAND_GROUPS.register("codecs")
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
     p = sub.add_parser("codecs", help="list the registered codecs and the shipped checkpoints")

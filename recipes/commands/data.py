@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import COMMAND_GROUPS
 from .common import action_group, print_json
 
 
@@ -55,6 +56,7 @@ def cmd_data_info(args) -> int:
     return 0
 
 
+@COMMAND_GROUPS.register("data")
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
     dsub = action_group(sub, "data", "datasets: export to COCO format, print facts")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import COMMAND_GROUPS
 from .common import print_json, read_image
 
 
@@ -61,6 +62,7 @@ def cmd_caption(args) -> int:
     return 0
 
 
+@COMMAND_GROUPS.register("deploy")
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
     p = sub.add_parser("serve", help="edge side of a split deployment: HTTP service finishing captions "

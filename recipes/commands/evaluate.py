@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import COMMAND_GROUPS
 from .common import float_list, print_json
 
 
@@ -71,6 +72,7 @@ def cmd_demo(args) -> int:
     return run_demo(args.out, quick=args.quick)
 
 
+@COMMAND_GROUPS.register("evaluate")
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
     p = sub.add_parser("eval", help="caption a dataset through model + codec + channel and score it")

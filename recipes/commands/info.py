@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import COMMAND_GROUPS
 from .common import print_json
 
 
@@ -44,6 +45,7 @@ def cmd_info(args) -> int:
     return 0
 
 
+@COMMAND_GROUPS.register("info")
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
     p = sub.add_parser("info", help="print versions of torch, compressai, sionna, transformers, Java and threads")

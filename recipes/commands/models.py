@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import COMMAND_GROUPS
 from .common import action_group, print_json
 
 
@@ -28,6 +29,7 @@ def cmd_models_info(args) -> int:
     return 0
 
 
+@COMMAND_GROUPS.register("models")
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
     msub = action_group(sub, "models", "split models: costs per split point")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import COMMAND_GROUPS
 from .common import print_json
 
 
@@ -124,6 +125,7 @@ def _add_planner_options(p) -> None:
     p.add_argument("--codec-flops", type=float, default=None, help="codec FLOPs per image per side (default: counted)")
 
 
+@COMMAND_GROUPS.register("system")
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
     p = sub.add_parser("latency", help="latency per paradigm (device-only, cloud upload, split, 3-tier) from "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import COMMAND_GROUPS
 
 
 def cmd_train(args) -> int:
@@ -26,6 +27,7 @@ def cmd_train(args) -> int:
     return 0
 
 
+@COMMAND_GROUPS.register("train")
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
     p = sub.add_parser("train", help="train a model or codec from a YAML recipe (recipes/...)")
