@@ -77,8 +77,8 @@ class Flow(nn.Module):
         from intelliflow.channels.analog import AnalogChannel
 
         self.model = model
-        codec = resolve_codec("identity" if codec is None else codec) if codec is None or isinstance(codec, str) \
-            else codec
+        if codec is None or isinstance(codec, str):
+            codec = resolve_codec(codec or "identity")
         self.codec = codec  # a submodule where it has weights: moves with .to() and trains
         self.channel = channel if isinstance(channel, AnalogChannel) else build_channel(channel)
         self.channel_name = getattr(self.channel, "name", "none")
@@ -88,8 +88,8 @@ class Flow(nn.Module):
         self.train_head = trainable == "all"
         self.link_options = dict(link or {})
         self._link = None
-        self.device = Device(model, codec)
-        self.receiver = Receiver(model, codec)
+        self.device_side = Device(model, codec)      # the one inference path (flow.endpoints)
+        self.receiver_side = Receiver(model, codec)
         # the head runs without autograd unless trainable == "all", so with "tail" only the
         # parameters the tail uses receive gradients
         for p in model.parameters():
@@ -168,11 +168,12 @@ class Flow(nn.Module):
         ideal = ideal or self.channel_name == "none"
         if not ideal and snr_db is None:
             raise ConfigError(f"channel {self.channel_name!r} needs an SNR")
-        if codec.sends == "symbols":
-            sent = self.device.encode(images, snr_db=0.0 if snr_db is None else snr_db, symbols=symbols)
-            out = self.channel(sent.data, 0.0 if snr_db is None else float(snr_db))
-            captions = self.receiver.captions(out.y, snr_db=0.0 if snr_db is None else snr_db, noise=out.no_eff,
-                                              prefix=sent.prefix, **generation)
+        if codec.sends == "symbols":  # an ideal link passes the symbols on (the decoder assumes 0 dB)
+            snr = 0.0 if snr_db is None else float(snr_db)
+            sent = self.device_side.encode(images, snr_db=snr, symbols=symbols)
+            out = self.channel(sent.data, snr)
+            captions = self.receiver_side.captions(out.y, snr_db=snr, noise=out.no_eff, prefix=sent.prefix,
+                                                   **generation)
             return FlowResult(captions, [None] * b, [int(out.channel_uses)] * b, [False] * b, [None] * b)
         if codec.ideal_link_only and not ideal:
             raise ConfigError(f"the {codec.name} codec sends raw float32 features: it is meant for an ideal link; "
@@ -183,7 +184,7 @@ class Flow(nn.Module):
             if ideal or not (codec.learned and codec.sends == "bytes"):
                 raise ConfigError("a channel-use budget needs a learned byte codec and a channel")
             budgets = [self.link.max_payload_bytes(channel_uses, m) for m in chosen]
-        sent = self.device.encode(images, q=q, target_bytes=None if budgets is None else [max(1, x) for x in budgets])
+        sent = self.device_side.encode(images, q=q, target_bytes=None if budgets is None else [max(1, x) for x in budgets])
         payloads: list[bytes | None] = list(sent.data)
         if budgets is not None:  # an image whose smallest payload does not fit is not sent
             payloads = [p if len(p) <= x else None for p, x in zip(payloads, budgets)]
@@ -201,7 +202,7 @@ class Flow(nn.Module):
         ok = [i for i, r in enumerate(received) if r is not None]
         captions = [""] * b
         if ok:
-            for i, c in zip(ok, self.receiver.captions([received[i] for i in ok], **generation)):
+            for i, c in zip(ok, self.receiver_side.captions([received[i] for i in ok], **generation)):
                 captions[i] = c
         return FlowResult(captions, bits, uses, [r is None for r in received],
                           [m.index for m in chosen] if chosen else [None] * b)
