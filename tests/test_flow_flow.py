@@ -102,3 +102,39 @@ def test_kinds_and_refusals():
         Flow(model, None, "awgn").caption(IMAGES, snr_db=10.0)
     with pytest.raises(ConfigError, match="no training pass"):
         Flow(model, build_codec("quantize"))(model.preprocess(IMAGES))
+
+
+def test_prefix_tokens_travel_the_same_way_in_training_and_at_inference(tmp_path):
+    """A CLS token is not on the grid: with a byte codec it rides 8-bit in front of the payload, its
+    bits counted, in the training pass (straight-through) exactly as in the real payload."""
+    from intelliflow.flow.endpoints import PrefixTokens
+    from intelliflow.models import load_split_model
+    from tiny_models import tiny_blip
+
+    blip, tokenizer = tiny_blip()
+    blip.save_pretrained(tmp_path / "blip")
+    tokenizer.save_pretrained(tmp_path / "blip")
+    model = load_split_model(tmp_path / "blip", split=1)
+    assert model.prefix_tokens == 1
+    torch.manual_seed(2)
+    codec = build_codec({"name": "hyperprior", "in_channels": model.feature_dim, "hidden_channels": 16,
+                         "latent_channels": 8, "hyper_channels": 8, "rate_points": 3}).eval()
+    codec.update()
+    flow = Flow(model, codec).eval()
+    px = model.preprocess(IMAGES[:2])
+    with torch.no_grad():
+        out = flow(px, q=2.0)
+        f = out["features"]
+        grid_bits = codec.likelihood_bits(out["likelihoods"])
+    prefix_hat, prefix_bits = PrefixTokens.train_roundtrip(f[:, :1])
+    assert torch.equal(out["features_hat"][:, :1], prefix_hat) and not torch.equal(prefix_hat, f[:, :1])
+    assert torch.allclose(out["bits"], grid_bits + prefix_bits)
+    sent = Device(model, codec).encode(IMAGES[:2], q=2.0)
+    assert [len(PrefixTokens.parts(f[i:i + 1, :1])[0]) * 8 for i in range(2)] == prefix_bits.tolist()
+    decoded = flow.receiver_side.decode(sent.data)                 # the receiver gets the same prefix
+    assert torch.equal(decoded[:, :1], prefix_hat)
+    assert torch.allclose(decoded[:, 1:], out["features_hat"][:, 1:], atol=1e-5)  # and the same grid
+    f.requires_grad_(True)
+    hat, _ = PrefixTokens.train_roundtrip(f[:, :1])
+    hat.sum().backward()
+    assert torch.equal(f.grad[:, :1], torch.ones_like(f[:, :1]))  # straight-through gradient
