@@ -19,7 +19,7 @@ _EXPORTS = {
     "ChannelOutput": "analog", "AnalogChannel": "analog", "NoChannel": "analog", "AWGNChannel": "analog",
     "RayleighChannel": "analog", "OFDMTDLChannel": "analog", "snr_db_to_no": "analog",
     "build_channel": "registry", "available_channels": "registry", "channel_parameters": "registry",
-    "CHANNEL_NAMES": "registry",
+    "CHANNEL_NAMES": "registry", "channel_config": "registry", "channel_name": "registry",
     "DigitalLink": "digital", "LinkResult": "digital",
     "MCS": "mcs", "MCS_TABLE": "mcs", "MCS_INDICES": "mcs", "get_mcs": "mcs", "BlerTable": "mcs",
     "load_bler_table": "mcs", "select_mcs": "mcs",

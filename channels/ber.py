@@ -23,6 +23,8 @@ import torch
 
 from intelliflow.errors import ConfigError
 
+from .registry import channel_config
+
 __all__ = ["MODULATIONS", "bits_per_symbol", "ber_theory", "has_ber_theory", "simulate_ber"]
 
 # name -> (Sionna constellation type, bits per symbol)
@@ -82,12 +84,11 @@ def _ber_rayleigh(modulation: str, snr) -> np.ndarray:
 
 def _theory_channel(channel: Any) -> str | None:
     """The closed-form family that applies to ``channel`` (a name, config dict or module), or None."""
-    if isinstance(channel, str):
-        name, csi = channel, "perfect"
-    elif isinstance(channel, dict):
-        name, csi = channel.get("name"), channel.get("csi", "perfect")
-    else:
-        name, csi = getattr(channel, "name", None), getattr(channel, "csi", "perfect")
+    try:
+        config = channel_config(channel)
+    except ConfigError:
+        return None
+    name, csi = config["name"], config.get("csi", "perfect")
     if name in ("awgn", "none") or (name == "rayleigh" and csi == "perfect"):
         return name
     return None

@@ -27,6 +27,8 @@ import numpy as np
 
 from intelliflow.errors import ConfigError
 
+from .registry import channel_name
+
 __all__ = ["MCS", "MCS_TABLE", "MCS_INDICES", "get_mcs", "BlerTable", "load_bler_table", "select_mcs",
            "DEFAULT_TABLE_PATH"]
 
@@ -115,8 +117,7 @@ class BlerTable:
         return list(self.curves)
 
     def _channel(self, channel: Any) -> str:
-        name = channel if isinstance(channel, str) else (
-            channel.get("name") if isinstance(channel, dict) else getattr(channel, "name", None))
+        name = channel_name(channel)
         if name not in self.curves:
             raise ConfigError(f"no BLER table for channel {name!r} in {self.source}; tables exist for "
                               f"{self.channels} (make more with benchmarks/channels_bler_tables.py)")
