@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import torch
 
+from intelliflow.devices import device_string
 from intelliflow.errors import ConfigError, ShapeError
 
 __all__ = [
@@ -111,16 +112,8 @@ def snr_db_to_no(snr_db: float | torch.Tensor, batch_size: int, *, dtype: torch.
     if not torch.isfinite(snr).all():
         raise ConfigError(f"snr_db must be finite, got {snr_db!r}")
     precision = "double" if dtype == torch.float64 else "single"
-    no = ebnodb2no(snr, num_bits_per_symbol=1, coderate=1.0, precision=precision, device=_device_str(device))
+    no = ebnodb2no(snr, num_bits_per_symbol=1, coderate=1.0, precision=precision, device=device_string(device))
     return no.to(device=device).reshape(-1, 1).expand(batch_size, 1)
-
-
-def _device_str(device: torch.device | str) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index}"
-    return device.type
 
 
 def _precision(x: torch.Tensor) -> str:
@@ -184,7 +177,7 @@ class AnalogChannel(torch.nn.Module):
 
     # -- shared
     def _blocks(self, x: torch.Tensor) -> Any:
-        key = (_device_str(x.device), _precision(x))
+        key = (device_string(x.device), _precision(x))
         if key not in self._blocks_cache:
             self._blocks_cache[key] = self._build_blocks(*key)
         return self._blocks_cache[key]

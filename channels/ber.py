@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from intelliflow.devices import device_string
 from intelliflow.errors import ConfigError
 
 from .registry import channel_config
@@ -140,8 +141,7 @@ def simulate_ber(channel, modulation: str, snr_db: float, num_bits: int = 1_000_
     if isinstance(num_bits, bool) or not isinstance(num_bits, int) or num_bits <= 0:
         raise ConfigError(f"num_bits must be a positive integer, got {num_bits!r}")
     kind, m = MODULATIONS[modulation]
-    dev = torch.device(device)
-    dev_str = f"cuda:{dev.index or 0}" if dev.type == "cuda" else "cpu"
+    dev_str = device_string(device)
     source = BinarySource(device=dev_str)
     mapper = Mapper(kind, m, device=dev_str)
     demapper = Demapper("maxlog", kind, m, hard_out=True, device=dev_str)

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from intelliflow.devices import device_string
 from intelliflow.errors import ConfigError
 
 from .mcs import MCS, BlerTable, get_mcs, load_bler_table, select_mcs
@@ -155,8 +156,7 @@ class DigitalLink:
         self._bler_table = bler_table
         dev = torch.device(device)
         self.device = dev
-        self._dev = f"cuda:{dev.index if dev.index is not None else torch.cuda.current_device()}" \
-            if dev.type == "cuda" else "cpu"
+        self._dev = device_string(dev)
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
 
     # ------------------------------------------------------------------ sizes
