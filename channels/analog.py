@@ -201,10 +201,10 @@ class AnalogChannel(torch.nn.Module):
 class NoChannel(AnalogChannel):
     """The identity channel, for clean baselines: ``y = x``, ``no_eff = 0``; ``snr_db`` is ignored.
 
-    .. code-block:: python
-
-        out = NoChannel()(x, 10.0)
-        assert torch.equal(out.y, x)
+    >>> x = torch.ones(2, 8, dtype=torch.complex64)
+    >>> out = NoChannel()(x, 10.0)
+    >>> torch.equal(out.y, x), out.channel_uses
+    (True, 8)
     """
 
     name = "none"
@@ -302,11 +302,14 @@ class RayleighChannel(AnalogChannel):
     :output out: :class:`ChannelOutput`; ``channel_uses = n + ceil(n / block_length) * num_pilots``
         with estimated CSI, ``n`` with perfect CSI.
 
+    >>> from intelliflow.channels import build_channel
+    >>> ch = build_channel({"name": "rayleigh", "block_length": 64, "csi": "estimated", "num_pilots": 4})
+    >>> ch.channel_uses(256)                      # 4 blocks of 64 symbols, 4 pilots each: 256 + 4 * 4
+    272
+
     .. code-block:: python
 
-        ch = build_channel({"name": "rayleigh", "block_length": 64, "csi": "estimated", "num_pilots": 4})
-        out = ch(x, torch.tensor([0.0, 10.0]))   # x: [2, 256] complex
-        out.channel_uses                          # 256 + 4 * 4 = 272
+        out = ch(x, torch.tensor([0.0, 10.0]))   # x: [2, 256] complex; out.channel_uses == 272
     """
 
     name = "rayleigh"
@@ -395,10 +398,10 @@ class OFDMTDLChannel(AnalogChannel):
     :input snr_db: ``float`` or [B] ``torch.float``. Es/N0 per resource element.
     :output out: :class:`ChannelOutput`.
 
-    .. code-block:: python
-
-        ch = build_channel({"name": "ofdm-tdl", "tdl_model": "C", "delay_spread": 300e-9})
-        ch.channel_uses(864)   # one slot: 14 * (72 + 5) = 1078
+    >>> from intelliflow.channels import build_channel
+    >>> ch = build_channel({"name": "ofdm-tdl", "tdl_model": "C", "delay_spread": 300e-9})
+    >>> ch.data_symbols_per_slot, ch.channel_uses(864)   # one slot: 14 * (72 + 5) = 1078
+    (864, 1078)
     """
 
     name = "ofdm-tdl"

@@ -74,9 +74,8 @@ def shannon_channel_uses(bits: float | np.ndarray, snr_db: float | np.ndarray,
     :param channel: ``"awgn"``, ``"rayleigh"`` (ergodic capacity) or ``"none"`` (0 uses).
     :output uses: float or array.
 
-    .. code-block:: python
-
-        shannon_channel_uses(1000, 0.0)   # 1000 bits at 1 bit per use -> 1000.0
+    >>> shannon_channel_uses(1000, 0.0)   # 0 dB over AWGN: 1 bit per channel use
+    1000.0
     """
     c = np.asarray(capacity(snr_db, channel), dtype=float)
     bits = np.asarray(bits, dtype=float)

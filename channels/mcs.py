@@ -178,9 +178,11 @@ def select_mcs(snr_db: float, channel: Any = "awgn", target_bler: float = 0.1,
     :param target_bler: in (0, 1).
     :output mcs: :class:`MCS`, or ``None`` when no MCS meets the target.
 
-    .. code-block:: python
-
-        select_mcs(10.0).modulation   # '16qam' or '64qam' at 10 dB over AWGN
+    >>> best = select_mcs(10.0)   # over AWGN, from the cached tables
+    >>> best.index, best.modulation, best.rate_x1024
+    (18, '64qam', 466)
+    >>> select_mcs(-20.0) is None
+    True
     """
     if not (isinstance(target_bler, (int, float)) and 0.0 < target_bler < 1.0):
         raise ConfigError(f"target_bler must be in (0, 1), got {target_bler!r}")

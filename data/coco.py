@@ -4,10 +4,11 @@ Both yield :class:`~intelliflow.data.sample.CaptionSample` like ``shapes`` (with
 Nothing is downloaded: point them at files you have. Every missing or malformed file is a
 :class:`~intelliflow.errors.DatasetError` naming the file.
 
->>> ds = CocoCaptions("annotations/captions_val2014.json", "val2014/")          # doctest: +SKIP
->>> ds = CocoCaptions("captions_val2014.json", "val2014/", karpathy="dataset_coco.json",
-...                   split="test")                                            # doctest: +SKIP
->>> ds = Flickr8k("Flickr8k.token.txt", "Flicker8k_Dataset/", split="test")    # doctest: +SKIP
+.. code-block:: python
+
+    ds = CocoCaptions("annotations/captions_val2014.json", "val2014/")
+    ds = CocoCaptions("captions_val2014.json", "val2014/", karpathy="dataset_coco.json", split="test")
+    ds = Flickr8k("Flickr8k.token.txt", "Flicker8k_Dataset/", split="test")
 """
 
 from __future__ import annotations
@@ -151,6 +152,18 @@ class CocoCaptions(_FileCaptionDataset):
 
     :param karpathy: optional Karpathy split file (``dataset_coco.json``); with ``split``, only its
         images of that split are kept (``"train"`` includes ``"restval"``).
+
+    An exported ``shapes`` split is such a pair of file and folder:
+
+    >>> import tempfile
+    >>> from intelliflow.data.datasets import export_dataset
+    >>> from intelliflow.data.shapes import ShapesDataset
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     annotations = export_dataset(ShapesDataset("test", limit=2), folder)
+    ...     ds = CocoCaptions(annotations, annotations.parent / "images")
+    ...     sample = ds[1]
+    >>> len(ds), sample.image.size, len(sample.captions), sample.scene is not None
+    (2, (64, 64), 5, True)
     """
 
     name = "coco"

@@ -5,8 +5,10 @@ results (PTBTokenizer, or the pure-Python stand-in when Java is missing), then r
 on the same ``{image_id: [tokenised captions]}`` dictionaries. pycocoevalcap's ``Cider`` is
 CIDEr-D (Gaussian length penalty, clipped counts), so it is reported under that name.
 
->>> caption_metrics({1: "a red circle"}, {1: ["a red circle", "a red disc"]}, meteor=False)["BLEU-1"]
-1.0...
+>>> scores = caption_metrics({1: "a red circle"}, {1: ["a red circle", "a red disc"]}, tokenizer="python",
+...                          meteor=False)
+>>> round(scores["BLEU-1"], 6), scores["METEOR"], scores["n_images"]
+(1.0, None, 1)
 """
 
 from __future__ import annotations

@@ -11,8 +11,10 @@ names (``from_pretrained(path)``); nothing is downloaded.
 - :class:`GitSplit`: GIT's text model takes no image states, so during the tail its image
   encoder is swapped for a module that returns the tail's states; it runs once per ``generate``.
 
->>> model = BlipSplit.from_pretrained("/models/blip-image-captioning-base", split=6)   # doctest: +SKIP
->>> captions = model.tail_generate(model.head(model.preprocess(images)), max_new_tokens=20)
+.. code-block:: python
+
+    model = BlipSplit.from_pretrained("/models/blip-image-captioning-base", split=6)
+    captions = model.tail_generate(model.head(model.preprocess(images)), max_new_tokens=20)
 """
 
 from __future__ import annotations
