@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import torch
 
+from intelliflow.devices import device_string
 from intelliflow.errors import ConfigError, ShapeError
 
 __all__ = [
@@ -111,16 +112,8 @@ def snr_db_to_no(snr_db: float | torch.Tensor, batch_size: int, *, dtype: torch.
     if not torch.isfinite(snr).all():
         raise ConfigError(f"snr_db must be finite, got {snr_db!r}")
     precision = "double" if dtype == torch.float64 else "single"
-    no = ebnodb2no(snr, num_bits_per_symbol=1, coderate=1.0, precision=precision, device=_device_str(device))
+    no = ebnodb2no(snr, num_bits_per_symbol=1, coderate=1.0, precision=precision, device=device_string(device))
     return no.to(device=device).reshape(-1, 1).expand(batch_size, 1)
-
-
-def _device_str(device: torch.device | str) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index}"
-    return device.type
 
 
 def _precision(x: torch.Tensor) -> str:
@@ -184,7 +177,7 @@ class AnalogChannel(torch.nn.Module):
 
     # -- shared
     def _blocks(self, x: torch.Tensor) -> Any:
-        key = (_device_str(x.device), _precision(x))
+        key = (device_string(x.device), _precision(x))
         if key not in self._blocks_cache:
             self._blocks_cache[key] = self._build_blocks(*key)
         return self._blocks_cache[key]
@@ -208,10 +201,10 @@ class AnalogChannel(torch.nn.Module):
 class NoChannel(AnalogChannel):
     """The identity channel, for clean baselines: ``y = x``, ``no_eff = 0``; ``snr_db`` is ignored.
 
-    .. code-block:: python
-
-        out = NoChannel()(x, 10.0)
-        assert torch.equal(out.y, x)
+    >>> x = torch.ones(2, 8, dtype=torch.complex64)
+    >>> out = NoChannel()(x, 10.0)
+    >>> torch.equal(out.y, x), out.channel_uses
+    (True, 8)
     """
 
     name = "none"
@@ -309,11 +302,14 @@ class RayleighChannel(AnalogChannel):
     :output out: :class:`ChannelOutput`; ``channel_uses = n + ceil(n / block_length) * num_pilots``
         with estimated CSI, ``n`` with perfect CSI.
 
+    >>> from intelliflow.channels import build_channel
+    >>> ch = build_channel({"name": "rayleigh", "block_length": 64, "csi": "estimated", "num_pilots": 4})
+    >>> ch.channel_uses(256)                      # 4 blocks of 64 symbols, 4 pilots each: 256 + 4 * 4
+    272
+
     .. code-block:: python
 
-        ch = build_channel({"name": "rayleigh", "block_length": 64, "csi": "estimated", "num_pilots": 4})
-        out = ch(x, torch.tensor([0.0, 10.0]))   # x: [2, 256] complex
-        out.channel_uses                          # 256 + 4 * 4 = 272
+        out = ch(x, torch.tensor([0.0, 10.0]))   # x: [2, 256] complex; out.channel_uses == 272
     """
 
     name = "rayleigh"
@@ -402,10 +398,10 @@ class OFDMTDLChannel(AnalogChannel):
     :input snr_db: ``float`` or [B] ``torch.float``. Es/N0 per resource element.
     :output out: :class:`ChannelOutput`.
 
-    .. code-block:: python
-
-        ch = build_channel({"name": "ofdm-tdl", "tdl_model": "C", "delay_spread": 300e-9})
-        ch.channel_uses(864)   # one slot: 14 * (72 + 5) = 1078
+    >>> from intelliflow.channels import build_channel
+    >>> ch = build_channel({"name": "ofdm-tdl", "tdl_model": "C", "delay_spread": 300e-9})
+    >>> ch.data_symbols_per_slot, ch.channel_uses(864)   # one slot: 14 * (72 + 5) = 1078
+    (864, 1078)
     """
 
     name = "ofdm-tdl"

@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from intelliflow.devices import device_string
 from intelliflow.errors import ConfigError
+
+from .registry import channel_config
 
 __all__ = ["MODULATIONS", "bits_per_symbol", "ber_theory", "has_ber_theory", "simulate_ber"]
 
@@ -82,12 +85,11 @@ def _ber_rayleigh(modulation: str, snr) -> np.ndarray:
 
 def _theory_channel(channel: Any) -> str | None:
     """The closed-form family that applies to ``channel`` (a name, config dict or module), or None."""
-    if isinstance(channel, str):
-        name, csi = channel, "perfect"
-    elif isinstance(channel, dict):
-        name, csi = channel.get("name"), channel.get("csi", "perfect")
-    else:
-        name, csi = getattr(channel, "name", None), getattr(channel, "csi", "perfect")
+    try:
+        config = channel_config(channel)
+    except ConfigError:
+        return None
+    name, csi = config["name"], config.get("csi", "perfect")
     if name in ("awgn", "none") or (name == "rayleigh" and csi == "perfect"):
         return name
     return None
@@ -139,8 +141,7 @@ def simulate_ber(channel, modulation: str, snr_db: float, num_bits: int = 1_000_
     if isinstance(num_bits, bool) or not isinstance(num_bits, int) or num_bits <= 0:
         raise ConfigError(f"num_bits must be a positive integer, got {num_bits!r}")
     kind, m = MODULATIONS[modulation]
-    dev = torch.device(device)
-    dev_str = f"cuda:{dev.index or 0}" if dev.type == "cuda" else "cpu"
+    dev_str = device_string(device)
     source = BinarySource(device=dev_str)
     mapper = Mapper(kind, m, device=dev_str)
     demapper = Demapper("maxlog", kind, m, hard_out=True, device=dev_str)

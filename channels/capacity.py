@@ -18,19 +18,16 @@ import numpy as np
 
 from intelliflow.errors import ConfigError
 
+from .registry import channel_name
+
 __all__ = ["CAPACITY_CHANNELS", "capacity", "shannon_channel_uses", "shannon_limit_db"]
 
 CAPACITY_CHANNELS = ("awgn", "rayleigh", "none")
 
 
 def _channel_name(channel: Any) -> str:
-    """``"awgn"``, a config mapping with a ``name``, or a channel module with a ``name`` attribute."""
-    if isinstance(channel, str):
-        name = channel
-    elif isinstance(channel, dict):
-        name = channel.get("name")
-    else:
-        name = getattr(channel, "name", None)
+    """The capacity family of ``channel``, in any form :func:`~intelliflow.channels.registry.channel_config` takes."""
+    name = channel_name(channel)
     if name not in CAPACITY_CHANNELS:
         raise ConfigError(f"no capacity reference for channel {name!r}; allowed: {list(CAPACITY_CHANNELS)}")
     return name
@@ -77,9 +74,8 @@ def shannon_channel_uses(bits: float | np.ndarray, snr_db: float | np.ndarray,
     :param channel: ``"awgn"``, ``"rayleigh"`` (ergodic capacity) or ``"none"`` (0 uses).
     :output uses: float or array.
 
-    .. code-block:: python
-
-        shannon_channel_uses(1000, 0.0)   # 1000 bits at 1 bit per use -> 1000.0
+    >>> shannon_channel_uses(1000, 0.0)   # 0 dB over AWGN: 1 bit per channel use
+    1000.0
     """
     c = np.asarray(capacity(snr_db, channel), dtype=float)
     bits = np.asarray(bits, dtype=float)

@@ -15,17 +15,21 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from intelliflow.devices import device_string
 from intelliflow.errors import ConfigError
 
 from .mcs import MCS, BlerTable, get_mcs, load_bler_table, select_mcs
 
-__all__ = ["DigitalLink", "LinkResult", "CN_UPDATES", "HARQ_MODES", "RV_SEQUENCE"]
+__all__ = ["DigitalLink", "LinkResult", "CN_UPDATES", "HARQ_MODES", "RV_SEQUENCE", "CRC_BITS",
+           "DEFAULT_BLOCK_BYTES", "DEFAULT_BLOCK_BITS"]
 
 CN_UPDATES = ("boxplus-phi", "boxplus", "minsum", "offset-minsum")
 HARQ_MODES = ("ir", "chase", "arq")
 RV_SEQUENCE = (0, 2, 3, 1)  # redundancy versions of successive HARQ-IR transmissions (TS 38.321)
 CRC_DEGREE = "CRC24A"
-CRC_BITS = 24
+CRC_BITS = 24  # parity bits CRC24A adds to every code block
+DEFAULT_BLOCK_BYTES = 256  # payload bytes per code block of a DigitalLink (and of the cached BLER tables)
+DEFAULT_BLOCK_BITS = 8 * DEFAULT_BLOCK_BYTES
 # Transport block sizes up to 3824 bits (TS 38.214 Table 5.1.3.2-1), in bytes: a code block is
 # zero-padded to the next one, as 5G sizes transport blocks (the receiver knows the size from the
 # control channel and strips the padding). This bounds the number of distinct LDPC codes, each of
@@ -121,7 +125,7 @@ class DigitalLink:
         result.received, result.channel_uses, result.block_errors, result.mcs
     """
 
-    def __init__(self, channel: Any = "awgn", block_bytes: int = 256, cn_update: str = "boxplus-phi",
+    def __init__(self, channel: Any = "awgn", block_bytes: int = DEFAULT_BLOCK_BYTES, cn_update: str = "boxplus-phi",
                  num_iter: int = 20, demapping: str = "app", max_transmissions: int = 1, harq: str = "ir",
                  target_bler: float = 0.1, bler_table: BlerTable | None = None, tbs_padding: bool = True,
                  device: str | torch.device = "cpu") -> None:
@@ -155,8 +159,7 @@ class DigitalLink:
         self._bler_table = bler_table
         dev = torch.device(device)
         self.device = dev
-        self._dev = f"cuda:{dev.index if dev.index is not None else torch.cuda.current_device()}" \
-            if dev.type == "cuda" else "cpu"
+        self._dev = device_string(dev)
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
 
     # ------------------------------------------------------------------ sizes

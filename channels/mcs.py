@@ -27,6 +27,8 @@ import numpy as np
 
 from intelliflow.errors import ConfigError
 
+from .registry import channel_name
+
 __all__ = ["MCS", "MCS_TABLE", "MCS_INDICES", "get_mcs", "BlerTable", "load_bler_table", "select_mcs",
            "DEFAULT_TABLE_PATH"]
 
@@ -115,8 +117,7 @@ class BlerTable:
         return list(self.curves)
 
     def _channel(self, channel: Any) -> str:
-        name = channel if isinstance(channel, str) else (
-            channel.get("name") if isinstance(channel, dict) else getattr(channel, "name", None))
+        name = channel_name(channel)
         if name not in self.curves:
             raise ConfigError(f"no BLER table for channel {name!r} in {self.source}; tables exist for "
                               f"{self.channels} (make more with benchmarks/channels_bler_tables.py)")
@@ -177,9 +178,11 @@ def select_mcs(snr_db: float, channel: Any = "awgn", target_bler: float = 0.1,
     :param target_bler: in (0, 1).
     :output mcs: :class:`MCS`, or ``None`` when no MCS meets the target.
 
-    .. code-block:: python
-
-        select_mcs(10.0).modulation   # '16qam' or '64qam' at 10 dB over AWGN
+    >>> best = select_mcs(10.0)   # over AWGN, from the cached tables
+    >>> best.index, best.modulation, best.rate_x1024
+    (18, '64qam', 466)
+    >>> select_mcs(-20.0) is None
+    True
     """
     if not (isinstance(target_bler, (int, float)) and 0.0 < target_bler < 1.0):
         raise ConfigError(f"target_bler must be in (0, 1), got {target_bler!r}")

@@ -8,7 +8,8 @@ from typing import Any
 
 from intelliflow.errors import ConfigError, RegistryError
 
-__all__ = ["CHANNEL_NAMES", "available_channels", "channel_parameters", "build_channel"]
+__all__ = ["CHANNEL_NAMES", "available_channels", "channel_config", "channel_name", "channel_parameters",
+           "build_channel"]
 
 CHANNEL_NAMES = ("none", "awgn", "rayleigh", "ofdm-tdl")
 
@@ -22,6 +23,60 @@ def _classes() -> dict[str, type]:
 def available_channels() -> list[str]:
     """Names :func:`build_channel` accepts."""
     return list(CHANNEL_NAMES)
+
+
+def channel_config(channel: Any) -> dict[str, Any]:
+    """Any way of naming a channel, as its config dict ``{"name": ..., **options}``.
+
+    The one place that turns what users and callers pass as a channel into a config:
+
+    - a name, ``"awgn"``;
+    - the command line's text form ``"NAME:key=value,key=value"``, values read as YAML scalars
+      (``"rayleigh:csi=estimated,block_length=32"``);
+    - a mapping with a ``name`` key (copied);
+    - a channel module (its ``config()``), or any object with a ``name`` attribute.
+
+    The name is not checked against :data:`CHANNEL_NAMES` (:func:`build_channel` does that; the
+    capacity, BER and BLER references accept only the names they know).
+
+    :raises ConfigError: no name can be found, or an option of the text form is not ``key=value``.
+
+    >>> channel_config("rayleigh:csi=estimated,block_length=32")
+    {'name': 'rayleigh', 'csi': 'estimated', 'block_length': 32}
+    >>> channel_config({"name": "awgn"}), channel_config("none")
+    ({'name': 'awgn'}, {'name': 'none'})
+    """
+    if isinstance(channel, str):
+        name, _, options = channel.partition(":")
+        config: dict[str, Any] = {"name": name}
+        if options:
+            import yaml
+
+            for item in filter(None, options.split(",")):
+                key, eq, value = item.partition("=")
+                if not eq:
+                    raise ConfigError(f"channel option {item!r} must be key=value (e.g. rayleigh:csi=estimated)")
+                config[key.strip()] = yaml.safe_load(value)
+        return config
+    if isinstance(channel, Mapping):
+        if "name" not in channel:
+            raise ConfigError(f"channel config {dict(channel)!r} has no 'name'; allowed names: {list(CHANNEL_NAMES)}")
+        return dict(channel)
+    if callable(getattr(channel, "config", None)):
+        return dict(channel.config())
+    name = getattr(channel, "name", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"a channel must be a name, a mapping with a 'name' key or a channel module, got {channel!r}")
+    return {"name": name}
+
+
+def channel_name(channel: Any) -> str:
+    """The name of a channel given in any form :func:`channel_config` takes.
+
+    >>> channel_name("ofdm-tdl:tdl_model=C"), channel_name({"name": "rayleigh", "csi": "estimated"})
+    ('ofdm-tdl', 'rayleigh')
+    """
+    return channel_config(channel)["name"]
 
 
 def _check_name(name: Any) -> str:
@@ -40,7 +95,8 @@ def channel_parameters(name: str) -> dict[str, Any]:
 def build_channel(config: str | Mapping[str, Any]):
     """An analog channel from its name or a config mapping with a ``name`` key.
 
-    :param config: ``"awgn"`` or e.g. ``{"name": "rayleigh", "csi": "estimated", "num_pilots": 8}``.
+    :param config: ``"awgn"``, e.g. ``{"name": "rayleigh", "csi": "estimated", "num_pilots": 8}``, or
+        the text form ``"rayleigh:csi=estimated,num_pilots=8"`` (see :func:`channel_config`).
     :output channel: :class:`~intelliflow.channels.analog.AnalogChannel`.
     :raises RegistryError: unknown name (the message lists the allowed ones).
     :raises ConfigError: unknown parameter or bad value (the message lists what is allowed).
@@ -50,12 +106,9 @@ def build_channel(config: str | Mapping[str, Any]):
         ch = build_channel({"name": "ofdm-tdl", "tdl_model": "C", "max_speed": 30.0})
         out = ch(x, snr_db=torch.tensor([5.0, 15.0]))
     """
-    if isinstance(config, str):
-        config = {"name": config}
-    if not isinstance(config, Mapping):
+    if not isinstance(config, (str, Mapping)):
         raise ConfigError(f"a channel config must be a name or a mapping with a 'name' key, got {config!r}")
-    if "name" not in config:
-        raise ConfigError(f"channel config {dict(config)!r} has no 'name'; allowed names: {list(CHANNEL_NAMES)}")
+    config = channel_config(config)
     params = {k: v for k, v in config.items() if k != "name"}
     name = _check_name(config["name"])
     allowed = channel_parameters(name)

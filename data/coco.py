@@ -4,17 +4,20 @@ Both yield :class:`~intelliflow.data.sample.CaptionSample` like ``shapes`` (with
 Nothing is downloaded: point them at files you have. Every missing or malformed file is a
 :class:`~intelliflow.errors.DatasetError` naming the file.
 
->>> ds = CocoCaptions("annotations/captions_val2014.json", "val2014/")          # doctest: +SKIP
->>> ds = CocoCaptions("captions_val2014.json", "val2014/", karpathy="dataset_coco.json",
-...                   split="test")                                            # doctest: +SKIP
->>> ds = Flickr8k("Flickr8k.token.txt", "Flicker8k_Dataset/", split="test")    # doctest: +SKIP
+.. code-block:: python
+
+    ds = CocoCaptions("annotations/captions_val2014.json", "val2014/")
+    ds = CocoCaptions("captions_val2014.json", "val2014/", karpathy="dataset_coco.json", split="test")
+    ds = Flickr8k("Flickr8k.token.txt", "Flicker8k_Dataset/", split="test")
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
@@ -42,6 +45,68 @@ def read_json(path: str | Path, what: str):
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{what} {path} is not valid JSON: {exc}") from exc
+
+
+@dataclass
+class CocoAnnotations:
+    """A COCO captions file, parsed (see :func:`parse_coco_annotations`).
+
+    :ivar path: the file.
+    :ivar images: ``{image_id: entry of "images"}`` (the entry holds ``file_name``, ``width``, ...);
+        ``None`` when the file has no ``images`` list.
+    :ivar captions: ``{image_id: [caption, ...]}`` in file order: every id of ``images`` (possibly
+        with no caption), then the ids that only ``annotations`` names. Captions are as written.
+    :ivar scenes: ``{image_id: scene dict}`` from the extra top-level key ``"scenes"`` that
+        ``intelliflow data export shapes:...`` writes; empty for other files.
+    """
+
+    path: Path
+    images: dict[Any, dict] | None = None
+    captions: dict[Any, list[str]] = field(default_factory=dict)
+    scenes: dict[Any, dict] = field(default_factory=dict)
+
+
+def parse_coco_annotations(path: str | Path) -> CocoAnnotations:
+    """Parse a COCO captions file (``annotations.json``, ``captions_val2014.json``, ...).
+
+    The one reader of that format: :class:`CocoCaptions` and
+    :func:`intelliflow.evaluation.metrics.read_coco_annotations` both use it. ``annotations`` is a
+    list of ``{"image_id", "caption"}`` objects; ``images``, when present, a list of objects with an
+    ``id``. Anything else is a :class:`~intelliflow.errors.DatasetError` naming the file.
+
+    >>> import json, tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = pathlib.Path(folder) / "annotations.json"
+    ...     _ = path.write_text(json.dumps({"images": [{"id": 7, "file_name": "a.png"}, {"id": 8}],
+    ...         "annotations": [{"id": 1, "image_id": 7, "caption": "a red circle"}]}))
+    ...     parse_coco_annotations(path).captions
+    {7: ['a red circle'], 8: []}
+    """
+    data = read_json(path, "COCO annotations file")
+    path = Path(path)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
+            or not isinstance(data.get("images", []), list):
+        raise DatasetError(f"COCO annotations file {path} must be a COCO captions object with an 'annotations' "
+                           "list (and an 'images' list)")
+    parsed = CocoAnnotations(path, images=None if "images" not in data else {})
+    for k, image in enumerate(data.get("images", [])):
+        if not isinstance(image, dict) or "id" not in image:
+            raise DatasetError(f"COCO annotations file {path} has a malformed entry: image {k} needs an 'id', "
+                               f"got {image!r}")
+        parsed.images[image["id"]] = image
+        parsed.captions[image["id"]] = []
+    for k, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
+            raise DatasetError(f"COCO annotations file {path} has a malformed entry: annotation {k} needs "
+                               f"'image_id' and a string 'caption', got {ann!r}")
+        parsed.captions.setdefault(ann["image_id"], []).append(ann["caption"])
+    scenes = data.get("scenes", [])
+    for k, scene in enumerate(scenes if isinstance(scenes, list) else [scenes]):
+        if not isinstance(scene, dict) or "image_id" not in scene:
+            raise DatasetError(f"COCO annotations file {path} has a malformed scene: entry {k} of 'scenes' "
+                               f"needs an 'image_id', got {scene!r}")
+        parsed.scenes[scene["image_id"]] = scene
+    return parsed
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -87,29 +152,36 @@ class CocoCaptions(_FileCaptionDataset):
 
     :param karpathy: optional Karpathy split file (``dataset_coco.json``); with ``split``, only its
         images of that split are kept (``"train"`` includes ``"restval"``).
+
+    An exported ``shapes`` split is such a pair of file and folder:
+
+    >>> import tempfile
+    >>> from intelliflow.data.datasets import export_dataset
+    >>> from intelliflow.data.shapes import ShapesDataset
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     annotations = export_dataset(ShapesDataset("test", limit=2), folder)
+    ...     ds = CocoCaptions(annotations, annotations.parent / "images")
+    ...     sample = ds[1]
+    >>> len(ds), sample.image.size, len(sample.captions), sample.scene is not None
+    (2, (64, 64), 5, True)
     """
 
     name = "coco"
 
     def __init__(self, annotations: str | Path, images: str | Path, karpathy: str | Path | None = None,
                  split: str | None = None, limit: int | None = None):
-        data = read_json(annotations, "COCO annotations file")
-        annotations = Path(annotations)
+        parsed = parse_coco_annotations(annotations)
+        annotations = parsed.path
         images = _existing(images, "COCO image folder", folder=True)
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-                or not isinstance(data.get("annotations"), list):
+        if parsed.images is None:
             raise DatasetError(f"COCO annotations file {annotations} needs 'images' and 'annotations' lists")
         files: dict[int, str] = {}
-        captions: dict[int, list[str]] = {}
-        try:
-            for image in data["images"]:
-                files[image["id"]] = image["file_name"]
-            for ann in data["annotations"]:
-                if not isinstance(ann["caption"], str):
-                    raise TypeError("caption is not a string")
-                captions.setdefault(ann["image_id"], []).append(ann["caption"].strip())
-        except (KeyError, TypeError) as exc:
-            raise DatasetError(f"COCO annotations file {annotations} has a malformed entry: {exc!r}") from exc
+        for image_id, image in parsed.images.items():
+            if not isinstance(image.get("file_name"), str):
+                raise DatasetError(f"COCO annotations file {annotations} has a malformed entry: image {image_id!r} "
+                                   f"needs a 'file_name', got {image!r}")
+            files[image_id] = image["file_name"]
+        captions = {i: [c.strip() for c in caps] for i, caps in parsed.captions.items() if caps}
         unknown = sorted(set(captions) - set(files))
         if unknown:
             raise DatasetError(f"COCO annotations file {annotations}: captions for image ids not in "
@@ -132,9 +204,9 @@ class CocoCaptions(_FileCaptionDataset):
             raise DatasetNotFoundError(f"{len(missing)} image file(s) listed in {annotations} are missing, "
                                        f"e.g. {missing[:3]}")
         scenes = None
-        if "scenes" in data:
+        if parsed.scenes:
             try:
-                scenes = {s["image_id"]: Scene.from_dict(s) for s in data["scenes"]}
+                scenes = {i: Scene.from_dict(s) for i, s in parsed.scenes.items()}
             except (KeyError, TypeError) as exc:
                 raise DatasetError(f"COCO annotations file {annotations} has a malformed scene: {exc!r}") from exc
         super().__init__(entries, limit, scenes)

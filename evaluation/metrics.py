@@ -5,8 +5,10 @@ results (PTBTokenizer, or the pure-Python stand-in when Java is missing), then r
 on the same ``{image_id: [tokenised captions]}`` dictionaries. pycocoevalcap's ``Cider`` is
 CIDEr-D (Gaussian length penalty, clipped counts), so it is reported under that name.
 
->>> caption_metrics({1: "a red circle"}, {1: ["a red circle", "a red disc"]}, meteor=False)["BLEU-1"]
-1.0...
+>>> scores = caption_metrics({1: "a red circle"}, {1: ["a red circle", "a red disc"]}, tokenizer="python",
+...                          meteor=False)
+>>> round(scores["BLEU-1"], 6), scores["METEOR"], scores["n_images"]
+(1.0, None, 1)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from intelliflow.data.coco import read_json
+from intelliflow.data.coco import parse_coco_annotations, read_json
 from intelliflow.errors import DatasetError, MetricError
 
 from .tokenize import PythonPTBTokenizer, coco_tokenizer, java_available
@@ -121,26 +123,17 @@ def read_coco_results(path: str | Path) -> dict:
 def read_coco_annotations(path: str | Path) -> tuple[dict, dict]:
     """COCO captions annotations -> (``{image_id: [captions]}``, ``{image_id: scene dict}``).
 
-    The scene dictionary is empty unless the file comes from ``intelliflow data export shapes:...``
-    (which stores each image's scene graph under the top-level key ``"scenes"``).
+    The file is parsed by :func:`intelliflow.data.coco.parse_coco_annotations`; every image must have
+    a caption. The scene dictionary is empty unless the file comes from
+    ``intelliflow data export shapes:...`` (which stores each image's scene graph under the
+    top-level key ``"scenes"``).
     """
-    data = read_json(path, "annotations file")
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise DatasetError(f"annotations file {path} must be a COCO captions object with an 'annotations' list")
-    references: dict = {}
-    for image in data.get("images", []):
-        if not isinstance(image, dict) or "id" not in image:
-            raise DatasetError(f"annotations file {path}: every entry of 'images' needs an 'id', got {image!r}")
-        references[image["id"]] = []
-    for k, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
-            raise DatasetError(f"annotations file {path}: annotation {k} needs 'image_id' and a string 'caption', got {ann!r}")
-        references.setdefault(ann["image_id"], []).append(ann["caption"])
+    parsed = parse_coco_annotations(path)
+    references = parsed.captions
     empty = [i for i, refs in references.items() if not refs]
     if empty:
         raise DatasetError(f"annotations file {path}: {len(empty)} image(s) have no caption, e.g. {empty[:5]}")
-    scenes = {s["image_id"]: s for s in data.get("scenes", []) if isinstance(s, dict) and "image_id" in s}
-    return references, scenes
+    return references, parsed.scenes
 
 
 def score_files(results_path: str | Path, annotations_path: str | Path, **options) -> dict:

@@ -12,8 +12,12 @@ differs on brackets, quotes and abbreviations).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
 
 # The punctuation tokens pycocoevalcap removes after tokenising (its PUNCTUATIONS list).
 PUNCTUATION_TOKENS = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
@@ -135,12 +139,66 @@ class PythonPTBTokenizer:
         return out
 
 
+# What PTBTokenizer prints on stderr after every run, e.g.
+# "PTBTokenizer tokenized 1879 tokens at 15455.72 tokens per second."
+_JAVA_PROGRESS = re.compile(r"^PTBTokenizer tokenized \d+ tokens at [\d.,]+ tokens per second\.$")
+
+
+class JavaPTBTokenizer:
+    """pycocoevalcap's ``PTBTokenizer`` (the same jar, command and post-processing, so the same
+    tokens), run quietly.
+
+    pycocoevalcap lets the Java process write a ``PTBTokenizer tokenized N tokens at ...`` line
+    straight to the terminal on every call and ignores its exit status. Here the process's stderr is
+    captured: that progress line is dropped, any other line is passed on to ``sys.stderr``, and a
+    failed run (non-zero exit, or fewer output lines than captions) is a
+    :class:`~intelliflow.errors.MetricError` carrying what Java said. The temporary input file goes
+    to the system's temporary folder instead of pycocoevalcap's package folder.
+
+    :input captions_for_image: ``{image_id: [{"caption": str}, ...]}``
+    :output: ``{image_id: [tokenised caption, ...]}`` with punctuation tokens removed.
+    """
+
+    def tokenize(self, captions_for_image: dict) -> dict:
+        from pycocoevalcap.tokenizer import ptbtokenizer as ptb
+
+        from intelliflow.errors import MetricError
+
+        image_ids = [k for k, v in captions_for_image.items() for _ in range(len(v))]
+        sentences = "\n".join(c["caption"].replace("\n", " ") for v in captions_for_image.values() for c in v)
+        jar_dir = os.path.dirname(os.path.abspath(ptb.__file__))
+        with tempfile.NamedTemporaryFile(delete=False, suffix=".txt") as tmp:
+            tmp.write(sentences.encode())
+        try:
+            run = subprocess.run(["java", "-cp", ptb.STANFORD_CORENLP_3_4_1_JAR,
+                                  "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase",
+                                  tmp.name], cwd=jar_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        finally:
+            os.remove(tmp.name)
+        said = [line for line in run.stderr.decode(errors="replace").splitlines()
+                if line.strip() and not _JAVA_PROGRESS.match(line.strip())]
+        lines = run.stdout.decode().split("\n")
+        if run.returncode != 0 or len(lines) < len(image_ids):
+            raise MetricError(f"Java PTBTokenizer failed (exit status {run.returncode}, {len(lines)} lines for "
+                              f"{len(image_ids)} captions): {' / '.join(said) or 'no message'}")
+        for line in said:
+            print(f"PTBTokenizer: {line}", file=sys.stderr)
+        out: dict = {}
+        for image_id, line in zip(image_ids, lines):
+            out.setdefault(image_id, []).append(
+                " ".join(w for w in line.rstrip().split(" ") if w not in ptb.PUNCTUATIONS))
+        return out
+
+
 def coco_tokenizer(prefer: str = "auto"):
-    """The tokenizer to use: ``"java"`` (pycocoevalcap's PTBTokenizer), ``"python"``, or
-    ``"auto"`` (Java when ``java`` is on PATH)."""
+    """The tokenizer to use: ``"java"`` (pycocoevalcap's PTBTokenizer, run quietly by
+    :class:`JavaPTBTokenizer`), ``"python"``, or ``"auto"`` (Java when ``java`` is on PATH).
+
+    >>> type(coco_tokenizer("python")).__name__
+    'PythonPTBTokenizer'
+    """
     if prefer not in ("auto", "java", "python"):
         raise ValueError(f"tokenizer must be 'auto', 'java' or 'python', got {prefer!r}")
     if prefer == "java" or (prefer == "auto" and java_available()):
-        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-        return PTBTokenizer()
+        return JavaPTBTokenizer()
     return PythonPTBTokenizer()

@@ -187,10 +187,20 @@ class ShapesCaptioner(VisionEncoderDecoderSplit):
 
     Default split: after the last encoder layer (the whole encoder on the device).
 
+    >>> import torch
+    >>> from intelliflow.data.shapes import make_sample
     >>> from intelliflow.models import load_split_model
     >>> model = load_split_model("shapes-captioner")         # shipped weights, default split
-    >>> features = model.head(model.preprocess(images))        # [B, 64, 192]
-    >>> model.tail_generate(features)                           # ["a large red circle left of ..."]
+    >>> images = [make_sample("test", i).image for i in range(2)]
+    >>> with torch.no_grad():
+    ...     features = model.head(model.preprocess(images))   # device side
+    ...     captions = model.tail_generate(features)          # server side
+    >>> features.shape
+    torch.Size([2, 64, 192])
+    >>> for caption in captions:
+    ...     print(caption)
+    a large yellow cross left of a small red triangle left of a small purple star
+    a small cyan square
     """
 
     resample = "bilinear"

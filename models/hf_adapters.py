@@ -11,8 +11,10 @@ names (``from_pretrained(path)``); nothing is downloaded.
 - :class:`GitSplit`: GIT's text model takes no image states, so during the tail its image
   encoder is swapped for a module that returns the tail's states; it runs once per ``generate``.
 
->>> model = BlipSplit.from_pretrained("/models/blip-image-captioning-base", split=6)   # doctest: +SKIP
->>> captions = model.tail_generate(model.head(model.preprocess(images)), max_new_tokens=20)
+.. code-block:: python
+
+    model = BlipSplit.from_pretrained("/models/blip-image-captioning-base", split=6)
+    captions = model.tail_generate(model.head(model.preprocess(images)), max_new_tokens=20)
 """
 
 from __future__ import annotations
@@ -220,11 +222,26 @@ class VisionEncoderDecoderSplit(HFSplitModel):
         out = self.model(pixel_values=pixel_values, labels=labels, decoder_attention_mask=labels != -100)
         return out.logits, labels
 
+    @staticmethod
+    def _with_decoder_mask(batch: int, device: torch.device, generation: dict) -> dict:
+        """``generation`` plus an all-ones ``decoder_attention_mask`` for the start token.
+
+        ``generate`` extends the mask by one column per new token. Without it, the GPT-2 decoder
+        warns about padding as soon as a finished caption is padded; with it, the decoder attends
+        to exactly the same positions, so the tokens do not change. A caller's own
+        ``decoder_input_ids``/``decoder_attention_mask`` are left as they are.
+        """
+        if "decoder_input_ids" in generation or "decoder_attention_mask" in generation:
+            return generation
+        return {**generation, "decoder_attention_mask": torch.ones(batch, 1, dtype=torch.long, device=device)}
+
     def tail_generate_ids(self, features, **generation):
         states = self.vision_tail(features)
+        generation = self._with_decoder_mask(states.shape[0], states.device, generation)
         return self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=states), **generation)
 
     def full_generate_ids(self, pixel_values, **generation):
+        generation = self._with_decoder_mask(pixel_values.shape[0], pixel_values.device, generation)
         return self.model.generate(pixel_values=pixel_values, **generation)
 
 

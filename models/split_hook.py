@@ -4,11 +4,13 @@ A forward hook on the submodule passes its output through ``transform`` (a codec
 anything mapping a tensor to a tensor of the same shape) before the rest of the model sees it.
 The device side is everything up to and including the submodule, the server side the rest.
 
->>> import torchvision
+>>> import torch, torchvision
 >>> net = torchvision.models.resnet18(weights=None).eval()
->>> with split_at(net, "layer2", transform=my_codec_and_channel) as split:   # doctest: +SKIP
-...     logits = net(images)
-...     split.features.shape          # what crossed the link: torch.Size([B, 128, 28, 28])
+>>> noisy_link = lambda x: x + 0.1 * torch.randn_like(x)    # stands in for a codec and a channel
+>>> with split_at(net, "layer2", transform=noisy_link) as split, torch.no_grad():
+...     logits = net(torch.rand(2, 3, 64, 64))
+>>> split.features.shape, split.received.shape, logits.shape   # features: what crossed the link
+(torch.Size([2, 128, 8, 8]), torch.Size([2, 128, 8, 8]), torch.Size([2, 1000]))
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ class WirelessLink:
             return float("inf")
         bits = payload_bits + self.overhead_bits
         if not self.bit_rate:  # the radio adds a CRC per code block
-            bits += 24 * max(1, -(-int(payload_bits) // 2048))
+            from intelliflow.channels.digital import CRC_BITS, DEFAULT_BLOCK_BITS
+            bits += CRC_BITS * max(1, -(-int(payload_bits) // DEFAULT_BLOCK_BITS))
         return self.rtt_ms + 1e3 * bits / rate / max(1e-9, 1 - bler)
 
     def analog_ms(self, channel_uses: float) -> float:

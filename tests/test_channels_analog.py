@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from intelliflow.channels import ChannelOutput, build_channel, channel_parameters
+from intelliflow.channels import ChannelOutput, build_channel, channel_config, channel_name, channel_parameters
 from intelliflow.errors import ConfigError, RegistryError, ShapeError
 from intelliflow.seeding import seed_everything
 
@@ -53,6 +53,24 @@ def test_config_round_trips_through_the_registry():
         again = build_channel(ch.config())
         assert again.config() == ch.config()
         assert set(ch.config()) - {"name"} == set(channel_parameters(cfg["name"]))
+
+
+def test_every_form_of_a_channel_normalises_to_one_config():
+    rayleigh = {"name": "rayleigh", "block_length": None, "csi": "estimated", "num_pilots": 4, "equalizer": "mmse"}
+    forms = ["rayleigh:csi=estimated,block_length=null", {"name": "rayleigh", "csi": "estimated"},
+             build_channel({"name": "rayleigh", "csi": "estimated"})]
+    assert [channel_name(f) for f in forms] == ["rayleigh"] * 3
+    assert channel_config(forms[2]) == rayleigh
+    assert channel_config("rayleigh:csi=estimated,block_length=32") == {"name": "rayleigh", "csi": "estimated",
+                                                                        "block_length": 32}
+    assert channel_config("awgn") == {"name": "awgn"} and channel_name(build_channel("none")) == "none"
+    assert build_channel("rayleigh:csi=estimated,num_pilots=8").channel_uses(1000) == 1008
+    with pytest.raises(ConfigError, match="key=value"):
+        channel_config("rayleigh:csi")
+    with pytest.raises(ConfigError, match="no 'name'"):
+        channel_name({"csi": "perfect"})
+    with pytest.raises(ConfigError, match="a channel must be"):
+        channel_name(3)
 
 
 def test_bad_inputs_raise_shape_errors():

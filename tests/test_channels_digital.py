@@ -178,3 +178,21 @@ def test_bad_inputs():
         DigitalLink("awgn", cn_update="sum-product")
     with pytest.raises(ConfigError, match="harq"):
         DigitalLink("awgn", harq="soft")
+
+
+def test_block_constants_are_the_links():
+    from intelliflow.channels import CRC_BITS, DEFAULT_BLOCK_BITS, DEFAULT_BLOCK_BYTES
+    from intelliflow.flow.latency import WirelessLink
+
+    link = DigitalLink("awgn")
+    assert (CRC_BITS, DEFAULT_BLOCK_BYTES, DEFAULT_BLOCK_BITS) == (24, 256, 2048)
+    assert link.block_bytes == DEFAULT_BLOCK_BYTES == load_bler_table().data["link"]["block_bytes"]
+    mcs = get_mcs(13)
+    assert link.codeword_bits(DEFAULT_BLOCK_BYTES, mcs) == \
+        math.ceil((DEFAULT_BLOCK_BITS + CRC_BITS) / (mcs.code_rate * mcs.bits_per_symbol) - 1e-9) * mcs.bits_per_symbol
+    # the latency model adds one CRC per code block of the link
+    fixed, adaptive = WirelessLink(bit_rate=1e6), WirelessLink(snr_db=20.0)
+    rate, bler, _ = adaptive.digital_rate()
+    assert fixed.digital_ms(3 * DEFAULT_BLOCK_BITS) == pytest.approx(1e3 * 3 * DEFAULT_BLOCK_BITS / 1e6)
+    assert adaptive.digital_ms(3 * DEFAULT_BLOCK_BITS) == \
+        pytest.approx(1e3 * 3 * (DEFAULT_BLOCK_BITS + CRC_BITS) / rate / (1 - bler))

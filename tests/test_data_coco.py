@@ -123,3 +123,19 @@ def test_unknown_dataset_specs():
         open_dataset("shapes:holdout")
     with pytest.raises(RegistryError, match="unknown dataset"):
         open_dataset("imagenet:/data")
+
+
+def test_dataset_and_scorer_read_annotations_through_one_parser(coco_dir):
+    from intelliflow.data.coco import parse_coco_annotations
+    from intelliflow.evaluation.metrics import read_coco_annotations
+
+    parsed = parse_coco_annotations(coco_dir / "captions.json")
+    assert parsed.captions == {11: ["A red square.", "Red."], 12: ["A blue square."], 13: ["A green square."]}
+    assert read_coco_annotations(coco_dir / "captions.json") == (parsed.captions, {})
+    ds = CocoCaptions(coco_dir / "captions.json", coco_dir / "val2014")
+    assert {e[0]: e[2] for e in ds.entries} == parsed.captions
+    bad = coco_dir / "bad.json"
+    bad.write_text(json.dumps({"images": [], "annotations": [{"image_id": 1, "caption": 5}]}))
+    for reader in (parse_coco_annotations, read_coco_annotations, lambda p: CocoCaptions(p, coco_dir / "val2014")):
+        with pytest.raises(DatasetError, match="bad.json has a malformed entry: annotation 0"):
+            reader(bad)

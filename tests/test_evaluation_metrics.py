@@ -83,6 +83,15 @@ def test_meteor_is_null_with_a_reason_without_java(monkeypatch):
     assert scores["BLEU-1"] == pytest.approx(1.0)
 
 
+@needs_java
+def test_scoring_prints_nothing(capfd):
+    """Neither the Java tokenizer's progress line nor the scorers' chatter reaches the terminal."""
+    scores = caption_metrics({1: "a red circle", 2: "a blue square"},
+                             {1: ["a red circle", "a red disc"], 2: ["a blue square"]}, tokenizer="java")
+    assert scores["tokenizer"] == "java-ptb" and scores["METEOR"] is not None
+    assert capfd.readouterr() == ("", "")
+
+
 def test_identical_captions_score_higher_than_wrong_ones():
     refs = {i: make_sample("val", i).captions for i in range(30)}
     good = caption_metrics({i: r[0] for i, r in refs.items()}, {i: r[1:] for i, r in refs.items()}, meteor=False)

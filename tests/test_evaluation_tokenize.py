@@ -4,7 +4,9 @@ import pytest
 
 from caption_corpus import CAPTIONS
 from intelliflow.data.shapes import make_sample
-from intelliflow.evaluation.tokenize import PythonPTBTokenizer, java_available, ptb_tokenize_line
+from intelliflow.errors import MetricError
+from intelliflow.evaluation.tokenize import (JavaPTBTokenizer, PythonPTBTokenizer, coco_tokenizer, java_available,
+                                            ptb_tokenize_line)
 
 
 @pytest.mark.skipif(not java_available(), reason="the reference tokenizer runs in Java")
@@ -27,3 +29,25 @@ def test_rules_on_known_cases():
          "u.s.", "today", "."]
     assert PythonPTBTokenizer().tokenize({1: [{"caption": 'He said "hi", then left...'}]}) == \
         {1: ["he said hi then left"]}
+
+
+@pytest.mark.skipif(not java_available(), reason="the reference tokenizer runs in Java")
+def test_java_tokenizer_is_quiet_and_gives_pycocoevalcaps_tokens(capfd):
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    data = {k: [{"caption": c}, {"caption": c.upper()}] for k, c in enumerate(list(CAPTIONS)[:50] + ["", "a\nb"])}
+    ours = JavaPTBTokenizer().tokenize(data)
+    assert capfd.readouterr().err == ""
+    theirs = PTBTokenizer().tokenize(data)
+    assert "PTBTokenizer tokenized" in capfd.readouterr().err  # what pycocoevalcap lets through
+    assert ours == theirs
+    assert isinstance(coco_tokenizer("java"), JavaPTBTokenizer)
+
+
+@pytest.mark.skipif(not java_available(), reason="the reference tokenizer runs in Java")
+def test_java_tokenizer_failure_is_an_error_with_javas_message(monkeypatch):
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    monkeypatch.setattr(ptbtokenizer, "STANFORD_CORENLP_3_4_1_JAR", "no-such.jar")
+    with pytest.raises(MetricError, match="PTBTokenizer failed.*PTBTokenizer"):  # Java names the missing class
+        JavaPTBTokenizer().tokenize({1: [{"caption": "a red circle"}]})
