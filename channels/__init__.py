@@ -19,7 +19,7 @@ _EXPORTS = {
     "ChannelOutput": "analog", "AnalogChannel": "analog", "NoChannel": "analog", "AWGNChannel": "analog",
     "RayleighChannel": "analog", "OFDMTDLChannel": "analog", "snr_db_to_no": "analog",
     "build_channel": "registry", "available_channels": "registry", "channel_parameters": "registry",
-    "CHANNEL_NAMES": "registry", "channel_config": "registry", "channel_name": "registry",
+    "CHANNELS": "registry", "channel_config": "registry", "channel_name": "registry",
     "DigitalLink": "digital", "LinkResult": "digital", "CRC_BITS": "digital", "DEFAULT_BLOCK_BYTES": "digital",
     "DEFAULT_BLOCK_BITS": "digital",
     "MCS": "mcs", "MCS_TABLE": "mcs", "MCS_INDICES": "mcs", "get_mcs": "mcs", "BlerTable": "mcs",

@@ -33,6 +33,8 @@ import torch
 from intelliflow.devices import device_string
 from intelliflow.errors import ConfigError, ShapeError
 
+from .registry import CHANNELS
+
 __all__ = [
     "ChannelOutput",
     "AnalogChannel",
@@ -198,6 +200,7 @@ class AnalogChannel(torch.nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
 
 
+@CHANNELS.register("none")
 class NoChannel(AnalogChannel):
     """The identity channel, for clean baselines: ``y = x``, ``no_eff = 0``; ``snr_db`` is ignored.
 
@@ -223,6 +226,7 @@ class NoChannel(AnalogChannel):
                              csi=torch.ones_like(x), channel_uses=self.channel_uses(x.shape[1]))
 
 
+@CHANNELS.register("awgn")
 class AWGNChannel(AnalogChannel):
     """Additive white Gaussian noise through Sionna's ``AWGN``: ``y = x + n``, ``n ~ CN(0, no)``.
 
@@ -281,6 +285,7 @@ def _to_wiener(x_u: torch.Tensor, no_u: torch.Tensor) -> tuple[torch.Tensor, tor
     return x_u * scale, no_u * scale, True
 
 
+@CHANNELS.register("rayleigh")
 class RayleighChannel(AnalogChannel):
     """Flat Rayleigh block fading (Sionna's ``RayleighBlockFading``) plus AWGN, then equalisation.
 
@@ -368,6 +373,7 @@ class RayleighChannel(AnalogChannel):
                              biased=biased)
 
 
+@CHANNELS.register("ofdm-tdl")
 class OFDMTDLChannel(AnalogChannel):
     """OFDM over a 3GPP TDL channel: Sionna's ``ResourceGrid`` + ``OFDMChannel`` + ``tr38901.TDL``,
     pilots with ``LSChannelEstimator`` and ``LMMSEEqualizer`` (or ``ZFEqualizer``).

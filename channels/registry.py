@@ -1,4 +1,8 @@
-"""Build analog channels by name from a config: ``build_channel({"name": "rayleigh", ...})``."""
+"""Analog channels by name: ``build_channel({"name": "rayleigh", ...})``.
+
+A channel class registers itself where it is defined (``@CHANNELS.register("awgn")``); the
+package's modules are imported on the first look-up, so a new channel is one module.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,19 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from intelliflow.errors import ConfigError, RegistryError
+from intelliflow.errors import ConfigError
+from intelliflow.registry import Registry
 
-__all__ = ["CHANNEL_NAMES", "available_channels", "channel_config", "channel_name", "channel_parameters",
+__all__ = ["CHANNELS", "available_channels", "channel_config", "channel_name", "channel_parameters",
            "build_channel"]
 
-CHANNEL_NAMES = ("none", "awgn", "rayleigh", "ofdm-tdl")
-
-
-def _classes() -> dict[str, type]:
-    from .analog import AWGNChannel, NoChannel, OFDMTDLChannel, RayleighChannel
-
-    return {"none": NoChannel, "awgn": AWGNChannel, "rayleigh": RayleighChannel, "ofdm-tdl": OFDMTDLChannel}
+#: analog channel classes by name (``none``, ``awgn``, ``rayleigh``, ``ofdm-tdl``, ...)
+CHANNELS = Registry("channel", __package__)
 
 
 def available_channels() -> list[str]:
     """Names :func:`build_channel` accepts."""
-    return list(CHANNEL_NAMES)
+    return CHANNELS.names()
 
 
 def channel_config(channel: Any) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def channel_config(channel: Any) -> dict[str, Any]:
     - a mapping with a ``name`` key (copied);
     - a channel module (its ``config()``), or any object with a ``name`` attribute.
 
-    The name is not checked against :data:`CHANNEL_NAMES` (:func:`build_channel` does that; the
+    The name is not checked against the registered channels (:func:`build_channel` does that; the
     capacity, BER and BLER references accept only the names they know).
 
     :raises ConfigError: no name can be found, or an option of the text form is not ``key=value``.
@@ -60,7 +60,7 @@ def channel_config(channel: Any) -> dict[str, Any]:
         return config
     if isinstance(channel, Mapping):
         if "name" not in channel:
-            raise ConfigError(f"channel config {dict(channel)!r} has no 'name'; allowed names: {list(CHANNEL_NAMES)}")
+            raise ConfigError(f"channel config {dict(channel)!r} has no 'name'; allowed names: {available_channels()}")
         return dict(channel)
     if callable(getattr(channel, "config", None)):
         return dict(channel.config())
@@ -79,15 +79,9 @@ def channel_name(channel: Any) -> str:
     return channel_config(channel)["name"]
 
 
-def _check_name(name: Any) -> str:
-    if name not in CHANNEL_NAMES:
-        raise RegistryError(f"unknown channel {name!r}; allowed: {list(CHANNEL_NAMES)}")
-    return name
-
-
 def channel_parameters(name: str) -> dict[str, Any]:
     """The parameters of channel ``name`` and their defaults, e.g. ``{"csi": "perfect", ...}``."""
-    cls = _classes()[_check_name(name)]
+    cls = CHANNELS.get(name)
     signature = inspect.signature(cls.__init__)
     return {p.name: p.default for p in signature.parameters.values() if p.name != "self"}
 
@@ -110,9 +104,9 @@ def build_channel(config: str | Mapping[str, Any]):
         raise ConfigError(f"a channel config must be a name or a mapping with a 'name' key, got {config!r}")
     config = channel_config(config)
     params = {k: v for k, v in config.items() if k != "name"}
-    name = _check_name(config["name"])
+    name = config["name"]
     allowed = channel_parameters(name)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ConfigError(f"channel {name!r}: unknown parameter(s) {unknown}; allowed: {sorted(allowed) or 'none'}")
-    return _classes()[name](**params)
+    return CHANNELS.get(name)(**params)

@@ -94,20 +94,6 @@ def score(results: dict, references: dict, scenes: dict, meteor="auto", tokenize
     return scores
 
 
-def parse_channel(text: str) -> dict:
-    """``"rayleigh:csi=estimated,block_length=32"`` -> ``{"name": "rayleigh", "csi": "estimated", ...}``."""
-    import yaml
-
-    name, _, options = text.partition(":")
-    config = {"name": name}
-    for item in filter(None, options.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ConfigError(f"channel option {item!r} must be key=value (e.g. rayleigh:csi=estimated)")
-        config[key.strip()] = yaml.safe_load(value)
-    return config
-
-
 def operating_points(codec, snr: list[float] | None, rate_values: list[float] | None) -> list[dict]:
     """The (snr_db, rate knob value) points to evaluate: every SNR times every value of the codec's
     rate knob (``None``: the codec's default)."""
@@ -138,6 +124,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
     :param method: the label of this method in results and plots (default: the codec name).
     :param seed: seeds torch and Sionna (channel noise, fading) so a run can be repeated exactly.
     """
+    from intelliflow.channels import channel_config as channel_config_of
     from intelliflow.codec import resolve_codec
     from intelliflow.codec.registry import codec_metadata
     from intelliflow.data.datasets import open_dataset
@@ -146,7 +133,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
     from intelliflow.seeding import seed_everything
 
     codec_object = resolve_codec(codec)
-    channel_config = parse_channel(channel)
+    channel_config = channel_config_of(channel)
     trained_on = codec_metadata(codec).get("recipe", {}).get("channel", {})
     analog = codec_object.sends == "symbols"
     if analog and trained_on.get("name") == channel_config["name"]:

@@ -31,6 +31,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from intelliflow.errors import ConfigError, DatasetNotFoundError
 
 from .protocol import SplitModel
+from .registry import ADAPTERS
 
 IMAGENET_HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 CLIP_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
@@ -178,6 +179,7 @@ def vit_like_tower(encoder: nn.Module) -> VisionTower:
                        (side, side), config.hidden_size, _side(config))
 
 
+@ADAPTERS.register("vision-encoder-decoder")
 class VisionEncoderDecoderSplit(HFSplitModel):
     """Any ``VisionEncoderDecoderModel`` with a ViT-style encoder, split inside the encoder."""
 
@@ -247,6 +249,7 @@ class VisionEncoderDecoderSplit(HFSplitModel):
 
 # --------------------------------------------------------------------------------- BLIP
 
+@ADAPTERS.register("blip")
 class BlipSplit(HFSplitModel):
     """``BlipForConditionalGeneration`` split inside ``vision_model`` at layer ``k``."""
 
@@ -315,6 +318,7 @@ class _StatesAsImageEncoder(nn.Module):
         return BaseModelOutput(last_hidden_state=self.states)
 
 
+@ADAPTERS.register("git")
 class GitSplit(HFSplitModel):
     """``GitForCausalLM`` split inside its CLIP image encoder at layer ``k``."""
 

@@ -1,4 +1,9 @@
-"""Split models by name: the shipped built-in captioner, or a local folder of weights."""
+"""Split models by name: the shipped built-in captioner, or a local folder of weights.
+
+A Hugging Face folder is split by the adapter registered for its ``config.json`` ``model_type``
+(``@ADAPTERS.register("blip")`` on the adapter class, where it is defined); the package's modules
+are imported on the first look-up, so a new adapter is one module.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,14 @@ import json
 from pathlib import Path
 
 from intelliflow.errors import CheckpointError, RegistryError
+from intelliflow.registry import Registry
 
 from .protocol import SplitModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED = {"shapes-captioner": WEIGHTS_DIR / "shapes-captioner"}
+#: split adapters of Hugging Face models, by the ``model_type`` of their ``config.json``
+ADAPTERS = Registry("split adapter", __package__)
 
 
 def shipped_models() -> dict[str, Path]:
@@ -39,11 +47,8 @@ def load_split_model(name_or_path: str | Path, split: int | None = None) -> Spli
     if "config" in config and (folder / "model.safetensors").is_file() and \
             config["config"].get("encoder", {}).get("model_type") == "intelliflow-convvit":
         return ShapesCaptioner.load(folder, split=split)
-    from .hf_adapters import BlipSplit, GitSplit, VisionEncoderDecoderSplit
-
-    adapters = {"vision-encoder-decoder": VisionEncoderDecoderSplit, "blip": BlipSplit, "git": GitSplit}
     kind = config.get("model_type")
-    if kind not in adapters:
-        raise RegistryError(f"{folder}: model_type {kind!r} has no split adapter; supported: {sorted(adapters)} "
+    if kind not in ADAPTERS:
+        raise RegistryError(f"{folder}: model_type {kind!r} has no split adapter; supported: {ADAPTERS.names()} "
                             "(or use intelliflow.models.split_at)")
-    return adapters[kind].from_pretrained(folder, split=split)
+    return ADAPTERS.get(kind).from_pretrained(folder, split=split)

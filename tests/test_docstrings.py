@@ -16,7 +16,9 @@ import pytest
 import intelliflow
 
 #: Packages whose modules' examples are run; add a package's name here to cover it too.
-PACKAGES = ["intelliflow.data", "intelliflow.channels", "intelliflow.models", "intelliflow.evaluation"]
+PACKAGES = ["intelliflow.data", "intelliflow.channels", "intelliflow.models", "intelliflow.codec", "intelliflow.flow",
+            "intelliflow.evaluation", "intelliflow.deploy", "intelliflow.training", "intelliflow.system",
+            "intelliflow.recipes"]
 
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

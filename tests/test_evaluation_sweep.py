@@ -7,7 +7,8 @@ import pytest
 
 from intelliflow.errors import ConfigError
 from intelliflow.recipes.cli import main
-from intelliflow.evaluation.sweep import evaluate, parse_channel
+from intelliflow.channels import channel_config
+from intelliflow.evaluation.sweep import evaluate
 
 
 def read(path):
@@ -61,10 +62,10 @@ def test_eval_refuses_what_cannot_be_sent(tmp_path):
         evaluate(codec="shapes-jscc-awgn", out=tmp_path, limit=2)
     with pytest.raises(ConfigError, match="needs --snr"):
         evaluate(codec="jpeg-50", channel="awgn", out=tmp_path, limit=2)
-    assert parse_channel("rayleigh:csi=estimated,block_length=32") == {"name": "rayleigh", "csi": "estimated",
+    assert channel_config("rayleigh:csi=estimated,block_length=32") == {"name": "rayleigh", "csi": "estimated",
                                                                          "block_length": 32}
     with pytest.raises(ConfigError, match="key=value"):
-        parse_channel("rayleigh:csi")
+        channel_config("rayleigh:csi")
 
 
 def test_quick_demo_through_the_cli(tmp_path, capsys):

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from intelliflow.data.captions import canonical_caption
 from intelliflow.data.sample import collate_samples
+from intelliflow.devices import rank_device
 from intelliflow.errors import ConfigError
 from intelliflow.training import (LoopConfig, Step, TrainState, ddp, distributed, lr_schedule, train_loop,
                                   write_weights_digest)
@@ -216,7 +217,7 @@ def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | No
     if t.threads:
         torch.set_num_threads(t.threads)
     seed_everything(recipe.seed + rank, sionna=recipe.channel.name != "none")
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    device = rank_device(rank)
     model, codec, flow = _build(recipe, device)
     digital = flow.kind == "learned"
 

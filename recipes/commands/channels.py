@@ -115,14 +115,16 @@ def cmd_channels_mcs(args) -> int:
 def register(sub) -> None:
     """Add ``channels`` (actions ``ber`` and ``mcs``) to an argparse sub-parsers object."""
     from intelliflow.channels.ber import MODULATIONS
-    from intelliflow.channels.registry import CHANNEL_NAMES
 
-    from .common import action_group
+    from intelliflow.channels.registry import available_channels
+
+    from .common import RegisteredNames, action_group
 
     csub = action_group(sub, "channels", "channels: uncoded BER versus theory, adaptive MCS per SNR")
 
     p = csub.add_parser("ber", help="simulated and closed-form uncoded BER per SNR through an analog channel")
-    p.add_argument("--channel", default="awgn", choices=CHANNEL_NAMES, help="channel name (default: awgn)")
+    p.add_argument("--channel", default="awgn", choices=RegisteredNames(available_channels), metavar="NAME",
+                   help="channel name: awgn, rayleigh, ofdm-tdl, none (default: awgn)")
     p.add_argument("--param", action="append", default=[], type=_param, metavar="KEY=VALUE",
                    help="channel parameter, e.g. --param csi=estimated --param block_length=64 (repeatable)")
     p.add_argument("--modulation", default="qpsk", choices=list(MODULATIONS), help="default: qpsk")

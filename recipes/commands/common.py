@@ -52,3 +52,17 @@ def action_group(sub, name: str, help: str):
     actions = group.add_subparsers(dest=f"{name}_command", metavar="ACTION")
     actions.required = True
     return actions
+
+
+class RegisteredNames:
+    """argparse ``choices`` read from a registry only when a value is checked or listed, so building
+    the parser imports nothing heavy: ``choices=RegisteredNames(available_channels)``."""
+
+    def __init__(self, names):
+        self.names = names
+
+    def __contains__(self, value) -> bool:
+        return value in self.names()
+
+    def __iter__(self):
+        return iter(self.names())
