@@ -115,7 +115,6 @@ def cmd_channels_mcs(args) -> int:
 def register(sub) -> None:
     """Add ``channels`` (actions ``ber`` and ``mcs``) to an argparse sub-parsers object."""
     from intelliflow.channels.ber import MODULATIONS
-
     from intelliflow.channels.registry import available_channels
 
     from .common import RegisteredNames, action_group
