@@ -76,8 +76,8 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
         out.channel_uses += [u for u in result.channel_uses if u is not None]
         out.mcs += [m for m in result.mcs if m is not None]
         out.lost += sum(result.lost)
-        for i, caption, refs, scene in zip(batch["image_ids"], result.captions, batch["captions"], batch["scenes"]):
-            out.results[i], out.references[i] = caption, refs
+        for i, text, refs, scene in zip(batch["image_ids"], result.captions, batch["captions"], batch["scenes"]):
+            out.results[i], out.references[i] = text, refs
             if scene is not None:
                 out.scenes[i] = scene
     return out

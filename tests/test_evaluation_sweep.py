@@ -77,3 +77,10 @@ def test_quick_demo_through_the_cli(tmp_path, capsys):
     assert {"identity", "ours (hyperprior)", "jpeg", "webp", "quantize", "text"} <= methods
     assert {r["channel"] for r in rows} >= {"none", "awgn", "rayleigh"}
     assert (tmp_path / "curves.png").stat().st_size > 30_000 and (tmp_path / "summary.md").is_file()
+
+
+def test_a_sweep_over_several_batches_captions_every_image(tmp_path):
+    (row,) = evaluate(codec="quantize-8", limit=5, batch_size=2, meteor=False, progress=False, out=tmp_path)
+    captions = json.loads((tmp_path / "captions.json").read_text())
+    assert row["n_images"] == 5 and len(captions) == 5 and len({c["image_id"] for c in captions}) == 5
+    assert all(c["caption"] for c in captions) and row["payload_bits"] > 0
