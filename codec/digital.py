@@ -123,6 +123,9 @@ class FeatureCodec(CompressionModel, Codec):
     def max_q(self) -> float:
         return float(self.config.rate_points - 1)
 
+    def rate_range(self) -> tuple[float, float]:
+        return 0.0, self.max_q
+
     def _q_tensor(self, q, batch: int, device) -> torch.Tensor:
         q = torch.as_tensor(self.max_q if q is None else q, dtype=torch.float32, device=device)
         if q.dim() == 0:

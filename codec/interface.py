@@ -91,6 +91,12 @@ class Codec:
             return "analog"
         return "learned" if self.learned else "bytes"
 
+    def rate_range(self) -> tuple[float, float] | None:
+        """The rate knob's range on this codec (inclusive), ``None`` without a knob."""
+        if self.rate is None:
+            return None
+        return self.rate.low, self.rate.high
+
     def rate_options(self, **values) -> dict:
         """The subset of ``values`` this codec's ``encode`` takes (its rate knob, ``target_bytes`` for a
         learned byte codec, ``snr_db`` for an analog one), ``None`` values dropped."""

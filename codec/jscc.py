@@ -101,6 +101,9 @@ class JSCCCodec(nn.Module, Codec):
         c = self.config
         return ((snr - c.snr_low_db) / (c.snr_high_db - c.snr_low_db))[:, None]  # about [0, 1]
 
+    def rate_range(self) -> tuple[int, int]:
+        return 1, self.config.symbol_channels
+
     def channel_uses(self, height: int, width: int, symbols: int | None = None) -> int:
         """Complex symbols per image for features on a ``height`` x ``width`` grid, sending the
         first ``symbols`` symbol channels (default all)."""

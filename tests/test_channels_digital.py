@@ -182,7 +182,7 @@ def test_bad_inputs():
 
 def test_block_constants_are_the_links():
     from intelliflow.channels import CRC_BITS, DEFAULT_BLOCK_BITS, DEFAULT_BLOCK_BYTES
-    from intelliflow.flow.latency import WirelessLink
+    from intelliflow.system.latency import WirelessLink
 
     link = DigitalLink("awgn")
     assert (CRC_BITS, DEFAULT_BLOCK_BYTES, DEFAULT_BLOCK_BITS) == (24, 256, 2048)
