@@ -71,7 +71,7 @@ def test_eval_command_writes_results_and_coco_captions(saved_captioner, tmp_path
     for column in ("model", "split", "codec", "channel", "snr_db", "payload_bits", "channel_uses", "BLEU-4",
                    "CIDEr-D", "ROUGE-L", "METEOR", "semantic_accuracy", "relation_accuracy", "n_images"):
         assert column in row
-    assert row["split"] == "2" and row["n_images"] == "6" and int(row["payload_bits"]) == 32 * 64 * 32
+    assert row["split"] == "2" and row["n_images"] == "6" and float(row["payload_bits"]) == 32 * 64 * 32 + 32  # float32 features + the 4-byte shape header
     captions = json.loads((out / "captions.json").read_text())
     assert sorted(c["image_id"] for c in captions) == list(range(6))
     assert all(isinstance(c["caption"], str) for c in captions)
