@@ -345,26 +345,38 @@ class HyperpriorFeatureCodec(FeatureCodec):
         """The hyper-latent's per-channel medians [1, C, 1, 1], the offset of its symbols."""
         return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
 
+    def _y_entropy_params(self, z_values: list[int], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """ŷ's CDF indexes and means [1, M, h, w] from one image's hyper-latent symbols.
+
+        This is the decoder's computation, and the encoder repeats it image by image on the same
+        integers: a batched convolution rounds differently in the last bit, and a scale that lands
+        on a boundary of the scale table then picks another CDF on each side, so the rANS stream
+        desynchronises and decodes to garbage (or, reading past its end, to something different on
+        every call). With the same computation on both sides, decoding is bit-exact.
+        """
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+        z_shape = (1, self.config.hyper_channels, *size)
+        z_hat = eb.dequantize(torch.tensor(z_values, dtype=torch.float32, device=self.log_gain.device)
+                              .reshape(z_shape), self._z_medians())
+        scales, means = self._params(z_hat)
+        return gc.build_indexes(scales), means
+
     def _entropy_compress(self, y):
         from compressai.ans import BufferedRansEncoder
 
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-        z = self.h_a(y)
-        medians = self._z_medians()
-        z_symbols = eb.quantize(z, "symbols", medians)
-        z_hat = eb.quantize(z, "dequantize", medians)   # what the decoder will reconstruct
-        z_indexes = eb._build_indexes(z.size())
-        scales, means = self._params(z_hat)
-        y_indexes = gc.build_indexes(scales)
-        y_symbols = gc.quantize(y, "symbols", means)
+        z_symbols = eb.quantize(self.h_a(y), "symbols", self._z_medians())
+        z_indexes = eb._build_indexes(z_symbols.size())
         z_tables, y_tables = self._tables(eb), self._tables(gc)
         streams = []
         for i in range(y.shape[0]):
+            z_values = z_symbols[i].reshape(-1).int().tolist()
+            y_indexes, means = self._y_entropy_params(z_values, tuple(y.shape[-2:]))
+            y_symbols = gc.quantize(y[i:i + 1], "symbols", means)
             encoder = BufferedRansEncoder()
-            encoder.encode_with_indexes(z_symbols[i].reshape(-1).int().tolist(),
-                                        z_indexes[i].reshape(-1).int().tolist(), *z_tables)
-            encoder.encode_with_indexes(y_symbols[i].reshape(-1).int().tolist(),
-                                        y_indexes[i].reshape(-1).int().tolist(), *y_tables)
+            encoder.encode_with_indexes(z_values, z_indexes[i].reshape(-1).int().tolist(), *z_tables)
+            encoder.encode_with_indexes(y_symbols.reshape(-1).int().tolist(), y_indexes.reshape(-1).int().tolist(),
+                                        *y_tables)
             streams.append(encoder.flush())
         return streams
 
@@ -372,16 +384,11 @@ class HyperpriorFeatureCodec(FeatureCodec):
         from compressai.ans import RansDecoder
 
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-        device = self.log_gain.device
         decoder = RansDecoder()
         decoder.set_stream(stream)
-        z_shape = (1, self.config.hyper_channels, *size)
-        z_indexes = eb._build_indexes(z_shape)
+        z_indexes = eb._build_indexes((1, self.config.hyper_channels, *size))
         z_values = decoder.decode_stream(z_indexes.reshape(-1).int().tolist(), *self._tables(eb))
-        z_hat = eb.dequantize(torch.tensor(z_values, dtype=torch.float32, device=device).reshape(z_shape),
-                              self._z_medians())
-        scales, means = self._params(z_hat)
-        y_indexes = gc.build_indexes(scales)
+        y_indexes, means = self._y_entropy_params(z_values, size)
         y_values = decoder.decode_stream(y_indexes.reshape(-1).int().tolist(), *self._tables(gc))
-        y_symbols = torch.tensor(y_values, dtype=torch.float32, device=device).reshape(y_indexes.shape)
+        y_symbols = torch.tensor(y_values, dtype=torch.float32, device=self.log_gain.device).reshape(y_indexes.shape)
         return gc.dequantize(y_symbols, means)
