@@ -23,7 +23,7 @@ import torch
 from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 
 from . import bitstream
-from .interface import Codec, check_batch
+from .interface import Codec, check_batch, check_expected
 from .registry import register_codec
 
 
@@ -72,8 +72,9 @@ class QuantizeCodec(Codec):
             out.append(bitstream.pack(self.payload_id, self.bits, h, w, body, self._finger))
         return out
 
-    def decode(self, payloads: Sequence[bytes], **_) -> torch.Tensor:
-        """Payloads -> features [B, C, H, W] (float32)."""
+    def decode(self, payloads: Sequence[bytes], expected: tuple[int, int, int] | None = None, **_) -> torch.Tensor:
+        """Payloads -> features [B, C, H, W] (float32); ``expected=(C, H, W)`` refuses other shapes
+        before inflating."""
         out = []
         for data in check_batch(payloads):
             packet = bitstream.unpack(data, self.payload_id, self._finger)
@@ -83,6 +84,7 @@ class QuantizeCodec(Codec):
             if len(body) < 10:
                 raise BitstreamError("quantize payload too short for its shape and range")
             c, lo, hi = struct.unpack(">Hff", body[:10])
+            check_expected((c, packet.height, packet.width), expected, "features of")
             n = c * packet.height * packet.width
             try:
                 packed = zlib.decompressobj().decompress(body[10:], (n * self.bits + 7) // 8 + 1)
@@ -121,13 +123,14 @@ class IdentityCodec(Codec):
         header = struct.pack(">HBB", c, h, w)
         return [header + x.astype("<f4").tobytes() for x in features.detach().float().cpu().numpy()]
 
-    def decode(self, payloads: Sequence[bytes], **_) -> torch.Tensor:
-        """Payloads -> features [B, C, H, W], bit-exact."""
+    def decode(self, payloads: Sequence[bytes], expected: tuple[int, int, int] | None = None, **_) -> torch.Tensor:
+        """Payloads -> features [B, C, H, W], bit-exact; ``expected=(C, H, W)`` refuses other shapes."""
         out = []
         for data in check_batch(payloads):
             if len(data) < 4:
                 raise BitstreamError("identity payload too short for its header")
             c, h, w = struct.unpack(">HBB", data[:4])
+            check_expected((c, h, w), expected, "features of")
             if len(data) != 4 + 4 * c * h * w:
                 raise BitstreamError(f"identity payload of {len(data)} bytes does not hold {c}x{h}x{w} float32")
             out.append(torch.from_numpy(np.frombuffer(data[4:], dtype="<f4").reshape(c, h, w).copy()))

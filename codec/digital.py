@@ -56,7 +56,7 @@ with warnings.catch_warnings():  # compressai 1.2.6's video models use deprecate
 from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 
 from . import bitstream
-from .interface import Codec, GridCodecConfig, RateKnob, check_batch
+from .interface import Codec, GridCodecConfig, RateKnob, check_batch, check_expected
 from .registry import register_codec
 
 # Gaussian scale table: CompressAI's default stops at 256, whose 3,000-entry CDFs make every call
@@ -213,9 +213,9 @@ class FeatureCodec(CompressionModel, Codec):
         """Device side: features [B, D, H, W] -> one payload per image (see :meth:`compress`)."""
         return self.compress(features, q=q, target_bytes=target_bytes)
 
-    def decode(self, payloads: Sequence[bytes], **_) -> torch.Tensor:
+    def decode(self, payloads: Sequence[bytes], expected: tuple[int, int, int] | None = None, **_) -> torch.Tensor:
         """Receiver side: payloads -> features [B, D, H, W] (see :meth:`decompress`)."""
-        return self.decompress(payloads)
+        return self.decompress(payloads, expected=expected)
 
     @torch.no_grad()
     def compress(self, f: torch.Tensor, q=None, target_bytes: int | Sequence[int] | None = None) -> list[bytes]:
@@ -260,17 +260,26 @@ class FeatureCodec(CompressionModel, Codec):
         return out
 
     @torch.no_grad()
-    def decompress(self, payloads: Sequence[bytes]) -> torch.Tensor:
-        """Payloads -> features [B, D, H, W]. Damaged or foreign payloads raise :class:`BitstreamError`."""
+    def decompress(self, payloads: Sequence[bytes], expected: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """Payloads -> features [B, D, H, W]. Damaged or foreign payloads raise :class:`BitstreamError`.
+
+        :param expected: the feature shape ``(D, H, W)`` the receiver needs; a payload whose header
+            declares another latent size is refused before entropy decoding.
+        """
         payloads = check_batch(payloads, "decompress")
         self._tables_ready()
         outputs = []
         device = self.log_gain.device
+        step = 2 ** self.config.downsample
+        if expected is not None and expected[0] != self.config.in_channels:
+            raise ConfigError(f"this codec codes {self.config.in_channels}-wide features, the receiver expects "
+                              f"{expected[0]}")
+        latent = None if expected is None else (-(-expected[1] // step), -(-expected[2] // step))
         for data in payloads:
             packet = bitstream.unpack(data, self.payload_id, self.fingerprint)
             if packet.q16 > self.max_q * 16:
                 raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
-            step = 2 ** self.config.downsample
+            check_expected((packet.height, packet.width), latent, "a latent of")
             if packet.height * step > 4096 or packet.width * step > 4096:
                 raise BitstreamError(f"latent size {packet.height}x{packet.width} is implausibly large")
             y_hat = self._entropy_decompress(packet.body, (packet.height, packet.width))

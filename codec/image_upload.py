@@ -26,6 +26,8 @@ class ImageUploadCodec(Codec):
 
     takes, sends = "image", "bytes"
     fmt: ClassVar[str] = ""
+    #: the largest picture a receiver decodes (its header is read first): bounds the memory a payload costs
+    max_pixels: ClassVar[int] = 4096 * 4096
 
     def __init__(self, quality: int = 75):
         if not 1 <= int(quality) <= 100:
@@ -55,8 +57,13 @@ class ImageUploadCodec(Codec):
                 with Image.open(io.BytesIO(bytes(data))) as image:
                     if image.format is None or image.format.upper() != self.fmt:
                         raise BitstreamError(f"payload is a {image.format} file, not {self.fmt}")
+                    if image.width * image.height > self.max_pixels:
+                        raise BitstreamError(f"payload is a {image.width}x{image.height} picture, over this "
+                                             f"receiver's limit of {self.max_pixels} pixels")
                     images.append(image.convert("RGB"))
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            except BitstreamError:
+                raise
+            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
                 raise BitstreamError(f"payload is not a readable {self.fmt} image: {exc}") from exc
         return images
 

@@ -71,7 +71,11 @@ class Codec:
         raise NotImplementedError
 
     def decode(self, payload: Any, **context) -> Any:
-        """Receiver side: what came off the link -> ``x̂`` (the same kind ``encode`` took)."""
+        """Receiver side: what came off the link -> ``x̂`` (the same kind ``encode`` took).
+
+        Codecs that take features accept ``expected=(C, H, W)``, the feature shape the receiver's
+        model needs; a payload that declares another shape is refused before it is decoded.
+        """
         raise NotImplementedError
 
     # ------------------------------------------------------------------ descriptions
@@ -116,6 +120,16 @@ class Codec:
         from intelliflow.errors import ConfigError
 
         raise ConfigError(f"{self.name} is a fixed codec: it has no training pass; use Flow.caption")
+
+
+def check_expected(found: tuple[int, ...], expected: tuple[int, ...] | None, what: str) -> None:
+    """Refuse a payload whose declared shape is not the one the receiver expects, before any decoding
+    work (a forged header could otherwise claim a huge latent): :class:`~intelliflow.errors.BitstreamError`."""
+    from intelliflow.errors import BitstreamError
+
+    if expected is not None and tuple(found) != tuple(expected):
+        shown = lambda t: "x".join(map(str, t))  # noqa: E731
+        raise BitstreamError(f"the payload declares {what} {shown(found)}; this receiver expects {shown(expected)}")
 
 
 def check_batch(payloads: Sequence, what: str = "decode") -> list:

@@ -18,8 +18,11 @@ Wire protocol (one image per request, HTTP/1.1, keep-alive):
   the model itself.
 
 Requests that arrive while a batch runs (or within ``batch_wait_ms`` of the first) are decoded one
-by one (a broken payload fails alone) and then captioned in one batch by a single worker thread,
-so the tail runs once per batch.
+by one and then captioned in one batch by a single worker thread, so the tail runs once per batch.
+A request fails alone, always: each payload's declared shape is checked against the configured
+model before it is decoded (a forged header claiming another latent size costs a header read, not
+an entropy decode), decoded features are checked again before they join the batch, and should the
+batch still fail, each request is finished alone.
 
 Why the standard library (``http.server``): the service needs one POST route, one GET route and a
 batching queue; a web framework would add a dependency and an event loop for no gain here.
@@ -185,12 +188,25 @@ class EdgeService:
                 job.future.set_exception(BitstreamError(f"the payload does not decode: {exc}"))
         if not good:
             return
-        captions = self.receiver.finish(self.receiver.join(decoded))
+        try:
+            captions = self.receiver.finish(self.receiver.join(decoded))
+        except Exception:  # noqa: BLE001 - never let one request fail the others: finish each alone
+            if len(good) == 1:
+                raise
+            for job, item in zip(good, decoded):
+                try:
+                    self._answer_jobs([job], self.receiver.finish(item))
+                except Exception as exc:  # noqa: BLE001 - this request's own failure
+                    job.future.set_exception(exc)
+            return
+        self._answer_jobs(good, captions)
+
+    def _answer_jobs(self, jobs: list[_Job], captions: list[str]) -> None:
         done = time.perf_counter()
         with self._count_lock:
-            self.served += len(good)
-        for job, caption in zip(good, captions):
-            job.future.set_result({"caption": caption, "bits": job.bits, "batch": len(good),
+            self.served += len(jobs)
+        for job, caption in zip(jobs, captions):
+            job.future.set_result({"caption": caption, "bits": job.bits, "batch": len(jobs),
                                    "edge_ms": 1e3 * (done - job.arrived)})
 
 

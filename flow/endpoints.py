@@ -44,8 +44,9 @@ class PrefixTokens:
         return [write_varint(len(p)) + p for p in cls.codec.encode(prefix.detach().transpose(1, 2).unsqueeze(-1))]
 
     @classmethod
-    def split(cls, payloads: Sequence[bytes]) -> tuple[torch.Tensor, list[bytes]]:
-        """Payloads -> (prefix [B, P, D], the codec's payloads)."""
+    def split(cls, payloads: Sequence[bytes], expected: tuple[int, int] | None = None
+              ) -> tuple[torch.Tensor, list[bytes]]:
+        """Payloads -> (prefix [B, P, D], the codec's payloads); ``expected=(P, D)`` refuses other shapes."""
         parts, rest = [], []
         for data in payloads:
             data = bytes(data)
@@ -54,7 +55,8 @@ class PrefixTokens:
                 raise BitstreamError("the prefix-token part runs past the end of the payload")
             parts.append(data[pos:pos + length])
             rest.append(data[pos + length:])
-        return cls.codec.decode(parts).squeeze(-1).transpose(1, 2), rest
+        shape = None if expected is None else (expected[1], expected[0], 1)
+        return cls.codec.decode(parts, expected=shape).squeeze(-1).transpose(1, 2), rest
 
     @classmethod
     def train_roundtrip(cls, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,12 +167,14 @@ class Receiver:
             return codec.decode(received)
         if codec.sends == "symbols":
             grid = codec.decode(received, snr_db, noise=noise, grid=model.feature_grid)
-        else:
+        else:  # shapes are checked against the model before any decoding work
             if model.prefix_tokens:
-                prefix, received = PrefixTokens.split(received)
-            grid = codec.decode(received)
+                prefix, received = PrefixTokens.split(received, expected=(model.prefix_tokens, model.feature_dim))
+            grid = codec.decode(received, expected=(model.feature_dim, *model.feature_grid))
         device = self._device
-        return grid_to_tokens(grid.to(device), None if prefix is None else prefix.to(device))
+        features = grid_to_tokens(grid.to(device), None if prefix is None else prefix.to(device))
+        model.check_features(features)
+        return features
 
     @torch.no_grad()
     def finish(self, decoded: Any, **generation) -> list[str]:

@@ -71,3 +71,40 @@ def test_registry_names_and_errors():
         build_codec("zip")
     with pytest.raises(ConfigError, match="allowed"):
         build_codec({"name": "jpeg", "qualty": 5})
+
+
+def test_receivers_refuse_payloads_of_another_shape_before_decoding():
+    from intelliflow.codec import resolve_codec
+
+    features = torch.rand(1, 4, 3, 3)
+    for name in ("quantize-8", "identity"):
+        codec = resolve_codec(name)
+        payloads = codec.encode(features)
+        assert torch.allclose(codec.decode(payloads, expected=(4, 3, 3)), features, atol=1 / 255)
+        with pytest.raises(BitstreamError, match="expects 4x3x4"):
+            codec.decode(payloads, expected=(4, 3, 4))
+    # a zlib bomb that claims the receiver's shape inflates no further than that shape
+    import struct
+    import zlib
+
+    from intelliflow.codec import bitstream
+
+    codec = resolve_codec("quantize-8")
+    body = struct.pack(">Hff", 4, 0.0, 1.0) + zlib.compress(bytes(50_000_000))
+    bomb = bitstream.pack(codec.payload_id, 8, 3, 3, body, codec._finger)
+    with pytest.raises(BitstreamError, match="expects 4x3x3"):
+        codec.decode([bitstream.pack(codec.payload_id, 8, 200, 200, body, codec._finger)], expected=(4, 3, 3))
+    assert codec.decode([bomb], expected=(4, 3, 3)).shape == (1, 4, 3, 3)
+
+
+def test_an_oversized_picture_is_refused_from_its_header():
+    import io
+
+    from PIL import Image
+
+    from intelliflow.codec.image_upload import JpegUpload
+
+    big = io.BytesIO()
+    Image.new("RGB", (5000, 4000)).save(big, format="JPEG", quality=10)
+    with pytest.raises(BitstreamError, match="over this receiver's limit"):
+        JpegUpload().decode([big.getvalue()])

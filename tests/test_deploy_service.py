@@ -200,3 +200,47 @@ def test_a_service_that_failed_to_load_is_reported_at_once():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def forged(data: bytes, height: int, width: int) -> bytes:
+    """An honest .iflow file whose payload header claims another latent size, its check recomputed
+    (anyone with the package can compute the codec's fingerprint)."""
+    from intelliflow.codec import resolve_codec
+    from intelliflow.codec import bitstream
+
+    parsed = unpack_iflow(data)
+    codec = resolve_codec(CODEC)
+    packet = bitstream.unpack(parsed.payload, codec.payload_id, codec.fingerprint)
+    payload = bitstream.pack(codec.payload_id, packet.q16, height, width, packet.body, codec.fingerprint)
+    return pack_iflow(parsed.model, parsed.split, parsed.codec, payload)
+
+
+def test_a_forged_payload_fails_alone_and_cheaply_in_a_batch_of_honest_ones(edge, device, images):
+    server, _ = edge
+    honest = [device.encode(image)[0] for image in images[:8]]
+    expected = [FileDecoder().decode(data)[0] for data in honest]
+    lies = [forged(honest[0], 4, 5), forged(honest[1], 255, 255)]  # a mis-sized and a huge latent
+    answers, refused = [None] * len(honest), []
+    barrier = threading.Barrier(len(honest) + len(lies))
+
+    def send(i, data):
+        client = EdgeClient(server.url)
+        barrier.wait()
+        try:
+            answer = client.caption(data)
+            if i is not None:
+                answers[i] = answer
+        except ServiceError as exc:
+            refused.append((i, str(exc)))
+
+    threads = [threading.Thread(target=send, args=(i, d)) for i, d in enumerate(honest)]
+    threads += [threading.Thread(target=send, args=(None, d)) for d in lies]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [a["caption"] for a in answers] == expected            # every honest request got its solo caption
+    assert sorted(i is None for i, _ in refused) == [True, True]  # only the forged ones were refused...
+    assert all("400" in message and "latent" in message for _, message in refused)  # ...with a 400 naming the lie
+    assert time.perf_counter() - start < 60
