@@ -25,7 +25,7 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable, Mapping
 
 from intelliflow.errors import ConfigError, RegistryError
@@ -116,14 +116,17 @@ def build_codec(config: str | Mapping[str, Any]):
 
 
 # ---------------------------------------------------------------------- names users type
-def checkpoint_folder(name: str | Path) -> Path | None:
-    """The checkpoint folder a name stands for: a shipped codec, an alias, or a folder; else ``None``."""
+def checkpoint_folder(name: str | Path, folders: bool = True) -> Path | None:
+    """The checkpoint folder a name stands for: a shipped codec, an alias, or (with ``folders``) a
+    folder; else ``None``."""
     from .persistence import shipped_codecs
 
     shipped, name = shipped_codecs(), str(name)
     name = ALIASES.get(name, name)
     if name in shipped:
         return shipped[name]
+    if not folders:
+        return None
     folder = Path(name)
     return folder if (folder / "config.json").is_file() else None
 
@@ -147,12 +150,16 @@ def _split_option(name: str) -> tuple[CodecEntry, Any] | None:
     return found, value
 
 
-def resolve_codec(name: str | Mapping[str, Any]):
+def resolve_codec(name: str | Mapping[str, Any], folders: bool = True):
     """A ready codec from any name a user types (see the module docstring); a mapping is built
-    with :func:`build_codec`. Learned codecs come back in eval mode with their weights."""
+    with :func:`build_codec`. Learned codecs come back in eval mode with their weights.
+
+    :param folders: also load checkpoint folders; ``False`` for names that arrived from elsewhere
+        (a received file): then only shipped codecs, aliases and fixed codecs resolve.
+    """
     if not isinstance(name, str):
         return build_codec(name)
-    folder = checkpoint_folder(name)
+    folder = checkpoint_folder(name, folders)
     if folder is not None:
         from .persistence import load_codec
 
@@ -191,19 +198,19 @@ def codec_class(name: str) -> type | None:
 
 
 def canonical_name(name: str) -> str:
-    """The name two ends agree on: a shipped codec's folder name (aliases resolved), a checkpoint
-    folder's absolute path, or a fixed codec's name; for image uploads the format alone (any
-    quality decodes the same way)."""
-    from .persistence import WEIGHTS_DIR
-
-    folder = checkpoint_folder(name)
-    if folder is not None:
-        folder = Path(folder).resolve()
-        return folder.name if folder.parent == WEIGHTS_DIR.resolve() else str(folder)
-    cls = codec_class(name)
-    if cls is not None and cls.takes == "image":
-        return cls.registered_name
-    return name
+    """The identifier two ends of a deployment compare, from the string alone (no file is looked
+    at, so a received name cannot probe the receiver's disk): a folder's last component, an alias
+    resolved to its shipped name, and for image uploads the format alone (any quality decodes the
+    same way)."""
+    ident = PurePath(str(name)).name or str(name)
+    ident = ALIASES.get(ident, ident)
+    try:
+        parsed = _split_option(ident)
+    except ConfigError:
+        return ident
+    if parsed is not None and parsed[0].cls.takes == "image":
+        return parsed[0].name
+    return ident
 
 
 def codec_metadata(name: str) -> dict:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Sequence
 
 from intelliflow.codec import resolve_codec
-from intelliflow.errors import ConfigError
+from intelliflow.codec.registry import canonical_name
+from intelliflow.errors import ConfigError, PayloadMismatchError, RegistryError
 from intelliflow.flow import Device, Receiver
-from intelliflow.models import load_split_model
+from intelliflow.models import load_split_model, shipped_models
 
-from .container import pack_iflow, unpack_iflow
+from .container import identifier, pack_iflow, unpack_iflow
 
 
 def byte_codec(name: str, what: str = "this"):
@@ -45,18 +46,49 @@ class FileEncoder:
 
 
 class FileDecoder:
-    """Receiver: ``.iflow`` bytes -> (caption, payload bits). Loaded models and codecs are cached."""
+    """Receiver: ``.iflow`` bytes -> (caption, payload bits). Loaded models and codecs are cached.
 
-    def __init__(self):
+    :param model, codec: what this receiver's operator configured (names or folders). A file names
+        models and codecs by identifier only; an identifier loads the configured model or codec it
+        stands for, a shipped model, a shipped codec or a fixed codec (``jpeg-30``). A file never
+        makes the receiver load a folder: anything else is a :class:`PayloadMismatchError`.
+    """
+
+    def __init__(self, model: str | None = None, codec: str | None = None):
+        self.configured_model, self.configured_codec = model, codec
         self._models: dict = {}
         self._codecs: dict = {}
 
+    def _model(self, ident: str, split: int):
+        if (ident, split) not in self._models:
+            if self.configured_model is not None and identifier(self.configured_model) == ident:
+                name = self.configured_model
+            elif ident in shipped_models():
+                name = ident
+            else:
+                raise PayloadMismatchError(f"the file is for model {ident!r}, which this receiver was not configured "
+                                           f"with (shipped: {sorted(shipped_models())}; give --model)")
+            self._models[(ident, split)] = load_split_model(name, split=split).eval()
+        return self._models[(ident, split)]
+
+    def _codec(self, ident: str):
+        if ident not in self._codecs:
+            if self.configured_codec is not None and canonical_name(self.configured_codec) == canonical_name(ident):
+                name, folders = (self.configured_codec, True) if identifier(self.configured_codec) == ident \
+                    else (ident, False)
+            else:
+                name, folders = ident, False
+            try:
+                codec = resolve_codec(name, folders=folders)
+            except (RegistryError, ConfigError) as exc:
+                raise PayloadMismatchError(f"the file's codec {ident!r} is not one this receiver serves: {exc}") from exc
+            if codec.sends != "bytes":
+                raise PayloadMismatchError(f"the file's codec {ident!r} sends channel symbols, not bytes")
+            self._codecs[ident] = codec
+        return self._codecs[ident]
+
     def receiver(self, model: str, split: int, codec: str) -> Receiver:
-        if (model, split) not in self._models:
-            self._models[(model, split)] = load_split_model(model, split=split).eval()
-        if codec not in self._codecs:
-            self._codecs[codec] = byte_codec(codec, "an .iflow file")
-        return Receiver(self._models[(model, split)], self._codecs[codec])
+        return Receiver(self._model(model, split), self._codec(codec))
 
     def decode(self, data: bytes) -> tuple[str, int]:
         parsed = unpack_iflow(data)

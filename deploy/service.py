@@ -46,19 +46,11 @@ from intelliflow.codec.registry import canonical_name
 from intelliflow.errors import BitstreamError, IntelliflowError, PayloadMismatchError
 from intelliflow.flow import Receiver
 
-from .container import unpack_iflow
+from .container import identifier, unpack_iflow
 from .files import byte_codec
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 _DRAIN_BYTES = 16 << 20  # an oversized body is read and dropped up to this much before the 413
-
-
-def canonical_model_name(name: str) -> str:
-    """A model folder's absolute path (however the sender spelled it), else the name."""
-    from pathlib import Path
-
-    path = Path(name)
-    return str(path.resolve()) if path.is_dir() else name
 
 
 @dataclass
@@ -140,8 +132,8 @@ class EdgeService:
         """Check one ``.iflow`` file's header against what this service serves and queue it."""
         arrived = time.perf_counter()
         parsed = unpack_iflow(data)
-        wanted = (canonical_model_name(self.model_name), self.model.split, canonical_name(self.codec_name))
-        got = (canonical_model_name(parsed.model), parsed.split, canonical_name(parsed.codec))
+        wanted = (identifier(self.model_name), self.model.split, canonical_name(self.codec_name))
+        got = (parsed.model, parsed.split, canonical_name(parsed.codec))
         if got != wanted:
             raise PayloadMismatchError(
                 f"this service finishes model {wanted[0]!r} at split {wanted[1]} with codec {self.codec_name!r}; "

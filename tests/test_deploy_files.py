@@ -38,7 +38,7 @@ def test_encode_then_decode_gives_the_clean_caption(setup, codec, capsys):
     capsys.readouterr()
     files = sorted(out.glob("*.iflow"))
     assert len(files) == 2
-    assert main(["decode", *map(str, files), "--json"]) == 0
+    assert main(["decode", *map(str, files), "--model", model, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["file"] for r in rows] == [str(f) for f in files]
     if codec in ("identity", "text"):  # lossless: exactly the clean model's caption
@@ -58,7 +58,7 @@ def test_a_damaged_file_fails_alone_with_its_name(setup, capsys):
     data[-5] ^= 0x10
     bad.write_bytes(bytes(data))
     capsys.readouterr()
-    assert main(["decode", str(good), str(bad)]) == 1
+    assert main(["decode", str(good), str(bad), "--model", str(setup / "model")]) == 1
     captured = capsys.readouterr()
     assert str(good) in captured.out
     assert captured.err.count("\n") == 1 and str(bad) in captured.err and "integrity" in captured.err
@@ -75,7 +75,7 @@ def test_models_with_a_cls_token_send_it_beside_the_grid(tmp_path, capsys):
     assert main(["encode", str(image), "--model", str(tmp_path / "blip"), "--split", "1",
                  "--codec", "identity", "--out", str(tmp_path / "out")]) == 0
     capsys.readouterr()
-    assert main(["decode", str(tmp_path / "out" / "img.iflow"), "--json"]) == 0
+    assert main(["decode", str(tmp_path / "out" / "img.iflow"), "--model", str(tmp_path / "blip"), "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     import torch
     from PIL import Image
@@ -92,3 +92,54 @@ def test_models_with_a_cls_token_send_it_beside_the_grid(tmp_path, capsys):
         expected = blip.tail_generate(received)[0]
     assert row["caption"] == expected
     assert row["bits"] > 8 * (4 + 16 * 32 * 4)  # the grid's float32 values plus the prefix part
+
+
+def test_the_whole_file_is_checked_so_a_flipped_header_bit_never_decodes(setup, capsys):
+    """Every single-bit flip of a file, header included, is refused: none decodes to another
+    split point's or codec's caption."""
+    out = setup / "flips"
+    assert main(["encode", str(setup / "img0.png"), "--model", str(setup / "model"), "--codec", "quantize-8",
+                 "--out", str(out)]) == 0
+    data = (out / "img0.iflow").read_bytes()
+    for i in range(8 * len(data)):
+        flipped = bytearray(data)
+        flipped[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(BitstreamError):
+            unpack_iflow(bytes(flipped))
+
+
+def test_names_in_a_file_are_identifiers_and_never_make_the_receiver_load_a_folder(setup, capsys):
+    from intelliflow.deploy.files import FileDecoder
+    from intelliflow.errors import ConfigError, PayloadMismatchError
+
+    out = setup / "names"
+    assert main(["encode", str(setup / "img0.png"), "--model", str(setup / "model"), "--codec", "text",
+                 "--out", str(out)]) == 0
+    data = (out / "img0.iflow").read_bytes()
+    assert unpack_iflow(data).model == "model"                 # the folder's name, not its path
+    with pytest.raises(PayloadMismatchError, match="not configured"):
+        FileDecoder().decode(data)                             # an unconfigured receiver loads no folder
+    assert FileDecoder(model=str(setup / "model")).decode(data)[0]
+    assert unpack_iflow(pack_iflow("../../shapes-captioner", 4, "text", b"x")).model == "shapes-captioner"
+    for name in ("..", "a" * 300, "two words", ".hidden"):
+        with pytest.raises(ConfigError, match="identifier"):
+            pack_iflow(name, 4, "text", b"x")
+    forged = b"IF\x02\x0b../../model\x04\x04text" + b"x"
+    import zlib
+    with pytest.raises(BitstreamError, match="not an identifier"):
+        unpack_iflow(forged + zlib.crc32(forged).to_bytes(4, "big"))
+
+
+def test_encode_never_overwrites_silently(setup, tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        make_sample("test", 0).image.save(tmp_path / folder / "x.png")
+    out = tmp_path / "out"
+    args = ["--model", str(setup / "model"), "--codec", "text", "--out", str(out)]
+    assert main(["encode", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), *args]) == 2
+    assert not out.exists() and "both be written" in capsys.readouterr().err
+    assert main(["encode", str(tmp_path / "a" / "x.png"), *args]) == 0
+    assert main(["encode", str(tmp_path / "b" / "x.png"), *args]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["encode", str(tmp_path / "b" / "x.png"), *args, "--overwrite"]) == 0

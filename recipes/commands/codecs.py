@@ -51,12 +51,21 @@ def cmd_encode(args) -> int:
     """Device side: images -> .iflow files."""
     from intelliflow.deploy.files import FileEncoder
 
-    encoder = FileEncoder(args.model, args.codec, split=args.split, **({"q": args.q} if args.q is not None else {}))
+    from intelliflow.errors import ConfigError
+
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in args.images:
-        (data,) = encoder.encode([read_image(path)])
+    targets: dict[Path, str] = {}
+    for path in args.images:  # every output is checked before anything is written: nothing is overwritten silently
         target = out / (Path(path).stem + ".iflow")
+        if target in targets:
+            raise ConfigError(f"{targets[target]} and {path} would both be written to {target}: rename one")
+        if target.exists() and not args.overwrite:
+            raise ConfigError(f"{target} exists: give --overwrite to replace it, or another --out")
+        targets[target] = path
+    encoder = FileEncoder(args.model, args.codec, split=args.split, **({"q": args.q} if args.q is not None else {}))
+    out.mkdir(parents=True, exist_ok=True)
+    for target, path in targets.items():
+        (data,) = encoder.encode([read_image(path)])
         target.write_bytes(data)
         print(f"{target}  {len(data)} bytes")
     return 0
@@ -67,7 +76,7 @@ def cmd_decode(args) -> int:
     from intelliflow.errors import IntelliflowError
     from intelliflow.deploy.files import FileDecoder
 
-    decoder, failed, rows = FileDecoder(), 0, []
+    decoder, failed, rows = FileDecoder(model=args.model, codec=args.codec), 0, []
     for path in args.files:
         try:
             caption, bits = decoder.decode(Path(path).read_bytes())
@@ -99,10 +108,16 @@ def register(sub) -> None:
                                                    "a shipped codec (intelliflow codecs) or a checkpoint folder")
     p.add_argument("--q", type=float, default=None, help="rate point of a learned codec (default: its highest)")
     p.add_argument("--out", required=True, help="folder for the .iflow files")
+    p.add_argument("--overwrite", action="store_true", help="replace .iflow files that exist already")
     p.set_defaults(func=cmd_encode)
 
 
     p = sub.add_parser("decode", help="receiver: .iflow files -> captions")
     p.add_argument("files", nargs="+")
+    p.add_argument("--model", default=None, help="the model this receiver serves (name or folder); files name "
+                                                 "models by identifier and never make it load a folder (default: "
+                                                 "shipped models only)")
+    p.add_argument("--codec", default=None, help="the codec this receiver serves (name or checkpoint folder; "
+                                                 "default: shipped and fixed codecs only)")
     p.add_argument("--json", action="store_true", help="print a list of {file, caption, bits}")
     p.set_defaults(func=cmd_decode)
