@@ -4,7 +4,8 @@ A checkpoint folder holds ``model.safetensors`` (tensors) and ``config.json`` (e
 Nested state such as an optimizer's ``state_dict()`` is split by :func:`flatten_state` into
 tensors (stored in safetensors under dotted keys) and a JSON skeleton, and rebuilt by
 :func:`unflatten_state`. Files are written to a temporary name and renamed, so a crash never
-leaves a half-written checkpoint behind.
+leaves a half-written file behind; ``config.json``, written last, records the digest of the
+weights it belongs to, so a crash between the two renames is caught when the checkpoint is read.
 """
 
 from __future__ import annotations
@@ -50,10 +51,24 @@ def save_checkpoint(folder: str | Path, tensors: dict[str, torch.Tensor], config
         unique[key] = value.detach().contiguous().cpu().clone()
     tmp = folder / (WEIGHTS + ".tmp")
     save_file(unique, str(tmp))
+    digest = _sha256(tmp)
     os.replace(tmp, folder / WEIGHTS)
-    meta = {**config, "__aliases__": aliases} if aliases else config
+    # config.json is the manifest, written last: it names the digest of the weights it belongs to,
+    # so weights renamed in place beside an older config (a crash between the two renames) are caught
+    meta = {**config, "__aliases__": aliases} if aliases else dict(config)
+    meta["__weights_sha256__"] = digest
     atomic_write_bytes(folder / CONFIG, json.dumps(meta, indent=2, sort_keys=True).encode())
     return folder
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -70,6 +85,12 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{folder / CONFIG} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{folder / CONFIG} must hold a JSON object")
+    digest = config.pop("__weights_sha256__", None)
+    if digest is not None and digest != _sha256(folder / WEIGHTS):
+        raise CheckpointError(f"{folder}: {WEIGHTS} is not the file {CONFIG} was written with (a save was "
+                              "interrupted between its two files); this checkpoint cannot be trusted")
     for alias, key in config.pop("__aliases__", {}).items():
         if key not in tensors:
             raise CheckpointError(f"{folder / CONFIG}: tied tensor {alias!r} points at missing {key!r}")

@@ -127,3 +127,37 @@ def test_checkpoint_keeps_what_keep_says_and_refuses_another_recipe(tmp_path):
     assert (tmp_path / "recipe.json").is_file()
     with pytest.raises(ConfigError, match="different recipe"):
         run(tmp_path, resume=True, recipe={"lr": 0.2})
+
+
+def test_a_killed_run_resumes_with_whole_logs_and_a_trusted_checkpoint(tmp_path):
+    """What a run logged after its last checkpoint is dropped on resume (the header stays, no step
+    twice); weights renamed in beside an older config (a crash between the two renames) are refused."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from intelliflow.errors import CheckpointError
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", stop_at=4)
+    with (tmp_path / "b" / "train_log.csv").open("a") as f:  # a killed run: rows past its checkpoint
+        f.write("5,0.1,0.1,1.00,0.1,1.0\n6,0.1,0.1,1.00,0.1,1.0\n")
+    resumed = run(tmp_path / "b", resume=True)
+    assert rows(tmp_path / "b" / "train_log.csv") == rows(tmp_path / "a" / "train_log.csv")
+    assert rows(tmp_path / "b" / "eval_log.csv", False) == rows(tmp_path / "a" / "eval_log.csv", False)
+    assert torch.equal(resumed.model.weight, straight.model.weight)
+    ckpt = tmp_path / "b" / "checkpoint"
+    tensors, _ = load_checkpoint(ckpt)
+    save_file({k: v + 1 for k, v in tensors.items()}, str(ckpt / "new.tmp"))
+    os.replace(ckpt / "new.tmp", ckpt / "model.safetensors")   # the weights' rename happened, the config's not
+    with pytest.raises(CheckpointError, match="interrupted"):
+        load_checkpoint(ckpt)
+
+
+def test_a_run_checkpoints_by_wall_time_too_so_a_failure_keeps_its_work(tmp_path):
+    with pytest.raises(NonFiniteLossError):
+        run(tmp_path / "a", checkpoint_every=0, checkpoint_minutes=1e-9, eval_every=0, nan_at=3)
+    assert load_checkpoint(tmp_path / "a" / "checkpoint")[1]["step"] == 3   # every step was overdue
+    with pytest.raises(NonFiniteLossError):
+        run(tmp_path / "b", checkpoint_every=0, checkpoint_minutes=0, eval_every=0, nan_at=3)
+    assert not (tmp_path / "b" / "checkpoint").exists()                      # by steps only: nothing yet

@@ -64,6 +64,7 @@ class LoopConfig:
     grad_clip: float = 1.0         # max gradient norm of TrainState.clip
     log_every: int = 25
     checkpoint_every: int = 250    # the last step and a stop_at step are always checkpointed
+    checkpoint_minutes: float = 5.0  # ... and at least this often in wall time (0: only by steps)
     eval_every: int = 0            # the last step is validated too (when there is a validate function)
     columns: Mapping[str, str] = field(default_factory=dict)  # Step.stats name -> format, e.g. {"bits": ".2f"}
     desc: str = "train"            # the progress bar's label
@@ -140,17 +141,40 @@ class _Logs:
 
     def __init__(self, out: Path, config: LoopConfig, step: int):
         self.train_path, self.eval_path = out / "train_log.csv", out / "eval_log.csv"
-        new = not self.train_path.exists() or step == 0
-        self.file = self.train_path.open("w" if new else "a", newline="")
+        header = ["step", "loss", *config.columns, "lr", "images_per_s"]
+        kept = self._rows_up_to(self.train_path, step) if step else []
+        if step and self.eval_path.exists():  # resumed: drop what a killed run logged after its checkpoint
+            self._rewrite(self.eval_path, self._rows_up_to(self.eval_path, step))
+        elif not step:
+            self.eval_path.unlink(missing_ok=True)  # a new run starts new logs
+        self.file = self.train_path.open("w", newline="")
         self.csv = csv.writer(self.file)
-        if new:
-            self.csv.writerow(["step", "loss", *config.columns, "lr", "images_per_s"])
+        self.csv.writerow(header)
+        self.csv.writerows(kept[1:] if kept and kept[0] == header else kept)
+        self.file.flush()
         try:
             from torch.utils.tensorboard import SummaryWriter
 
             self.board = SummaryWriter(str(out / "tensorboard"))
         except Exception:  # TensorBoard is optional
             self.board = None
+
+    @staticmethod
+    def _rows_up_to(path: Path, step: int) -> list[list[str]]:
+        """A log's header and the rows of steps up to ``step`` (a row whose step is not a number is dropped)."""
+        if not path.exists():
+            return []
+        lines = list(csv.reader(path.open(newline="")))
+        if not lines or lines[0][:1] != ["step"]:
+            return []
+        return [lines[0]] + [r for r in lines[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+
+    @staticmethod
+    def _rewrite(path: Path, lines: list[list[str]]) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            csv.writer(f).writerows(lines)
+        tmp.replace(path)
 
     def train(self, step: int, values: dict[str, float], config: LoopConfig, lr: float, rate: float) -> None:
         stats = (format(values[k], fmt) for k, fmt in config.columns.items())
@@ -163,7 +187,7 @@ class _Logs:
     def eval(self, step: int, rows: list[dict]) -> None:
         if not rows:
             return
-        first = not self.eval_path.exists()
+        first = not self.eval_path.exists() or self.eval_path.stat().st_size == 0
         with self.eval_path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["step", *rows[0]])
             if first:
@@ -224,6 +248,7 @@ def train_loop(step_fn: Callable[[Any, int], Step], batches: Callable[[int], Ite
     logs = _Logs(out, config, step) if rank == 0 else None
     bar = tqdm(total=config.steps, initial=step, desc=config.desc, unit="step", file=sys.stderr, disable=rank != 0)
     running = None
+    saved_at = time.monotonic()
     try:
         tick = time.perf_counter()
         while step < config.steps:
@@ -250,9 +275,11 @@ def train_loop(step_fn: Callable[[Any, int], Step], batches: Callable[[int], Ite
                 bar.write(_summary(step, rows))
                 tick = time.perf_counter()
             stopping = stop_at is not None and stop_at <= step < config.steps
-            if rank == 0 and (step == config.steps or stopping or
+            overdue = config.checkpoint_minutes and time.monotonic() - saved_at > 60 * config.checkpoint_minutes
+            if rank == 0 and (step == config.steps or stopping or overdue or
                               (config.checkpoint_every and step % config.checkpoint_every == 0)):
                 state.save(ckpt, step, recipe)
+                saved_at = time.monotonic()
             if stopping:
                 _say(rank, f"stopped at step {step}; continue with --resume")
                 return LoopResult(step, True, ckpt)
