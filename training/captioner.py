@@ -74,6 +74,7 @@ class CaptionerRecipe:
     caption_form: Literal["canonical", "references"] = "canonical"
     output: str = "runs/shapes-captioner"
     checkpoint_every: int = 250
+    checkpoint_minutes: float = 5.0  # also checkpoint at least this often (wall time)
     log_every: int = 50
     model: CaptionerModel = field(default_factory=CaptionerModel)
     train: CaptionerTraining = field(default_factory=CaptionerTraining)
@@ -139,7 +140,7 @@ def train_captioner(recipe: CaptionerRecipe, output: str | Path | None = None, r
 
     captioner.train()
     loop = LoopConfig(steps=t.steps, batch_size=t.batch_size, grad_clip=t.grad_clip, log_every=recipe.log_every,
-                      checkpoint_every=recipe.checkpoint_every, eval_every=recipe.eval.every,
+                      checkpoint_every=recipe.checkpoint_every, checkpoint_minutes=recipe.checkpoint_minutes, eval_every=recipe.eval.every,
                       columns={"caption_loss": ".5f", "cell_loss": ".5f"}, desc="train captioner")
     result = train_loop(step_fn, batches, state, loop, out, to_dict(recipe),
                         validate=validation if recipe.eval.every else None, resume=resume, stop_at=stop_at)

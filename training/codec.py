@@ -105,6 +105,7 @@ class CodecRecipe:
     output: str = "runs/codec"
     data: str = "shapes"  # or a dataset spec with captions: coco:DIR, flickr8k:DIR:train
     checkpoint_every: int = 250
+    checkpoint_minutes: float = 5.0  # also checkpoint at least this often (wall time)
     log_every: int = 25
     model: ModelSection = field(default_factory=ModelSection)
     codec: dict = field(default_factory=lambda: {"name": "hyperprior"})
@@ -269,7 +270,7 @@ def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | No
     flow.train()
     model.train(recipe.model.trainable != "none")
     loop = LoopConfig(steps=t.steps, batch_size=t.batch_size, grad_clip=t.grad_clip, log_every=recipe.log_every,
-                      checkpoint_every=recipe.checkpoint_every, eval_every=recipe.eval.every,
+                      checkpoint_every=recipe.checkpoint_every, checkpoint_minutes=recipe.checkpoint_minutes, eval_every=recipe.eval.every,
                       columns={"caption_nats": ".5f", "kl_nats": ".5f", "feature_nmse": ".5f", "bits": ".2f"},
                       desc=f"train {recipe.codec['name']}")
     result = train_loop(step_fn, lambda start: _Images(recipe.data, t.batch_size, recipe.seed, rank, start), state,
