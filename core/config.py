@@ -39,15 +39,15 @@ def _convert(value: Any, tp, key: str):
                 return _convert(value, option, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"recipe key '{key}': {value!r} fits none of "
+        raise ConfigError(errors[0] if len(errors) == 1 else f"recipe key '{key}': {_short(value)} fits none of "
                           f"{[_type_name(o) for o in options]}")
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"recipe key '{key}': expected {_type_name(tp)}, got {_short(value)}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"recipe key '{key}': expected a list, got {value!r}")
+            raise ConfigError(f"recipe key '{key}': expected a list, got {_short(value)}")
         (item,) = get_args(tp)[:1] or (Any,)
         items = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -57,11 +57,11 @@ def _convert(value: Any, tp, key: str):
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"recipe key '{key}': expected true or false, got {value!r}")
+            raise ConfigError(f"recipe key '{key}': expected true or false, got {_short(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"recipe key '{key}': expected an integer, got {value!r}")
+            raise ConfigError(f"recipe key '{key}': expected an integer, got {_short(value)}")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
@@ -70,15 +70,15 @@ def _convert(value: Any, tp, key: str):
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"recipe key '{key}': expected a number, got {value!r}")
+            raise ConfigError(f"recipe key '{key}': expected a number, got {_short(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"recipe key '{key}': expected a string, got {value!r}")
+            raise ConfigError(f"recipe key '{key}': expected a string, got {_short(value)}")
         return value
     if tp is dict or get_origin(tp) is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"recipe key '{key}': expected a mapping, got {value!r}")
+            raise ConfigError(f"recipe key '{key}': expected a mapping, got {_short(value)}")
         return dict(value)
     raise ConfigError(f"recipe key '{key}': unsupported type {tp}")
 
@@ -89,7 +89,7 @@ def from_dict(cls, data: Any, prefix: str = ""):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"recipe section '{where}' must be a mapping, got {data!r}")
+        raise ConfigError(f"recipe section '{where}' must be a mapping, got {_short(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -109,6 +109,41 @@ def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
+#: what a recipe may be: its file size, its nesting depth, and how much of a bad value an error echoes
+MAX_RECIPE_BYTES = 1 << 20
+MAX_DEPTH = 32
+ECHO_CHARS = 120
+
+
+def safe_yaml(text: str, where: str):
+    """YAML to plain data, with limits a recipe never needs to exceed: no aliases (a few hundred
+    bytes of nested aliases expand to gigabytes), at most :data:`MAX_DEPTH` levels of nesting;
+    any failure is a one-line :class:`ConfigError` naming ``where``."""
+    try:
+        depth = 0
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.AliasToken):
+                raise ConfigError(f"{where}: YAML aliases (*name) are not allowed in recipes")
+            if isinstance(token, (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken,
+                                  yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+            elif isinstance(token, (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)):
+                depth -= 1
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{where} is not valid YAML: {first[:ECHO_CHARS]}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + f"... ({len(text)} characters)"
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``a.b=c`` overrides to nested ``data`` (values parsed as YAML: ``3``, ``1e-3``, ``[1, 2]``)."""
     for item in overrides or []:
@@ -121,7 +156,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: '{part}' is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = safe_yaml(raw, f"--set {key}")
     return data
 
 
@@ -130,10 +165,13 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe file not found: {path}")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise ConfigError(f"recipe {path} is {path.stat().st_size} bytes, over the {MAX_RECIPE_BYTES}-byte limit")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from exc
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"recipe {path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    data = safe_yaml(text, f"recipe {path}") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping at the top level")
     return apply_overrides(data, overrides or [])
