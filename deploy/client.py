@@ -27,9 +27,10 @@ from .files import byte_codec
 
 
 class EdgeClient:
-    """HTTP client of an edge service at ``url`` (``http://host:port``); thread-safe."""
+    """HTTP client of an edge service at ``url`` (``http://host:port``); thread-safe. ``token``: the
+    shared secret of a service started with ``--token``."""
 
-    def __init__(self, url: str, timeout: float = 120.0):
+    def __init__(self, url: str, timeout: float = 120.0, token: str | None = None):
         parts = urlsplit(url if "://" in url else f"http://{url}")
         try:
             port = parts.port or 80
@@ -38,6 +39,7 @@ class EdgeClient:
         if parts.scheme != "http" or not parts.hostname:
             raise ConfigError(f"edge URL {url!r}: expected http://HOST:PORT")
         self.url, self.host, self.port, self.timeout = url, parts.hostname, port, timeout
+        self.token = token  # sent as Authorization: Bearer <token> to a service that requires it
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -109,8 +111,10 @@ class EdgeClient:
         """Send one ``.iflow`` file; ``{"caption", "bits", "batch", "edge_ms", "roundtrip_ms"}``.
         A refusal raises :class:`ServiceError` with the service's status and message."""
         start = time.perf_counter()
-        status, data = self._request("POST", "/caption", body=bytes(iflow),
-                                     headers={"Content-Type": "application/octet-stream"})
+        headers = {"Content-Type": "application/octet-stream"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        status, data = self._request("POST", "/caption", body=bytes(iflow), headers=headers)
         if status != 200:
             raise ServiceError(f"edge service answered {status}: {data.get('error', data)}")
         return {**data, "roundtrip_ms": 1e3 * (time.perf_counter() - start)}

@@ -30,8 +30,10 @@ batching queue; a web framework would add a dependency and an event loop for no 
 
 from __future__ import annotations
 
+import hmac
 import json
 import queue
+import socket
 import threading
 import time
 from concurrent.futures import Future
@@ -84,7 +86,7 @@ class EdgeService:
         self._load_error: BaseException | None = None
         self._worker: threading.Thread | None = None
         self.model = self.codec = self.receiver = None
-        self.served = self.refused = 0
+        self.served = self.refused = self.failed = 0
         self._count_lock = threading.Lock()
 
     # ------------------------------------------------------------------ life cycle
@@ -121,12 +123,16 @@ class EdgeService:
         return {"status": "ready" if self.ready else ("failed" if self._load_error else "loading"),
                 "model": self.model_name, "split": None if self.model is None else self.model.split,
                 "codec": self.codec_name, "max_batch": self.max_batch, "served": self.served,
-                "refused": self.refused}
+                "refused": self.refused, "failed": self.failed}
 
     # ------------------------------------------------------------------ requests
     def count_refusal(self) -> None:
         with self._count_lock:
             self.refused += 1
+
+    def count_failure(self) -> None:
+        with self._count_lock:
+            self.failed += 1
 
     def submit(self, data: bytes) -> Future:
         """Check one ``.iflow`` file's header against what this service serves and queue it."""
@@ -220,6 +226,26 @@ class _Handler(BaseHTTPRequestHandler):
         if getattr(self.server, "verbose", False):
             super().log_message(format, *args)
 
+    def handle_one_request(self):
+        """One request, within ``request_timeout_s`` in all (a sender trickling bytes is cut off, not
+        just one that stalls); a client gone early ends its connection quietly."""
+        timer = threading.Timer(self.server.request_timeout_s, self._cut)  # type: ignore[attr-defined]
+        timer.daemon = True
+        timer.start()
+        try:
+            super().handle_one_request()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+        finally:
+            timer.cancel()
+
+    def _cut(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _answer(self, status: int, body: dict, close: bool = False) -> None:
         raw = json.dumps(body).encode()
         self.send_response(status)
@@ -268,16 +294,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._discard(min(int(length) if length.isdigit() else 0, _DRAIN_BYTES))
             return self._refuse(HTTPStatus.NOT_FOUND, f"no such path {self.path!r}: POST /caption takes an .iflow file",
                                 close=True)
-        length = self.headers.get("Content-Length")
-        if length is None:
+        lengths = self.headers.get_all("Content-Length") or []
+        if "Transfer-Encoding" in self.headers:  # with or beside a length: ambiguous framing, refused
+            return self._refuse(HTTPStatus.BAD_REQUEST, "Transfer-Encoding is not accepted: send a Content-Length",
+                                close=True)
+        if not lengths:
             return self._refuse(HTTPStatus.LENGTH_REQUIRED, "send the .iflow file with a Content-Length header",
                                 close=True)
-        try:
-            length = int(length)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            return self._refuse(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}", close=True)
+        if len(lengths) > 1 or not lengths[0].strip().isdigit() or not lengths[0].strip().isascii():
+            return self._refuse(HTTPStatus.BAD_REQUEST, f"bad Content-Length {', '.join(lengths)[:40]!r}: one "
+                                "decimal number", close=True)
+        length = int(lengths[0])
+        token = self.server.token  # type: ignore[attr-defined]
+        if token is not None and not hmac.compare_digest(
+                (self.headers.get("Authorization") or "").encode(), f"Bearer {token}".encode()):
+            self._discard(min(length, _DRAIN_BYTES))
+            return self._refuse(HTTPStatus.UNAUTHORIZED, "this service serves configured devices only: send "
+                                "Authorization: Bearer <token>", close=True)
         limit = self.server.max_body_bytes  # type: ignore[attr-defined]
         if length > limit:
             self._discard(min(length, _DRAIN_BYTES))  # a client still sending would otherwise see a reset, not the 413
@@ -306,21 +339,47 @@ class _Handler(BaseHTTPRequestHandler):
             status = next((s for t, s in _STATUS.items() if type(exc) is t), HTTPStatus.BAD_REQUEST)
             return self._refuse(status, str(exc))
         except Exception as exc:  # noqa: BLE001 - an unexpected failure answers 500 and the service goes on
+            self.service.count_failure()
             return self._answer(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {exc}"})
         self._answer(HTTPStatus.OK, result)
 
 
 class EdgeServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` bound to an :class:`EdgeService` (one thread per connection)."""
+    """``ThreadingHTTPServer`` bound to an :class:`EdgeService` (one thread per connection).
+
+    Bounded: at most ``max_connections`` connections at once (more are closed on arrival), each
+    read waits at most 30 s, each request takes at most ``request_timeout_s`` in all, and an idle
+    kept-alive connection is closed after 30 s. With ``token``, only requests that carry
+    ``Authorization: Bearer <token>`` are served (401 otherwise); off by default.
+
+    Why the standard library and not a server framework: the bounds above are a semaphore and two
+    timeouts; one POST route and one GET route need nothing more.
+    """
 
     daemon_threads = True
     request_queue_size = 256  # listen backlog: many clients may connect at once
 
     def __init__(self, address: tuple[str, int], service: EdgeService, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 answer_timeout_s: float = 120.0, verbose: bool = False):
+                 answer_timeout_s: float = 120.0, verbose: bool = False, max_connections: int = 128,
+                 request_timeout_s: float = 150.0, token: str | None = None):
         super().__init__(address, _Handler)
         self.service, self.max_body_bytes = service, int(max_body_bytes)
         self.answer_timeout_s, self.verbose = answer_timeout_s, verbose
+        self.request_timeout_s, self.token = request_timeout_s, token
+        self._slots = threading.BoundedSemaphore(max(1, int(max_connections)))
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):  # full: close at once instead of queueing a thread
+            self.service.count_refusal()
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     @property
     def url(self) -> str:

@@ -244,3 +244,46 @@ def test_a_forged_payload_fails_alone_and_cheaply_in_a_batch_of_honest_ones(edge
     assert sorted(i is None for i, _ in refused) == [True, True]  # only the forged ones were refused...
     assert all("400" in message and "latent" in message for _, message in refused)  # ...with a 400 naming the lie
     assert time.perf_counter() - start < 60
+
+
+def test_connections_and_framing_are_bounded_and_a_token_can_be_required(images):
+    """Ambiguous framing is refused, connections are capped, a trickling sender is cut off, and with
+    a token only configured devices are served; the service goes on answering throughout."""
+    service = EdgeService(MODEL, "text")
+    server, _ = start_server(service, max_connections=4, request_timeout_s=1.0, token="s3cret")
+    try:
+        EdgeClient(server.url).wait_ready(timeout=120)
+        data = SplitDevice(MODEL, "text", EdgeClient(server.url, token="s3cret")).encode(images[0])[0]
+        head = b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+        auth = b"Authorization: Bearer s3cret\r\n"
+        n = str(len(data)).encode()
+        for extra in (b"Content-Length: " + n + b"\r\nContent-Length: " + n + b"\r\n",
+                      b"Content-Length: +" + n + b"\r\n",
+                      b"Content-Length: " + n + b"\r\nTransfer-Encoding: chunked\r\n"):
+            assert raw_request(server, head + auth + extra + b"\r\n", data)[0] == 400
+        assert raw_request(server, head + b"Content-Length: " + n + b"\r\n\r\n", data)[0] == 401
+        with pytest.raises(ServiceError, match="401"):
+            EdgeClient(server.url, token="wrong").caption(data)
+        idle = [socket.create_connection(server.server_address[:2]) for _ in range(6)]  # over the cap of 4
+        time.sleep(0.3)
+        late = idle[-1]
+        late.settimeout(5)
+        assert late.recv(1) == b""                                   # closed on arrival, no thread kept for it
+        start = time.perf_counter()
+        trickle = idle[0]
+        trickle.settimeout(10)
+        for byte in head[:20]:                                       # one byte every 0.2 s: each read is quick
+            try:
+                trickle.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.2)
+        assert trickle.recv(1) == b"" and time.perf_counter() - start < 6   # cut off at the request's deadline
+        for sock in idle:
+            sock.close()
+        time.sleep(1.5)                                              # the others time out and free their slots
+        assert EdgeClient(server.url, token="s3cret").caption(data)["caption"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        service.close()

@@ -77,4 +77,3 @@ def test_train_command_runs_the_shipped_recipe_with_overrides(tmp_path, capsys):
     assert code == 0 and (tmp_path / "model" / "model.safetensors").is_file()
     assert "trained:" in capsys.readouterr().out
     assert main(["train", "recipes/shapes/captioner.yaml", "--set", "train.nope=1"]) == 2
-

@@ -8,6 +8,7 @@ from .common import print_json, read_image
 
 def cmd_serve(args) -> int:
     """Edge (or cloud) side: an HTTP service that finishes captions from .iflow payloads."""
+    import os
     import signal
     import threading
 
@@ -17,7 +18,8 @@ def cmd_serve(args) -> int:
                           batch_wait_ms=args.batch_wait_ms, threads=args.threads)
     # /health answers 503 while the model loads; Ctrl-C during the load interrupts it (KeyboardInterrupt)
     server, _ = start_server(service, args.host, args.port, load_in_background=False, max_body_bytes=args.max_bytes,
-                             verbose=args.verbose)
+                             verbose=args.verbose, max_connections=args.max_connections,
+                             token=os.environ.get("INTELLIFLOW_TOKEN") or None)
     stop = threading.Event()
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -48,7 +50,12 @@ def cmd_caption(args) -> int:
         model = load_split_model(args.model, split=args.split)
         rows = [{"image": str(p), "caption": c} for p, c in zip(args.images, model.caption(images))]
     else:
-        device = SplitDevice(args.model, args.codec, args.edge, split=args.split,
+        import os
+
+        from intelliflow.deploy.client import EdgeClient
+
+        client = EdgeClient(args.edge, token=os.environ.get("INTELLIFLOW_TOKEN") or None)
+        device = SplitDevice(args.model, args.codec, client, split=args.split,
                              compress_options={"q": args.q} if args.q is not None else None)
         device.client.wait_ready(timeout=args.wait)
         rows = [{"image": str(p), **r} for p, r in zip(args.images, device.caption(images))]
@@ -79,6 +86,8 @@ def register(sub) -> None:
                    help="wait this long for more requests to batch (requests queued while a batch runs are always batched)")
     p.add_argument("--max-bytes", type=int, default=1 << 20, help="largest accepted .iflow body (413 above)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--max-connections", type=int, default=128, help="connections served at once (more are closed); "
+                   "with INTELLIFLOW_TOKEN set in the environment only requests carrying it are served")
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
 
@@ -86,7 +95,8 @@ def register(sub) -> None:
     p = sub.add_parser("caption", help="device side: caption images, the tail finished by an edge service "
                                        "(--edge URL), or the whole model here without --edge")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--edge", default=None, help="URL of an intelliflow serve (http://HOST:PORT)")
+    p.add_argument("--edge", default=None, help="URL of an intelliflow serve (http://HOST:PORT); the environment's "
+                                                "INTELLIFLOW_TOKEN is sent to a service that requires one")
     p.add_argument("--model", default="shapes-captioner")
     p.add_argument("--split", type=int, default=None)
     p.add_argument("--codec", default="shapes-hyperprior", help="with --edge: the codec the edge serves")
