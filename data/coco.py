@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -45,6 +46,8 @@ def read_json(path: str | Path, what: str):
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{what} {path} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise DatasetError(f"{what} {path} is nested too deeply to be a COCO file") from None
 
 
 @dataclass
@@ -109,13 +112,30 @@ def parse_coco_annotations(path: str | Path) -> CocoAnnotations:
     return parsed
 
 
-def _open_image(path: Path) -> Image.Image:
+#: the largest picture read from a file (its header is read first): bounds what one file can cost
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """An image file as an RGB PIL image: 16-bit and float pictures scaled to 8 bits (not clipped
+    to white), pictures over :data:`MAX_IMAGE_PIXELS` and decompression bombs refused; any failure is
+    a :class:`DatasetError` naming the file."""
+    path = Path(path)
     if not path.is_file():
         raise DatasetNotFoundError(f"image file not found: {path}")
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise DatasetError(f"image file {path} is {image.width}x{image.height}, over the limit of "
+                                   f"{MAX_IMAGE_PIXELS} pixels")
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                values = np.asarray(image, dtype=np.float64)
+                top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+                image = Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
             return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
+    except DatasetError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise DatasetError(f"image file {path} cannot be read as an image: {exc}") from exc
 
 
@@ -136,7 +156,7 @@ class _FileCaptionDataset(Dataset):
 
     def __getitem__(self, index: int) -> CaptionSample:
         image_id, path, captions = self.entries[index]
-        return CaptionSample(image_id=image_id, image=_open_image(path), captions=list(captions),
+        return CaptionSample(image_id=image_id, image=open_image(path), captions=list(captions),
                              scene=self.scenes.get(image_id), file_name=path.name)
 
 

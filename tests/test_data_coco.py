@@ -139,3 +139,44 @@ def test_dataset_and_scorer_read_annotations_through_one_parser(coco_dir):
     for reader in (parse_coco_annotations, read_coco_annotations, lambda p: CocoCaptions(p, coco_dir / "val2014")):
         with pytest.raises(DatasetError, match="bad.json has a malformed entry: annotation 0"):
             reader(bad)
+
+
+def test_image_files_are_read_whole_or_refused_in_one_line(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from intelliflow.data import coco
+    from intelliflow.data.coco import open_image
+
+    ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)     # a 16-bit grey ramp
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    image = np.asarray(open_image(tmp_path / "grey16.png"))
+    assert image.shape == (64, 64, 3) and image.min() == 0 and 250 <= image.max() <= 255   # not all white
+    assert image[0, 0, 0] < image[-1, -1, 0]
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="junk.png"):
+        open_image(tmp_path / "junk.png")
+    Image.new("L", (300, 300)).save(tmp_path / "big.png")
+    limit, coco.MAX_IMAGE_PIXELS = coco.MAX_IMAGE_PIXELS, 200 * 200
+    try:
+        with pytest.raises(DatasetError, match="over the limit"):
+            open_image(tmp_path / "big.png")
+    finally:
+        coco.MAX_IMAGE_PIXELS = limit
+
+
+def test_results_files_with_odd_shapes_are_one_line_errors(tmp_path):
+    import json
+
+    from intelliflow.evaluation.metrics import read_coco_results
+
+    for name, data, words in (("list_id.json", [{"image_id": [1], "caption": "a"}], "integer or a string"),
+                              ("long.json", [{"image_id": 1, "caption": "word " * 100_000}], "at most"),
+                              ("number.json", [{"image_id": 1, "caption": 5}], "string")):
+        (tmp_path / name).write_text(json.dumps(data))
+        with pytest.raises(DatasetError, match=words) as info:
+            read_coco_results(tmp_path / name)
+        assert len(str(info.value)) < 300
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DatasetError, match="nested too deeply"):
+        read_coco_results(tmp_path / "deep.json")

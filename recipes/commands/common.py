@@ -34,16 +34,10 @@ def float_list(text: str) -> list[float]:
 
 
 def read_image(path):
-    """An image file as an RGB PIL image, or a :class:`~intelliflow.errors.DatasetError` naming it."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as an RGB PIL image (:func:`intelliflow.data.coco.open_image`)."""
+    from intelliflow.data.coco import open_image
 
-    from intelliflow.errors import DatasetError
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DatasetError(f"cannot read image {path}: {exc}") from exc
+    return open_image(path)
 
 
 def action_group(sub, name: str, help: str):
