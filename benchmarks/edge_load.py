@@ -6,6 +6,11 @@ process, each on its own keep-alive connection, sending pre-encoded ``.iflow`` f
 the edge). Every answer is checked against the caption the same file gets alone: a request
 counts as failed if it errors or times out, and a caption as lost if it is empty or differs.
 
+With ``--forgers N``, N more clients send forged files as fast as they can: honest files whose
+payload header claims another latent size (4x5, 255x255) with every check recomputed, as anyone
+with the package can. Each must get a 4xx quickly while every honest request still gets its solo
+caption (``--forgers 1 --clients 16`` is the hardening target of issue #18).
+
 Run: ``python benchmarks/edge_load.py`` (defaults: 50 clients, 60 s); writes
 ``benchmarks/results/edge_load/report.json``.
 """
@@ -27,6 +32,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def forge(data: bytes, height: int, width: int, codec_name: str) -> bytes:
+    """``data`` with its payload header claiming a ``height`` x ``width`` latent, every check recomputed."""
+    from intelliflow.codec import bitstream, resolve_codec
+    from intelliflow.deploy.container import pack_iflow, unpack_iflow
+
+    parsed = unpack_iflow(data)
+    codec = resolve_codec(codec_name)
+    packet = bitstream.unpack(parsed.payload, codec.payload_id, codec.fingerprint)
+    payload = bitstream.pack(codec.payload_id, packet.q16, height, width, packet.body, codec.fingerprint)
+    return pack_iflow(parsed.model, parsed.split, parsed.codec, payload)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=50)
@@ -35,6 +52,7 @@ def main() -> int:
     parser.add_argument("--codec", default="shapes-hyperprior")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the service")
+    parser.add_argument("--forgers", type=int, default=0, help="clients sending forged payloads as fast as they can")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_load"))
     args = parser.parse_args()
 
@@ -62,7 +80,9 @@ def main() -> int:
         device.client.wait_ready(timeout=120)
         results: list[list] = [[] for _ in range(args.clients)]
         failures: list[str] = []
-        start_gate = threading.Barrier(args.clients + 1)
+        lies = [forge(files[0], 4, 5, args.codec), forge(files[0], 255, 255, args.codec)]
+        forged: list[tuple[str, float]] = []
+        start_gate = threading.Barrier(args.clients + args.forgers + 1)
         stop_at = [0.0]
 
         def client(i: int) -> None:
@@ -78,7 +98,22 @@ def main() -> int:
                 results[i].append((1e3 * (time.perf_counter() - t0), answer["caption"] == expected[i],
                                    answer["batch"]))
 
+        def forger(i: int) -> None:
+            c = EdgeClient(url, timeout=60)
+            start_gate.wait()
+            k = 0
+            while time.perf_counter() < stop_at[0]:
+                t0 = time.perf_counter()
+                try:
+                    c.caption(lies[k % len(lies)])
+                    outcome = "200"
+                except ServiceError as exc:
+                    outcome = str(exc).split("answered ")[-1][:3]
+                forged.append((outcome, 1e3 * (time.perf_counter() - t0)))
+                k += 1
+
         threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.clients)]
+        threads += [threading.Thread(target=forger, args=(i,), daemon=True) for i in range(args.forgers)]
         for t in threads:
             t.start()
         stop_at[0] = time.perf_counter() + args.seconds
@@ -108,11 +143,19 @@ def main() -> int:
         "batch_sizes": dict(sorted(batches.items())), "service_health": health,
         "first_failures": failures[:5],
     }
+    if args.forgers:
+        times = sorted(t for _, t in forged)
+        report["forgers"] = {"clients": args.forgers, "requests": len(forged),
+                             "answers": dict(Counter(o for o, _ in forged)),
+                             "roundtrip_ms": {"median": statistics.median(times), "p99": times[int(0.99 * (len(times) - 1))],
+                                              "max": times[-1]} if times else {}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k not in ("batch_sizes", "service_health")}, indent=2))
     ok = report["failed"] == 0 and report["lost_or_wrong_captions"] == 0 and report["clients_served"] == args.clients
+    if args.forgers:
+        ok = ok and set(report["forgers"]["answers"]) == {"400"}
     print("PASS" if ok else "FAIL", f"wrote {out / 'report.json'}")
     return 0 if ok else 1
 

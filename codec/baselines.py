@@ -55,6 +55,11 @@ class QuantizeCodec(Codec):
     def name(self) -> str:
         return f"quantize-{self.bits}"
 
+    @property
+    def fingerprint(self) -> bytes:
+        """Digest of the settings; keys every payload's check (as a feature codec's does)."""
+        return self._finger
+
     def encode(self, features: torch.Tensor) -> list[bytes]:
         if features.dim() != 4:
             raise ShapeError(f"quantize takes features [B, C, H, W], got {list(features.shape)}")

@@ -60,6 +60,8 @@ class Codec:
     learned: ClassVar[bool] = False
     #: the payload is meant for an ideal link only (the identity ceiling's raw float32 features)
     ideal_link_only: ClassVar[bool] = False
+    #: what a loaded checkpoint was trained for (``model``, ``split``, ...; empty for fixed codecs)
+    trained_for: ClassVar[dict] = {}
     #: the registry's name of this codec class (set by ``register_codec``)
     registered_name: ClassVar[str] = ""
     #: the 4-bit kind in the payload header (:mod:`intelliflow.codec.bitstream`), where the codec writes one

@@ -36,6 +36,7 @@ def load_codec(folder: str | Path):
         codec.load_state_dict(tensors)
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{folder}: weights do not fit a {config['name']} codec: {exc}") from exc
+    codec.trained_for = {k: config[k] for k in ("model", "split") if config.get(k) is not None}
     return codec.eval()
 
 

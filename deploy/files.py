@@ -88,7 +88,12 @@ class FileDecoder:
         return self._codecs[ident]
 
     def receiver(self, model: str, split: int, codec: str) -> Receiver:
-        return Receiver(self._model(model, split), self._codec(codec))
+        resolved = self._codec(codec)
+        trained = resolved.trained_for.get("split")
+        if trained is not None and int(trained) != split:  # a learned codec codes one split point's features
+            raise PayloadMismatchError(f"the file says split {split}, but codec {codec!r} was trained for split "
+                                       f"{trained}")
+        return Receiver(self._model(model, split), resolved)
 
     def decode(self, data: bytes) -> tuple[str, int]:
         parsed = unpack_iflow(data)

@@ -17,12 +17,13 @@ Wire protocol (one image per request, HTTP/1.1, keep-alive):
   unsupported method, 503 not ready yet or overloaded, 504 no answer in time, 500 a failure of
   the model itself.
 
-Requests that arrive while a batch runs (or within ``batch_wait_ms`` of the first) are decoded one
-by one and then captioned in one batch by a single worker thread, so the tail runs once per batch.
-A request fails alone, always: each payload's declared shape is checked against the configured
-model before it is decoded (a forged header claiming another latent size costs a header read, not
-an entropy decode), decoded features are checked again before they join the batch, and should the
-batch still fail, each request is finished alone.
+Each request's payload is checked and decoded in its own connection thread; requests that arrive
+while a batch runs (or within ``batch_wait_ms`` of the first) are then captioned in one batch by
+a single worker thread, so the tail runs once per batch. A request fails alone, always: a
+payload's declared shape is checked against the configured model before it is decoded (a forged
+header claiming another latent size costs a header read, not an entropy decode, and never reaches
+the worker), decoded features are checked again before they join a batch, and should a batch
+still fail, each request is finished alone.
 
 Why the standard library (``http.server``): the service needs one POST route, one GET route and a
 batching queue; a web framework would add a dependency and an event loop for no gain here.
@@ -57,7 +58,7 @@ _DRAIN_BYTES = 16 << 20  # an oversized body is read and dropped up to this much
 
 @dataclass
 class _Job:
-    payload: bytes
+    decoded: object  # the model's input, decoded and checked in the request's own thread
     bits: int
     arrived: float
     future: Future = field(default_factory=Future)
@@ -135,7 +136,8 @@ class EdgeService:
             self.failed += 1
 
     def submit(self, data: bytes) -> Future:
-        """Check one ``.iflow`` file's header against what this service serves and queue it."""
+        """Check one ``.iflow`` file against what this service serves, decode it (in the caller's
+        thread: a bad payload never reaches the batch worker) and queue it for the tail."""
         arrived = time.perf_counter()
         parsed = unpack_iflow(data)
         wanted = (identifier(self.model_name), self.model.split, canonical_name(self.codec_name))
@@ -144,7 +146,13 @@ class EdgeService:
             raise PayloadMismatchError(
                 f"this service finishes model {wanted[0]!r} at split {wanted[1]} with codec {self.codec_name!r}; "
                 f"the payload is for model {parsed.model!r} at split {parsed.split} with codec {parsed.codec!r}")
-        job = _Job(parsed.payload, parsed.bits, arrived)
+        try:
+            decoded = self.receiver.decode([parsed.payload])
+        except IntelliflowError:
+            raise
+        except Exception as exc:  # a codec library choking on garbage is still the payload's fault
+            raise BitstreamError(f"the payload does not decode: {exc}") from exc
+        job = _Job(decoded, parsed.bits, arrived)
         self._queue.put_nowait(job)  # queue.Full when overloaded: the server answers 503
         return job.future
 
@@ -175,17 +183,7 @@ class EdgeService:
 
     @torch.no_grad()
     def _caption_batch(self, batch: list[_Job]) -> None:
-        decoded, good = [], []
-        for job in batch:  # decode one by one so that a broken payload fails alone
-            try:
-                decoded.append(self.receiver.decode([job.payload]))
-                good.append(job)
-            except IntelliflowError as exc:
-                job.future.set_exception(exc)
-            except Exception as exc:  # a codec library choking on garbage is still the payload's fault
-                job.future.set_exception(BitstreamError(f"the payload does not decode: {exc}"))
-        if not good:
-            return
+        good, decoded = batch, [job.decoded for job in batch]
         try:
             captions = self.receiver.finish(self.receiver.join(decoded))
         except Exception:  # noqa: BLE001 - never let one request fail the others: finish each alone

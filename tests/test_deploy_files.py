@@ -143,3 +143,15 @@ def test_encode_never_overwrites_silently(setup, tmp_path, capsys):
     assert main(["encode", str(tmp_path / "b" / "x.png"), *args]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["encode", str(tmp_path / "b" / "x.png"), *args, "--overwrite"]) == 0
+
+
+def test_a_learned_codec_decodes_only_the_split_it_was_trained_for():
+    from intelliflow.deploy.files import FileDecoder, FileEncoder
+    from intelliflow.errors import PayloadMismatchError
+
+    (data,) = FileEncoder("shapes-captioner", "shapes-hyperprior").encode([make_sample("test", 0).image])
+    parsed = unpack_iflow(data)
+    forged = pack_iflow(parsed.model, 0, parsed.codec, parsed.payload)  # every check recomputed, split 4 -> 0
+    with pytest.raises(PayloadMismatchError, match="trained for split 4"):
+        FileDecoder().decode(forged)
+    assert FileDecoder().decode(data)[0]

@@ -1,0 +1,134 @@
+"""Fuzz the receiver with mutated and forged ``.iflow`` files, and count what happens.
+
+Honest files are encoded from ``shapes:val`` with the shipped captioner for several codecs; each
+is then mutated: every single-bit flip of the header and of the first payload bytes, every
+truncation, random byte insertions, random blobs, and forgeries a hostile sender can compute
+(the payload's own check and the container's CRC recomputed around a header that claims another
+latent size, rate point or split point). Every mutated file goes through the receiver
+(:class:`intelliflow.deploy.files.FileDecoder`, shipped names only), and each outcome is counted:
+
+- ``refused``: a one-line error from ``intelliflow.errors`` (what should happen);
+- ``same_caption``: it decoded to its source's caption (harmless);
+- ``wrong_caption``: it decoded to another caption (a silent wrong answer);
+- ``traceback``: any other exception;
+
+separately for damaged files (flips, truncations, insertions, blobs: no wrong caption and no
+traceback allowed) and forged ones (no traceback allowed; a forger who recomputes every check can
+make a valid file for another fixed-codec split point, which only the service's shared secret
+refuses, so those are counted, not failed), with the slowest decode and the largest Python-heap
+peak (tracemalloc) of any mutated file.
+
+    python benchmarks/fuzz_payloads.py [--images 4] [--random 200] [--out benchmarks/results/fuzz_payloads.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CODECS = ("shapes-hyperprior", "mse-codec", "quantize-8", "jpeg-50", "text")
+
+
+def forgeries(data: bytes) -> list[tuple[str, bytes]]:
+    """Files a sender with the package can compute: checks recomputed around lying headers."""
+    from intelliflow.codec import bitstream, resolve_codec
+    from intelliflow.deploy.container import pack_iflow, unpack_iflow
+
+    parsed = unpack_iflow(data)
+    out = [(f"forged split {k}", pack_iflow(parsed.model, k, parsed.codec, parsed.payload)) for k in (0, 2, 3, 5, 200)]
+    codec = resolve_codec(parsed.codec, folders=False)
+    if codec.payload_id is None:
+        return out
+    finger = codec.fingerprint
+    packet = bitstream.unpack(parsed.payload, codec.payload_id, finger)
+    for h, w, q16 in ((4, 5, packet.q16), (5, 4, packet.q16), (255, 255, packet.q16), (1, 1, packet.q16),
+                      (packet.height, packet.width, 255), (packet.height, packet.width, 0)):
+        payload = bitstream.pack(codec.payload_id, q16, h, w, packet.body, finger)
+        out.append((f"forged latent {h}x{w} q16 {q16}", pack_iflow(parsed.model, parsed.split, parsed.codec, payload)))
+    return out
+
+
+def mutations(data: bytes, rng: random.Random, n_random: int, payload_bits: int = 256) -> list[tuple[str, bytes]]:
+    from intelliflow.deploy.container import unpack_iflow
+
+    header = len(data) - len(unpack_iflow(data).payload) - 4
+    out = []
+    for i in range(8 * min(len(data), header + payload_bits // 8)):
+        flipped = bytearray(data)
+        flipped[i // 8] ^= 1 << (i % 8)
+        out.append(("bit flip", bytes(flipped)))
+    out += [("truncation", data[:n]) for n in range(len(data))]
+    for _ in range(n_random):
+        at = rng.randrange(len(data) + 1)
+        out.append(("insertion", data[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))) + data[at:]))
+        out.append(("blob", bytes(rng.randrange(256) for _ in range(rng.randint(1, 2 * len(data))))))
+    return out + forgeries(data)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--random", type=int, default=200, help="random insertions and blobs per file")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/fuzz_payloads.json"))
+    args = parser.parse_args()
+
+    from tqdm import tqdm
+
+    from intelliflow.data.shapes import make_sample
+    from intelliflow.deploy.files import FileDecoder, FileEncoder
+    from intelliflow.errors import IntelliflowError
+
+    rng = random.Random(args.seed)
+    images = [make_sample("val", i).image for i in range(args.images)]
+    decoder = FileDecoder()
+    report = {"images": args.images, "codecs": {}, "seed": args.seed}
+    for name in CODECS:
+        honest = FileEncoder("shapes-captioner", name).encode(images)
+        truth = [decoder.decode(d)[0] for d in honest]
+        counts, kinds, worst_ms, worst_heap, wrong = Counter(), Counter(), 0.0, 0, []
+        cases = [(src, kind, bad) for src, data in enumerate(honest) for kind, bad in mutations(data, rng, args.random)]
+        for src, kind, bad in tqdm(cases, desc=name, unit="file", file=sys.stderr):
+            tracemalloc.start()
+            start = time.perf_counter()
+            try:
+                caption = decoder.decode(bad)[0]
+                outcome = "same_caption" if caption == truth[src] else "wrong_caption"
+                if outcome == "wrong_caption":
+                    wrong.append({"mutation": kind, "caption": caption, "source": truth[src]})
+            except IntelliflowError:
+                outcome = "refused"
+            except Exception as exc:  # noqa: BLE001 - what the benchmark counts
+                outcome = "traceback"
+                wrong.append({"mutation": kind, "error": f"{type(exc).__name__}: {exc}"[:200]})
+            worst_ms = max(worst_ms, 1e3 * (time.perf_counter() - start))
+            worst_heap = max(worst_heap, tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+            group = "forged" if kind.startswith("forged") else "damaged"
+            counts[(group, outcome)] += 1
+            kinds[kind.split(" ")[0] if group == "damaged" else "forged"] += 1
+        outcomes = {group: {o: n for (g, o), n in sorted(counts.items()) if g == group} for group in ("damaged", "forged")}
+        report["codecs"][name] = {"files": len(cases), "mutations": dict(kinds), "outcomes": outcomes,
+                                  "slowest_ms": round(worst_ms, 1), "largest_heap_mb": round(worst_heap / 2**20, 2),
+                                  "first_bad": wrong[:5]}
+        print(f"{name:<18} {len(cases):>6} files: " + "; ".join(
+            f"{group}: " + ", ".join(f"{k} {v}" for k, v in o.items()) for group, o in outcomes.items())
+            + f"; slowest {worst_ms:.0f} ms, heap peak {worst_heap / 2**20:.1f} MB", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    bad = sum(c["outcomes"]["damaged"].get("wrong_caption", 0) + c["outcomes"]["damaged"].get("traceback", 0)
+              + c["outcomes"]["forged"].get("traceback", 0) for c in report["codecs"].values())
+    print(f"{'PASS' if not bad else 'FAIL'}: {bad} wrong captions from damaged files or tracebacks; wrote {out}")
+    return 0 if not bad else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
