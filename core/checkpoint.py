@@ -50,14 +50,18 @@ def save_checkpoint(folder: str | Path, tensors: dict[str, torch.Tensor], config
             seen[ident] = key
         unique[key] = value.detach().contiguous().cpu().clone()
     tmp = folder / (WEIGHTS + ".tmp")
-    save_file(unique, str(tmp))
-    digest = _sha256(tmp)
-    os.replace(tmp, folder / WEIGHTS)
-    # config.json is the manifest, written last: it names the digest of the weights it belongs to,
-    # so weights renamed in place beside an older config (a crash between the two renames) are caught
-    meta = {**config, "__aliases__": aliases} if aliases else dict(config)
-    meta["__weights_sha256__"] = digest
-    atomic_write_bytes(folder / CONFIG, json.dumps(meta, indent=2, sort_keys=True).encode())
+    try:
+        save_file(unique, str(tmp))
+        digest = _sha256(tmp)
+        os.replace(tmp, folder / WEIGHTS)
+        # config.json is the manifest, written last: it names the digest of the weights it belongs to,
+        # so weights renamed in place beside an older config (a crash between the two renames) are caught
+        meta = {**config, "__aliases__": aliases} if aliases else dict(config)
+        meta["__weights_sha256__"] = digest
+        atomic_write_bytes(folder / CONFIG, json.dumps(meta, indent=2, sort_keys=True).encode())
+    except (OSError, SafetensorError) as exc:  # a full disk, a read-only folder: the previous checkpoint stays
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write the checkpoint in {folder}: {exc}") from exc
     return folder
 
 

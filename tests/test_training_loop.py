@@ -161,3 +161,20 @@ def test_a_run_checkpoints_by_wall_time_too_so_a_failure_keeps_its_work(tmp_path
     with pytest.raises(NonFiniteLossError):
         run(tmp_path / "b", checkpoint_every=0, checkpoint_minutes=0, eval_every=0, nan_at=3)
     assert not (tmp_path / "b" / "checkpoint").exists()                      # by steps only: nothing yet
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_one_line_error(tmp_path, monkeypatch):
+    import intelliflow.checkpoint as checkpoint
+    from intelliflow.errors import CheckpointError
+
+    checkpoint.save_checkpoint(tmp_path / "c", {"w": torch.ones(2)}, {"step": 1})
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(CheckpointError, match="No space left"):
+        checkpoint.save_checkpoint(tmp_path / "c", {"w": torch.zeros(2)}, {"step": 2})
+    tensors, config = checkpoint.load_checkpoint(tmp_path / "c")           # the previous one is intact
+    assert config["step"] == 1 and torch.equal(tensors["w"], torch.ones(2))
+    assert not list((tmp_path / "c").glob("*.tmp"))
