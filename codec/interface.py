@@ -3,7 +3,7 @@
 A codec sits between the device and the receiver::
 
     device:   x (features | image | caption) ─► codec.encode(x, **rate) ─► payload
-    link:     payload ─► bytes over a digital link | symbols through an analog channel | features as they are
+    link:     payload ─► bytes over a digital link | symbols through an analog channel
     receiver: payload ─► codec.decode(payload, **context) ─► x̂ (the same kind as x)
 
 Every codec declares, as class attributes:
@@ -12,9 +12,8 @@ Every codec declares, as class attributes:
   ``"image"`` (PIL images: the receiver runs the whole model) or ``"caption"`` (text the device
   computed itself);
 - ``sends``: ``"bytes"`` (one self-contained payload per image, for a digital link; rate =
-  ``8 * len(payload)``), ``"symbols"`` (complex channel symbols ``[B, n]`` with unit mean energy,
-  for an analog channel; rate = ``n`` channel uses) or ``"features"`` (clean float32 tensors over
-  an ideal link: the quality ceiling; rate = 32 bits per value);
+  ``8 * len(payload)``) or ``"symbols"`` (complex channel symbols ``[B, n]`` with unit mean energy,
+  for an analog channel; rate = ``n`` channel uses);
 - ``rate``: the knob ``encode`` takes per call (:class:`RateKnob`), or ``None`` when the rate is
   fixed when the codec is built (``jpeg-30``, ``quantize-6``);
 - ``learned``: whether the codec has trained weights (then it has a training pass, :meth:`Codec.train_pass`).
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Sequence
 
 Takes = Literal["features", "image", "caption"]
-Sends = Literal["bytes", "symbols", "features"]
+Sends = Literal["bytes", "symbols"]
 
 
 @dataclass(frozen=True)
@@ -89,10 +88,8 @@ class Codec:
 
     @property
     def family(self) -> str:
-        """How results label the codec: ``identity`` (clean features), ``analog`` (channel symbols),
-        ``learned`` (trained digital codec) or ``bytes`` (a fixed byte-payload baseline)."""
-        if self.sends == "features":
-            return "identity"
+        """How results label the codec: ``analog`` (channel symbols), ``learned`` (trained digital
+        codec) or ``bytes`` (a fixed byte-payload baseline); the identity codec says ``identity``."""
         if self.sends == "symbols":
             return "analog"
         return "learned" if self.learned else "bytes"

@@ -23,7 +23,6 @@ A malformed name is a :class:`~intelliflow.errors.RegistryError` or
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePath
 from typing import Any, Callable, Mapping
@@ -186,8 +185,10 @@ def codec_class(name: str) -> type | None:
     is read); ``None`` when the name resolves to nothing here."""
     folder = checkpoint_folder(name)
     if folder is not None:
+        from .persistence import codec_info
+
         try:
-            return entry(json.loads((folder / "config.json").read_text(encoding="utf-8"))["name"]).cls
+            return entry(codec_info(folder)["name"]).cls
         except (OSError, KeyError, ValueError, RegistryError):
             return None
     try:

@@ -19,9 +19,10 @@ from intelliflow.models import load_split_model, shipped_models
 from .container import identifier, pack_iflow, unpack_iflow
 
 
-def byte_codec(name: str, what: str = "this"):
-    """The codec ``name`` resolves to, refused unless it sends bytes (files and HTTP carry bytes)."""
-    codec = resolve_codec(name)
+def byte_codec(name: str, what: str = "this", folders: bool = True):
+    """The codec ``name`` resolves to (``folders``: as :func:`~intelliflow.codec.resolve_codec`),
+    refused unless it sends bytes (files and HTTP carry bytes)."""
+    codec = resolve_codec(name, folders=folders)
     if codec.sends != "bytes":
         raise ConfigError(f"{name} sends channel {codec.sends}, not bytes: {what} carries bytes; "
                           "its symbols go through a radio channel (intelliflow eval --channel ...)")
@@ -79,12 +80,9 @@ class FileDecoder:
             else:
                 name, folders = ident, False
             try:
-                codec = resolve_codec(name, folders=folders)
+                self._codecs[ident] = byte_codec(name, "an .iflow file", folders=folders)
             except (RegistryError, ConfigError) as exc:
                 raise PayloadMismatchError(f"the file's codec {ident!r} is not one this receiver serves: {exc}") from exc
-            if codec.sends != "bytes":
-                raise PayloadMismatchError(f"the file's codec {ident!r} sends channel symbols, not bytes")
-            self._codecs[ident] = codec
         return self._codecs[ident]
 
     def receiver(self, model: str, split: int, codec: str) -> Receiver:

@@ -183,19 +183,18 @@ class EdgeService:
 
     @torch.no_grad()
     def _caption_batch(self, batch: list[_Job]) -> None:
-        good, decoded = batch, [job.decoded for job in batch]
         try:
-            captions = self.receiver.finish(self.receiver.join(decoded))
+            captions = self.receiver.finish(self.receiver.join([job.decoded for job in batch]))
         except Exception:  # noqa: BLE001 - never let one request fail the others: finish each alone
-            if len(good) == 1:
+            if len(batch) == 1:
                 raise
-            for job, item in zip(good, decoded):
+            for job in batch:
                 try:
-                    self._answer_jobs([job], self.receiver.finish(item))
+                    self._answer_jobs([job], self.receiver.finish(job.decoded))
                 except Exception as exc:  # noqa: BLE001 - this request's own failure
                     job.future.set_exception(exc)
             return
-        self._answer_jobs(good, captions)
+        self._answer_jobs(batch, captions)
 
     def _answer_jobs(self, jobs: list[_Job], captions: list[str]) -> None:
         done = time.perf_counter()
