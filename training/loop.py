@@ -13,10 +13,11 @@ A runner builds its model, optimiser and data, then calls :func:`train_loop` wit
 Each step: ``step_fn`` → stop with :class:`~intelliflow.errors.NonFiniteLossError` if the loss is
 NaN or infinite → backward, gradient clipping, optimiser and schedule step → every ``log_every``
 steps a row of ``train_log.csv`` → every ``eval_every`` steps (and at the last) ``validate(step)``,
-its rows in ``eval_log.csv`` → every ``checkpoint_every`` steps (at the last, and at ``stop_at``) an
-atomic checkpoint in ``OUT/checkpoint``. Validation comes before the checkpoint, so the random
-state a checkpoint stores is the one the next step starts from: stop + resume gives the same
-weights, bit for bit, as an uninterrupted run.
+its rows in ``eval_log.csv`` → every ``checkpoint_every`` steps (at the last, at ``stop_at``, and
+whenever ``checkpoint_minutes`` of wall time have passed since the last one) an atomic checkpoint
+in ``OUT/checkpoint``. Validation comes before the checkpoint, so the random state a checkpoint
+stores is the one the next step starts from: stop + resume gives the same weights, bit for bit, as
+an uninterrupted run. A resumed run drops what a killed one logged after its checkpoint.
 
 Under ``torchrun`` (see :mod:`intelliflow.training.distributed`) every rank runs the loop; rank 0
 alone validates, writes files and shows the progress bar.
