@@ -4,8 +4,10 @@ A checkpoint folder holds ``model.safetensors`` (tensors) and ``config.json`` (e
 Nested state such as an optimizer's ``state_dict()`` is split by :func:`flatten_state` into
 tensors (stored in safetensors under dotted keys) and a JSON skeleton, and rebuilt by
 :func:`unflatten_state`. Files are written to a temporary name and renamed, so a crash never
-leaves a half-written file behind; ``config.json``, written last, records the digest of the
-weights it belongs to, so a crash between the two renames is caught when the checkpoint is read.
+leaves a half-written file behind. ``config.json`` is the manifest, written last: it records the
+digest of the weights it belongs to. The weights it replaces stay beside it as
+``model.safetensors.prev`` until the new manifest is in place, so a process killed at any point of a
+save leaves a checkpoint that reads back whole: the new one, or the one before it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from intelliflow.errors import CheckpointError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+PREVIOUS = WEIGHTS + ".prev"   # the weights the manifest names while a save replaces them
 _TENSOR = "__tensor__"
 
 
@@ -49,20 +52,40 @@ def save_checkpoint(folder: str | Path, tensors: dict[str, torch.Tensor], config
         if ident is not None:
             seen[ident] = key
         unique[key] = value.detach().contiguous().cpu().clone()
-    tmp = folder / (WEIGHTS + ".tmp")
+    tmp, weights, prev = folder / (WEIGHTS + ".tmp"), folder / WEIGHTS, folder / PREVIOUS
     try:
         save_file(unique, str(tmp))
         digest = _sha256(tmp)
-        os.replace(tmp, folder / WEIGHTS)
-        # config.json is the manifest, written last: it names the digest of the weights it belongs to,
-        # so weights renamed in place beside an older config (a crash between the two renames) are caught
+        if _current_weights(folder) == weights:  # keep what the current manifest names until it is replaced
+            prev.unlink(missing_ok=True)
+            _link_or_copy(weights, prev)
+        os.replace(tmp, weights)
         meta = {**config, "__aliases__": aliases} if aliases else dict(config)
         meta["__weights_sha256__"] = digest
         atomic_write_bytes(folder / CONFIG, json.dumps(meta, indent=2, sort_keys=True).encode())
+        prev.unlink(missing_ok=True)
     except (OSError, SafetensorError) as exc:  # a full disk, a read-only folder: the previous checkpoint stays
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write the checkpoint in {folder}: {exc}") from exc
     return folder
+
+
+def _current_weights(folder: Path) -> Path | None:
+    """The weights file the folder's manifest names now (``None`` for a new or unreadable folder)."""
+    try:
+        digest = json.loads((folder / CONFIG).read_text(encoding="utf-8")).get("__weights_sha256__")
+        return _weights_named_by(folder, digest)
+    except (OSError, ValueError, AttributeError, RecursionError, CheckpointError):
+        return None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        import shutil
+
+        shutil.copyfile(source, target)
 
 
 def _sha256(path: Path) -> str:
@@ -78,28 +101,41 @@ def _sha256(path: Path) -> str:
 def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read ``(tensors, config)`` back; a missing or damaged file is a :class:`CheckpointError`."""
     folder = Path(folder)
-    for name in (WEIGHTS, CONFIG):
-        if not (folder / name).is_file():
-            raise CheckpointError(f"checkpoint folder {folder} has no {name}")
-    try:
-        tensors = load_file(str(folder / WEIGHTS))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{folder / WEIGHTS} is not a valid safetensors file: {exc}") from exc
+    if not (folder / CONFIG).is_file():
+        raise CheckpointError(f"checkpoint folder {folder} has no {CONFIG}")
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{folder / CONFIG} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise CheckpointError(f"{folder / CONFIG} is nested too deeply") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{folder / CONFIG} must hold a JSON object")
-    digest = config.pop("__weights_sha256__", None)
-    if digest is not None and digest != _sha256(folder / WEIGHTS):
-        raise CheckpointError(f"{folder}: {WEIGHTS} is not the file {CONFIG} was written with (a save was "
-                              "interrupted between its two files); this checkpoint cannot be trusted")
+    weights = _weights_named_by(folder, config.pop("__weights_sha256__", None))
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is not a valid safetensors file: {exc}") from exc
     for alias, key in config.pop("__aliases__", {}).items():
         if key not in tensors:
             raise CheckpointError(f"{folder / CONFIG}: tied tensor {alias!r} points at missing {key!r}")
         tensors[alias] = tensors[key]
     return tensors, config
+
+
+def _weights_named_by(folder: Path, digest: str | None) -> Path:
+    """The weights file whose digest the manifest records: ``model.safetensors``, or the previous
+    weights when a save was killed after renaming the new ones in but before its manifest."""
+    weights, prev = folder / WEIGHTS, folder / PREVIOUS
+    if digest is None:   # a checkpoint written by hand or by an older version: nothing to check
+        if not weights.is_file():
+            raise CheckpointError(f"checkpoint folder {folder} has no {WEIGHTS}")
+        return weights
+    for candidate in (weights, prev):
+        if candidate.is_file() and _sha256(candidate) == digest:
+            return candidate
+    raise CheckpointError(f"{folder}: no weights file matches the digest {CONFIG} records (the folder was "
+                          "changed by hand, or a save was interrupted in a way it cannot recover from)")
 
 
 def flatten_state(state: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:

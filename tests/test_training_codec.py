@@ -68,6 +68,23 @@ def test_resume_across_a_validation_equals_an_uninterrupted_run(model_dir, tmp_p
     assert [line.rsplit(",", 1)[0] for line in logs[0]] == [line.rsplit(",", 1)[0] for line in logs[1]]
 
 
+@pytest.mark.parametrize("codec,changes", [("hyperprior", {}), ("hyperprior", {"objective.kind": "mse"}),
+                                           ("jscc", {})])
+def test_a_run_killed_inside_a_save_resumes_to_the_same_weights(model_dir, tmp_path, monkeypatch, codec, changes):
+    """Killed in step 4's save after its new weights were renamed in but before its manifest (the
+    worst moment): the checkpoint reads back as step 2's and the resumed run ends where an
+    uninterrupted one does, for the digital, mse and JSCC objectives."""
+    from test_training_loop import Killed, killed_in_a_save
+
+    straight = train_codec(recipe(model_dir, codec, **changes), output=tmp_path / "a")
+    with pytest.raises(Killed), killed_in_a_save(monkeypatch, 4 + 4):
+        train_codec(recipe(model_dir, codec, **changes), output=tmp_path / "b")
+    assert load_checkpoint(tmp_path / "b" / "checkpoint")[1]["step"] == 2
+    resumed = train_codec(recipe(model_dir, codec, **changes), output=tmp_path / "b", resume=True)
+    a, b = load_codec(straight).state_dict(), load_codec(resumed).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_training_moves_the_codec_and_the_frozen_model_stays(model_dir, tmp_path):
     from intelliflow.models import load_split_model
 

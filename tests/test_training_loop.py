@@ -2,7 +2,9 @@
 stops the run, train_log.csv gets its rows, validation runs at the right steps, checkpoints hold
 what ``keep`` says and refuse another recipe."""
 
+import contextlib
 import csv
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -149,9 +151,99 @@ def test_a_killed_run_resumes_with_whole_logs_and_a_trusted_checkpoint(tmp_path)
     ckpt = tmp_path / "b" / "checkpoint"
     tensors, _ = load_checkpoint(ckpt)
     save_file({k: v + 1 for k, v in tensors.items()}, str(ckpt / "new.tmp"))
-    os.replace(ckpt / "new.tmp", ckpt / "model.safetensors")   # the weights' rename happened, the config's not
-    with pytest.raises(CheckpointError, match="interrupted"):
+    os.replace(ckpt / "new.tmp", ckpt / "model.safetensors")   # weights changed by hand: nothing matches
+    with pytest.raises(CheckpointError, match="digest"):
         load_checkpoint(ckpt)
+
+
+class Killed(BaseException):
+    """Ends a run the way SIGKILL does: no ``except Exception`` and no clean-up catches it."""
+
+
+@contextlib.contextmanager
+def killed_in_a_save(monkeypatch, after: int):
+    """Raise :class:`Killed` right after the ``after``-th file operation of checkpoint saves (writing
+    the weights, renaming, linking, removing the old copy), counted from the first save."""
+    import os
+
+    import intelliflow.checkpoint as checkpoint
+
+    done = []
+
+    def counted(fn):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            done.append(fn)
+            if len(done) == after:
+                raise Killed
+            return out
+        return wrapper
+
+    class Os:  # checkpoint's view of os: its renames and links are counted
+        replace, link = staticmethod(counted(os.replace)), staticmethod(counted(os.link))
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+    unlink = checkpoint.Path.unlink
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "save_file", counted(checkpoint.save_file))
+        patch.setattr(checkpoint, "os", Os())
+        patch.setattr(checkpoint.Path, "unlink", lambda self, missing_ok=False: (
+            counted(unlink) if self.name == checkpoint.PREVIOUS else unlink)(self, missing_ok=missing_ok))
+        yield
+
+
+@pytest.mark.parametrize("after", range(1, 7))
+def test_a_run_killed_at_any_point_of_a_save_resumes_to_the_same_weights(tmp_path, monkeypatch, after):
+    """The save at step 4 is cut after each of its six file operations in turn (new weights written,
+    a stale old copy removed, the old weights linked aside, new weights renamed in, the manifest
+    renamed in, the old copy removed); the checkpoint then reads back as step 2's or step 4's, and
+    the resumed run ends with the uninterrupted run's weights and log."""
+    straight = run(tmp_path / "a")
+    with pytest.raises(Killed):
+        with killed_in_a_save(monkeypatch, 4 + after):  # step 2's save into a new folder takes 4 operations
+            run(tmp_path / "b")
+    step = load_checkpoint(tmp_path / "b" / "checkpoint")[1]["step"]
+    assert step == (4 if after >= 5 else 2)
+    resumed = run(tmp_path / "b", resume=True)
+    assert resumed.starts == [step] and torch.equal(resumed.model.weight, straight.model.weight)
+    assert rows(tmp_path / "b" / "train_log.csv") == rows(tmp_path / "a" / "train_log.csv")
+
+
+def test_a_run_killed_by_sigkill_resumes_to_the_same_weights(tmp_path):
+    """A real SIGKILL at a random moment of a real training run (a subprocess checkpointing every
+    step), then a resume: the final weights equal an uninterrupted run's."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import test_training_loop as t
+        from intelliflow.checkpoint import save_checkpoint
+        import intelliflow.checkpoint as checkpoint
+        slow = checkpoint.save_file
+        checkpoint.save_file = lambda *a, **k: (time.sleep(0.01), slow(*a, **k))[1]  # a window to be killed in
+        t.run(t.Path(sys.argv[1]), steps=8, checkpoint_every=1, resume=len(sys.argv) > 2)
+    """))
+    straight = run(tmp_path / "a", checkpoint_every=1)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "b")])
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "b" / "checkpoint" / "config.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(random.Random().uniform(0, 0.05))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run([sys.executable, str(script), str(tmp_path / "b"), "resume"], check=True)
+    b = load_checkpoint(tmp_path / "b" / "checkpoint")[0]
+    assert torch.equal(b["model.weight"], straight.model.weight)
+    assert rows(tmp_path / "b" / "train_log.csv") == rows(tmp_path / "a" / "train_log.csv")
 
 
 def test_a_run_checkpoints_by_wall_time_too_so_a_failure_keeps_its_work(tmp_path):
