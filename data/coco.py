@@ -50,6 +50,20 @@ def read_json(path: str | Path, what: str):
         raise DatasetError(f"{what} {path} is nested too deeply to be a COCO file") from None
 
 
+#: the longest caption a COCO file may hold (a caption is a sentence; megabytes keep the scorers busy for minutes)
+MAX_CAPTION_CHARS = 2000
+
+
+def check_entry(where: str, image_id, caption) -> None:
+    """A COCO entry's ``image_id`` is an integer or a string and its caption a string of at most
+    :data:`MAX_CAPTION_CHARS` characters; anything else is a :class:`DatasetError` naming ``where``."""
+    if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+        raise DatasetError(f"{where} has image_id {str(image_id)[:40]!r}; expected an integer or a string")
+    if not isinstance(caption, str) or len(caption) > MAX_CAPTION_CHARS:
+        raise DatasetError(f"{where}: the caption must be a string of at most {MAX_CAPTION_CHARS} characters, got "
+                           + (f"{len(caption)} characters" if isinstance(caption, str) else f"{str(caption)[:40]!r}"))
+
+
 @dataclass
 class CocoAnnotations:
     """A COCO captions file, parsed (see :func:`parse_coco_annotations`).
@@ -95,19 +109,22 @@ def parse_coco_annotations(path: str | Path) -> CocoAnnotations:
     for k, image in enumerate(data.get("images", [])):
         if not isinstance(image, dict) or "id" not in image:
             raise DatasetError(f"COCO annotations file {path} has a malformed entry: image {k} needs an 'id', "
-                               f"got {image!r}")
+                               f"got {str(image)[:80]!r}")
+        check_entry(f"COCO annotations file {path}: image {k}", image["id"], "")
         parsed.images[image["id"]] = image
         parsed.captions[image["id"]] = []
     for k, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
+        if not isinstance(ann, dict) or "image_id" not in ann or "caption" not in ann:
             raise DatasetError(f"COCO annotations file {path} has a malformed entry: annotation {k} needs "
-                               f"'image_id' and a string 'caption', got {ann!r}")
+                               f"'image_id' and a string 'caption', got {str(ann)[:80]!r}")
+        check_entry(f"COCO annotations file {path}: annotation {k}", ann["image_id"], ann["caption"])
         parsed.captions.setdefault(ann["image_id"], []).append(ann["caption"])
     scenes = data.get("scenes", [])
     for k, scene in enumerate(scenes if isinstance(scenes, list) else [scenes]):
         if not isinstance(scene, dict) or "image_id" not in scene:
             raise DatasetError(f"COCO annotations file {path} has a malformed scene: entry {k} of 'scenes' "
-                               f"needs an 'image_id', got {scene!r}")
+                               f"needs an 'image_id', got {str(scene)[:80]!r}")
+        check_entry(f"COCO annotations file {path}: scene {k}", scene["image_id"], "")
         parsed.scenes[scene["image_id"]] = scene
     return parsed
 

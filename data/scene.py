@@ -101,5 +101,5 @@ class Scene:
         try:
             objects = [SceneObject(**o) for o in data["objects"]]
         except (KeyError, TypeError) as exc:
-            raise DatasetError(f"malformed scene graph {data!r}: {exc}") from exc
+            raise DatasetError(f"malformed scene graph {str(data)[:120]!r}: {str(exc)[:120]}") from exc
         return cls.from_objects(objects)

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from intelliflow.data.coco import parse_coco_annotations, read_json
+from intelliflow.data.coco import check_entry, parse_coco_annotations, read_json
 from intelliflow.errors import DatasetError, MetricError
 
 from .tokenize import PythonPTBTokenizer, coco_tokenizer, java_available
@@ -104,10 +104,6 @@ def _meteor(gts: dict, res: dict) -> float:
 # COCO files
 
 
-#: the longest caption a results file may hold (a caption is a sentence; megabytes keep the scorers busy for minutes)
-MAX_CAPTION_CHARS = 2000
-
-
 def read_coco_results(path: str | Path) -> dict:
     """COCO results file (a list of ``{"image_id", "caption"}``) -> ``{image_id: caption}``."""
     data = read_json(path, "results file")
@@ -117,12 +113,7 @@ def read_coco_results(path: str | Path) -> dict:
     for k, item in enumerate(data):
         if not isinstance(item, dict) or "image_id" not in item or "caption" not in item:
             raise DatasetError(f"results file {path}: entry {k} must be an object with 'image_id' and 'caption', got {str(item)[:80]!r}")
-        if not isinstance(item["image_id"], (int, str)) or isinstance(item["image_id"], bool):
-            raise DatasetError(f"results file {path}: entry {k} has image_id {str(item['image_id'])[:40]!r}; "
-                               "expected an integer or a string")
-        if not isinstance(item["caption"], str) or len(item["caption"]) > MAX_CAPTION_CHARS:
-            raise DatasetError(f"results file {path}: entry {k}'s caption must be a string of at most "
-                               f"{MAX_CAPTION_CHARS} characters")
+        check_entry(f"results file {path}: entry {k}", item["image_id"], item["caption"])
         if item["image_id"] in results:
             raise MetricError(f"results file {path}: image {item['image_id']!r} has more than one result")
         results[item["image_id"]] = item["caption"]

@@ -137,7 +137,7 @@ def test_dataset_and_scorer_read_annotations_through_one_parser(coco_dir):
     bad = coco_dir / "bad.json"
     bad.write_text(json.dumps({"images": [], "annotations": [{"image_id": 1, "caption": 5}]}))
     for reader in (parse_coco_annotations, read_coco_annotations, lambda p: CocoCaptions(p, coco_dir / "val2014")):
-        with pytest.raises(DatasetError, match="bad.json has a malformed entry: annotation 0"):
+        with pytest.raises(DatasetError, match="bad.json: annotation 0: the caption must be a string"):
             reader(bad)
 
 

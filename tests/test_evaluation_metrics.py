@@ -126,3 +126,31 @@ def test_malformed_files_name_the_file(tmp_path, exported):
     wrong.write_text(json.dumps({"caption": "x"}))
     with pytest.raises(DatasetError, match="list"):
         score_files(wrong, exported / "annotations.json")
+
+
+@pytest.mark.parametrize("results,annotations,expected", [
+    ([{"image_id": [1], "caption": "a"}], None, "entry 0 has image_id"),
+    ([{"image_id": 1.5, "caption": "a"}], None, "expected an integer or a string"),
+    ([{"image_id": 1, "caption": "word " * 500_000}], None, "at most 2000 characters"),
+    (None, {"images": [{"id": [1]}], "annotations": []}, "image 0 has image_id"),
+    (None, {"annotations": [{"image_id": {"a": 1}, "caption": "a"}]}, "annotation 0 has image_id"),
+    (None, {"annotations": [{"image_id": 1, "caption": "word " * 2_000_000}]}, "got 10000000 characters"),
+    (None, {"images": 5, "annotations": []}, "'images' list"),
+    (None, {"annotations": [{"image_id": 1, "caption": "a"}], "scenes": [{"image_id": [1]}]}, "scene 0"),
+    (None, {"annotations": [{"image_id": 1, "caption": "a"}], "scenes": [{"image_id": 1, "objects": 5}]},
+     "malformed scene graph"),
+])
+def test_hostile_coco_files_are_one_line_errors_before_any_scoring(tmp_path, results, annotations, expected):
+    """Wrong-typed ids, megabyte captions (results or references) and wrong-typed scenes are refused
+    while the files are read, in one short line naming the file, before any scorer starts."""
+    import time
+
+    paths = []
+    for name, data, default in (("r.json", results, [{"image_id": 1, "caption": "a red circle"}]),
+                                ("a.json", annotations, {"annotations": [{"image_id": 1, "caption": "a red circle"}]})):
+        (tmp_path / name).write_text(json.dumps(data if data is not None else default))
+        paths.append(tmp_path / name)
+    start = time.perf_counter()
+    with pytest.raises(DatasetError, match=expected) as info:
+        score_files(*paths, meteor=False)
+    assert time.perf_counter() - start < 5 and len(str(info.value)) < 300 and "\n" not in str(info.value)
