@@ -22,15 +22,17 @@ import torch
 from intelliflow.errors import ConfigError, ServiceError
 from intelliflow.flow import Device
 
+from .auth import Credentials
 from .container import pack_iflow
 from .files import byte_codec
 
 
 class EdgeClient:
-    """HTTP client of an edge service at ``url`` (``http://host:port``); thread-safe. ``token``: the
-    shared secret of a service started with ``--token``."""
+    """HTTP client of an edge service at ``url`` (``http://host:port``); thread-safe.
+    ``credentials``: the service's shared secret (:class:`~intelliflow.deploy.auth.Credentials`), for
+    a service that serves configured devices only."""
 
-    def __init__(self, url: str, timeout: float = 120.0, token: str | None = None):
+    def __init__(self, url: str, timeout: float = 120.0, credentials: Credentials | None = None):
         parts = urlsplit(url if "://" in url else f"http://{url}")
         try:
             port = parts.port or 80
@@ -39,7 +41,7 @@ class EdgeClient:
         if parts.scheme != "http" or not parts.hostname:
             raise ConfigError(f"edge URL {url!r}: expected http://HOST:PORT")
         self.url, self.host, self.port, self.timeout = url, parts.hostname, port, timeout
-        self.token = token  # sent as Authorization: Bearer <token> to a service that requires it
+        self.credentials = credentials
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -112,8 +114,8 @@ class EdgeClient:
         A refusal raises :class:`ServiceError` with the service's status and message."""
         start = time.perf_counter()
         headers = {"Content-Type": "application/octet-stream"}
-        if self.token is not None:
-            headers["Authorization"] = f"Bearer {self.token}"
+        if self.credentials is not None:
+            headers.update(self.credentials.headers(bytes(iflow)))
         status, data = self._request("POST", "/caption", body=bytes(iflow), headers=headers)
         if status != 200:
             raise ServiceError(f"edge service answered {status}: {data.get('error', data)}")

@@ -31,7 +31,6 @@ batching queue; a web framework would add a dependency and an event loop for no 
 
 from __future__ import annotations
 
-import hmac
 import json
 import queue
 import socket
@@ -49,6 +48,7 @@ from intelliflow.codec.registry import canonical_name
 from intelliflow.errors import BitstreamError, IntelliflowError, PayloadMismatchError
 from intelliflow.flow import Receiver
 
+from .auth import Credentials
 from .container import identifier, unpack_iflow
 from .files import byte_codec
 
@@ -302,12 +302,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._refuse(HTTPStatus.BAD_REQUEST, f"bad Content-Length {', '.join(lengths)[:40]!r}: one "
                                 "decimal number", close=True)
         length = int(lengths[0])
-        token = self.server.token  # type: ignore[attr-defined]
-        if token is not None and not hmac.compare_digest(
-                (self.headers.get("Authorization") or "").encode(), f"Bearer {token}".encode()):
+        credentials = self.server.credentials  # type: ignore[attr-defined]
+        if credentials is not None and (reason := credentials.refusal_before_body(self.headers)) is not None:
             self._discard(min(length, _DRAIN_BYTES))
-            return self._refuse(HTTPStatus.UNAUTHORIZED, "this service serves configured devices only: send "
-                                "Authorization: Bearer <token>", close=True)
+            return self._refuse(HTTPStatus.UNAUTHORIZED, reason, close=True)
         limit = self.server.max_body_bytes  # type: ignore[attr-defined]
         if length > limit:
             self._discard(min(length, _DRAIN_BYTES))  # a client still sending would otherwise see a reset, not the 413
@@ -321,6 +319,8 @@ class _Handler(BaseHTTPRequestHandler):
         if len(body) < length:
             return self._refuse(HTTPStatus.BAD_REQUEST,
                                 f"truncated body: Content-Length says {length} bytes, {len(body)} arrived", close=True)
+        if credentials is not None and (reason := credentials.refusal(self.headers, body)) is not None:
+            return self._refuse(HTTPStatus.UNAUTHORIZED, reason, close=True)
         if kind != "application/octet-stream":
             return self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                                 f"Content-Type {kind!r}: send the .iflow file as application/octet-stream")
@@ -346,8 +346,9 @@ class EdgeServer(ThreadingHTTPServer):
 
     Bounded: at most ``max_connections`` connections at once (more are closed on arrival), each
     read waits at most 30 s, each request takes at most ``request_timeout_s`` in all, and an idle
-    kept-alive connection is closed after 30 s. With ``token``, only requests that carry
-    ``Authorization: Bearer <token>`` are served (401 otherwise); off by default.
+    kept-alive connection is closed after 30 s. With ``credentials``
+    (:class:`~intelliflow.deploy.auth.Credentials`), only requests that carry the shared secret's
+    bearer token or a valid HMAC signature are served (401 otherwise); off by default.
 
     Why the standard library and not a server framework: the bounds above are a semaphore and two
     timeouts; one POST route and one GET route need nothing more.
@@ -358,11 +359,11 @@ class EdgeServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], service: EdgeService, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  answer_timeout_s: float = 120.0, verbose: bool = False, max_connections: int = 128,
-                 request_timeout_s: float = 150.0, token: str | None = None):
+                 request_timeout_s: float = 150.0, credentials: Credentials | None = None):
         super().__init__(address, _Handler)
         self.service, self.max_body_bytes = service, int(max_body_bytes)
         self.answer_timeout_s, self.verbose = answer_timeout_s, verbose
-        self.request_timeout_s, self.token = request_timeout_s, token
+        self.request_timeout_s, self.credentials = request_timeout_s, credentials
         self._slots = threading.BoundedSemaphore(max(1, int(max_connections)))
 
     def process_request(self, request, client_address):

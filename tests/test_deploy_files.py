@@ -58,7 +58,7 @@ def test_a_damaged_file_fails_alone_with_its_name(setup, capsys):
     data[-5] ^= 0x10
     bad.write_bytes(bytes(data))
     capsys.readouterr()
-    assert main(["decode", str(good), str(bad), "--model", str(setup / "model")]) == 1
+    assert main(["decode", str(good), str(bad), "--model", str(setup / "model")]) == 2
     captured = capsys.readouterr()
     assert str(good) in captured.out
     assert captured.err.count("\n") == 1 and str(bad) in captured.err and "integrity" in captured.err
@@ -136,13 +136,39 @@ def test_encode_never_overwrites_silently(setup, tmp_path, capsys):
     for folder in ("a", "b"):
         make_sample("test", 0).image.save(tmp_path / folder / "x.png")
     out = tmp_path / "out"
-    args = ["--model", str(setup / "model"), "--codec", "text", "--out", str(out)]
+    args = ["--model", str(setup / "model"), "--codec", "quantize-8", "--out", str(out)]
     assert main(["encode", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), *args]) == 2
-    assert not out.exists() and "both be written" in capsys.readouterr().err
-    assert main(["encode", str(tmp_path / "a" / "x.png"), *args]) == 0
+    err = capsys.readouterr().err   # the first is written, the second (same output name) is refused
+    assert err.count("\n") == 1 and str(tmp_path / "b" / "x.png") in err and "rename one" in err
+    first = (out / "x.iflow").read_bytes()
+    make_sample("test", 1).image.save(tmp_path / "b" / "x.png")
     assert main(["encode", str(tmp_path / "b" / "x.png"), *args]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert "--overwrite" in capsys.readouterr().err and (out / "x.iflow").read_bytes() == first
     assert main(["encode", str(tmp_path / "b" / "x.png"), *args, "--overwrite"]) == 0
+    assert (out / "x.iflow").read_bytes() != first
+
+
+@pytest.mark.parametrize("command", ["encode", "caption"])
+def test_a_bad_image_fails_alone_in_one_line_with_exit_code_2(setup, tmp_path, capsys, command):
+    """A missing file, a file that is not an image and a decompression bomb are each reported in one
+    line naming the file; the good images around them are still encoded or captioned."""
+    from PIL import Image
+
+    (tmp_path / "junk.png").write_bytes(b"not an image at all")
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")   # 400 Mpixel, a few kB on disk
+    inputs = [setup / "img0.png", tmp_path / "junk.png", tmp_path / "missing.png", tmp_path / "bomb.png",
+              setup / "img1.png"]
+    args = ["--model", str(setup / "model")] + (["--codec", "text", "--out", str(tmp_path / "out")]
+                                                if command == "encode" else ["--json"])
+    assert main([command, *map(str, inputs), *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 3 and "Traceback" not in captured.err
+    for bad in inputs[1:4]:
+        assert f"intelliflow {command}: {bad}: " in captured.err
+    if command == "encode":
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.iflow", "img1.iflow"]
+    else:
+        assert [r["image"] for r in json.loads(captured.out)] == [str(inputs[0]), str(inputs[4])]
 
 
 def test_a_learned_codec_decodes_only_the_split_it_was_trained_for():

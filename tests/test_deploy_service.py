@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from intelliflow.deploy.auth import Credentials
 from intelliflow.deploy.container import pack_iflow, unpack_iflow
 from intelliflow.data.shapes import make_sample
 from intelliflow.errors import ServiceError
@@ -250,10 +251,10 @@ def test_connections_and_framing_are_bounded_and_a_token_can_be_required(images)
     """Ambiguous framing is refused, connections are capped, a trickling sender is cut off, and with
     a token only configured devices are served; the service goes on answering throughout."""
     service = EdgeService(MODEL, "text")
-    server, _ = start_server(service, max_connections=4, request_timeout_s=1.0, token="s3cret")
+    server, _ = start_server(service, max_connections=4, request_timeout_s=1.0, credentials=Credentials("token", "s3cret"))
     try:
         EdgeClient(server.url).wait_ready(timeout=120)
-        data = SplitDevice(MODEL, "text", EdgeClient(server.url, token="s3cret")).encode(images[0])[0]
+        data = SplitDevice(MODEL, "text", EdgeClient(server.url, credentials=Credentials("token", "s3cret"))).encode(images[0])[0]
         head = b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
         auth = b"Authorization: Bearer s3cret\r\n"
         n = str(len(data)).encode()
@@ -263,7 +264,7 @@ def test_connections_and_framing_are_bounded_and_a_token_can_be_required(images)
             assert raw_request(server, head + auth + extra + b"\r\n", data)[0] == 400
         assert raw_request(server, head + b"Content-Length: " + n + b"\r\n\r\n", data)[0] == 401
         with pytest.raises(ServiceError, match="401"):
-            EdgeClient(server.url, token="wrong").caption(data)
+            EdgeClient(server.url, credentials=Credentials("token", "wrong")).caption(data)
         idle = [socket.create_connection(server.server_address[:2]) for _ in range(6)]  # over the cap of 4
         time.sleep(0.3)
         late = idle[-1]
@@ -282,8 +283,59 @@ def test_connections_and_framing_are_bounded_and_a_token_can_be_required(images)
         for sock in idle:
             sock.close()
         time.sleep(1.5)                                              # the others time out and free their slots
-        assert EdgeClient(server.url, token="s3cret").caption(data)["caption"]
+        assert EdgeClient(server.url, credentials=Credentials("token", "s3cret")).caption(data)["caption"]
     finally:
         server.shutdown()
         server.server_close()
         service.close()
+
+
+def test_an_hmac_key_serves_only_signed_unchanged_fresh_requests(images):
+    """With an HMAC key the secret never travels: a request signed with it is served; an unsigned
+    one, one signed with another key, one whose body was changed after signing (a forged payload
+    with every check recomputed), a stale one and a replayed one get 401 in one line; the service
+    goes on serving."""
+    key = Credentials("hmac", "k3y")
+    service = EdgeService(MODEL, "quantize-8")
+    server, _ = start_server(service, credentials=key)
+    try:
+        EdgeClient(server.url).wait_ready(timeout=120)
+        device = SplitDevice(MODEL, "quantize-8", EdgeClient(server.url, credentials=Credentials("hmac", "k3y")))
+        data = device.encode(images[0])[0]
+        other = device.encode(images[1])[0]
+        assert device.caption_one(images[0])["caption"] == FileDecoder().decode(data)[0]
+        head = b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+
+        def send(body, headers):
+            extra = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+            return raw_request(server, head + extra + f"Content-Length: {len(body)}\r\n\r\n".encode(), body)
+
+        signed = Credentials("hmac", "k3y").headers(data)
+        assert send(data, signed)[0] == 200
+        status, answer = send(data, signed)                                     # the same request again
+        assert status == 401 and "replayed" in answer["error"]
+        assert send(data, {})[0] == 401                                          # unsigned
+        assert send(data, Credentials("hmac", "other").headers(data))[0] == 401  # another key
+        status, answer = send(other, Credentials("hmac", "k3y").headers(data))   # body swapped after signing
+        assert status == 401 and "does not match" in answer["error"]
+        stale = Credentials("hmac", "k3y").headers(data, now=time.time() - 600)
+        status, answer = send(data, stale)
+        assert status == 401 and "clock" in answer["error"]
+        with pytest.raises(ServiceError, match="401"):
+            EdgeClient(server.url, credentials=Credentials("token", "k3y")).caption(data)  # a bearer token is not a signature
+        assert device.caption_one(images[1])["caption"] == FileDecoder().decode(other)[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+        service.close()
+
+
+def test_credentials_come_from_one_environment_variable():
+    from intelliflow.deploy.auth import credentials_from_env
+    from intelliflow.errors import ConfigError
+
+    assert credentials_from_env({}) is None
+    assert credentials_from_env({"INTELLIFLOW_HMAC_KEY": "k"}).kind == "hmac"
+    assert credentials_from_env({"INTELLIFLOW_TOKEN": "t"}).kind == "token"
+    with pytest.raises(ConfigError, match="not both"):
+        credentials_from_env({"INTELLIFLOW_TOKEN": "t", "INTELLIFLOW_HMAC_KEY": "k"})

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from . import COMMAND_GROUPS
-from .common import print_json, read_image
+from .common import InputFailures, print_json, read_image
 
 
 def cmd_codecs(args) -> int:
@@ -48,48 +47,44 @@ def cmd_codecs(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    """Device side: images -> .iflow files."""
+    """Device side: images -> .iflow files. An existing output is never replaced without
+    ``--overwrite``; an input that fails is reported and the others are still encoded (exit 2)."""
     from intelliflow.deploy.files import FileEncoder
 
-    from intelliflow.errors import ConfigError
-
-    out = Path(args.out)
+    out, failures = Path(args.out), InputFailures("encode")
     targets: dict[Path, str] = {}
-    for path in args.images:  # every output is checked before anything is written: nothing is overwritten silently
+    for path in args.images:  # every output is checked before anything is written
         target = out / (Path(path).stem + ".iflow")
-        if target in targets:
-            raise ConfigError(f"{targets[target]} and {path} would both be written to {target}: rename one")
-        if target.exists() and not args.overwrite:
-            raise ConfigError(f"{target} exists: give --overwrite to replace it, or another --out")
-        targets[target] = path
+        with failures.of(path):
+            if target in targets:
+                raise FileExistsError(f"{targets[target]} is written to {target} already: rename one of them")
+            if target.exists() and not args.overwrite:
+                raise FileExistsError(f"{target} exists: give --overwrite to replace it, or another --out")
+            targets[target] = path
     encoder = FileEncoder(args.model, args.codec, split=args.split, **({"q": args.q} if args.q is not None else {}))
     out.mkdir(parents=True, exist_ok=True)
     for target, path in targets.items():
-        (data,) = encoder.encode([read_image(path)])
-        target.write_bytes(data)
-        print(f"{target}  {len(data)} bytes")
-    return 0
+        with failures.of(path):
+            (data,) = encoder.encode([read_image(path)])
+            target.write_bytes(data)
+            print(f"{target}  {len(data)} bytes")
+    return failures.status
 
 
 def cmd_decode(args) -> int:
-    """Receiver: .iflow files -> captions; a damaged file is reported and the others still decode."""
-    from intelliflow.errors import IntelliflowError
+    """Receiver: .iflow files -> captions; a damaged file is reported and the others still decode (exit 2)."""
     from intelliflow.deploy.files import FileDecoder
 
-    decoder, failed, rows = FileDecoder(model=args.model, codec=args.codec), 0, []
+    decoder, failures, rows = FileDecoder(model=args.model, codec=args.codec), InputFailures("decode"), []
     for path in args.files:
-        try:
+        with failures.of(path):
             caption, bits = decoder.decode(Path(path).read_bytes())
-        except (IntelliflowError, OSError) as exc:
-            failed += 1
-            print(f"intelliflow decode: {path}: {exc}", file=sys.stderr)
-            continue
-        rows.append({"file": str(path), "caption": caption, "bits": bits})
-        if not args.json:
-            print(f"{path}: {caption}  ({bits} bits)")
+            rows.append({"file": str(path), "caption": caption, "bits": bits})
+            if not args.json:
+                print(f"{path}: {caption}  ({bits} bits)")
     if args.json:
         print_json(rows)
-    return 1 if failed else 0
+    return failures.status
 
 
 @COMMAND_GROUPS.register("codecs")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sys
 
 
 def print_json(obj) -> None:
@@ -60,3 +62,35 @@ class RegisteredNames:
 
     def __iter__(self):
         return iter(self.names())
+
+
+class InputFailures:
+    """A command over many inputs reports a failing one in one line on stderr, naming it, and goes on
+    with the rest; its exit status is then 2 (:attr:`status`).
+
+    >>> failures = InputFailures("decode")
+    >>> for path in ["a.iflow", "b.iflow"]:
+    ...     with failures.of(path):
+    ...         if path == "a.iflow":
+    ...             raise OSError("no such file")
+    >>> failures.count, failures.status
+    (1, 2)
+    """
+
+    def __init__(self, command: str):
+        self.command, self.count = command, 0
+
+    @contextlib.contextmanager
+    def of(self, name):
+        """Run the block for input ``name``; a library error or an OS error in it is reported, not raised."""
+        from intelliflow.errors import IntelliflowError
+
+        try:
+            yield
+        except (IntelliflowError, OSError) as exc:
+            self.count += 1
+            print(f"intelliflow {self.command}: {name}: {exc}", file=sys.stderr)
+
+    @property
+    def status(self) -> int:
+        return 2 if self.count else 0

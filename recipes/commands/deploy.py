@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 from . import COMMAND_GROUPS
-from .common import print_json, read_image
+from .common import InputFailures, print_json, read_image
 
 
 def cmd_serve(args) -> int:
     """Edge (or cloud) side: an HTTP service that finishes captions from .iflow payloads."""
-    import os
     import signal
+    import sys
     import threading
 
+    from intelliflow.deploy.auth import credentials_from_env
     from intelliflow.deploy.service import EdgeService, start_server
 
+    credentials = credentials_from_env()
+    if credentials is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"intelliflow serve: warning: {args.host} is not loopback and every device is served; set "
+              "INTELLIFLOW_TOKEN or INTELLIFLOW_HMAC_KEY to serve configured devices only", file=sys.stderr)
     service = EdgeService(args.model, args.codec, split=args.split, max_batch=args.max_batch,
                           batch_wait_ms=args.batch_wait_ms, threads=args.threads)
     # /health answers 503 while the model loads; Ctrl-C during the load interrupts it (KeyboardInterrupt)
     server, _ = start_server(service, args.host, args.port, load_in_background=False, max_body_bytes=args.max_bytes,
                              verbose=args.verbose, max_connections=args.max_connections,
-                             token=os.environ.get("INTELLIFLOW_TOKEN") or None)
+                             credentials=credentials)
     stop = threading.Event()
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -36,44 +41,55 @@ def cmd_serve(args) -> int:
 
 
 def cmd_caption(args) -> int:
-    """Device side: captions of image files, finished by an edge service (or, without --edge, here)."""
+    """Device side: captions of image files, finished by an edge service (or, without --edge, here).
+    An image that cannot be read or captioned is reported and the others go on (exit 2)."""
     from intelliflow.deploy.client import SplitDevice
 
-    images = [read_image(path) for path in args.images]
     if args.edge is None and args.q is not None:
         from intelliflow.errors import ConfigError
 
         raise ConfigError("--q sets the codec's rate point for the edge: it needs --edge URL")
+    failures, images = InputFailures("caption"), []
+    for path in args.images:
+        with failures.of(path):
+            images.append((str(path), read_image(path)))
+    rows = []
     if args.edge is None:
         from intelliflow.models import load_split_model
 
         model = load_split_model(args.model, split=args.split)
-        rows = [{"image": str(p), "caption": c} for p, c in zip(args.images, model.caption(images))]
+        if images:
+            rows = [{"image": p, "caption": c} for (p, _), c in zip(images, model.caption([i for _, i in images]))]
     else:
-        import os
-
+        from intelliflow.deploy.auth import credentials_from_env
         from intelliflow.deploy.client import EdgeClient
 
-        client = EdgeClient(args.edge, token=os.environ.get("INTELLIFLOW_TOKEN") or None)
+        client = EdgeClient(args.edge, credentials=credentials_from_env())
         device = SplitDevice(args.model, args.codec, client, split=args.split,
                              compress_options={"q": args.q} if args.q is not None else None)
         device.client.wait_ready(timeout=args.wait)
-        rows = [{"image": str(p), **r} for p, r in zip(args.images, device.caption(images))]
+        for path, image in images:
+            with failures.of(path):
+                rows.append({"image": path, **device.caption_one(image)})
     if args.json:
         print_json(rows)
-        return 0
+        return failures.status
     for r in rows:
         timing = (f"  ({r['bits']} bits; device {r['device_ms']:.1f} ms, encode {r['encode_ms']:.1f} ms, "
                   f"round trip {r['roundtrip_ms']:.1f} ms)") if "bits" in r else ""
         print(f"{r['image']}: {r['caption']}{timing}")
-    return 0
+    return failures.status
 
 
 @COMMAND_GROUPS.register("deploy")
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
     p = sub.add_parser("serve", help="edge side of a split deployment: HTTP service finishing captions "
-                                     "(POST /caption with an .iflow body, GET /health)")
+                                     "(POST /caption with an .iflow body, GET /health)",
+                       epilog="Every device is served by default. With INTELLIFLOW_TOKEN=<secret> in the environment "
+                              "only requests carrying Authorization: Bearer <secret> are; with "
+                              "INTELLIFLOW_HMAC_KEY=<secret>, only requests signed with it (an HMAC-SHA256 of a "
+                              "timestamp and the body: the secret never travels, replays are refused).")
     p.add_argument("--role", choices=("edge", "cloud"), default="edge",
                    help="which node this is (the protocol is the same; shown in the log)")
     p.add_argument("--model", default="shapes-captioner")
@@ -86,8 +102,7 @@ def register(sub) -> None:
                    help="wait this long for more requests to batch (requests queued while a batch runs are always batched)")
     p.add_argument("--max-bytes", type=int, default=1 << 20, help="largest accepted .iflow body (413 above)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--max-connections", type=int, default=128, help="connections served at once (more are closed); "
-                   "with INTELLIFLOW_TOKEN set in the environment only requests carrying it are served")
+    p.add_argument("--max-connections", type=int, default=128, help="connections served at once (more are closed)")
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
 
@@ -96,7 +111,8 @@ def register(sub) -> None:
                                        "(--edge URL), or the whole model here without --edge")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--edge", default=None, help="URL of an intelliflow serve (http://HOST:PORT); the environment's "
-                                                "INTELLIFLOW_TOKEN is sent to a service that requires one")
+                                                "INTELLIFLOW_TOKEN or INTELLIFLOW_HMAC_KEY proves this device to a service "
+                                                "that requires it")
     p.add_argument("--model", default="shapes-captioner")
     p.add_argument("--split", type=int, default=None)
     p.add_argument("--codec", default="shapes-hyperprior", help="with --edge: the codec the edge serves")
