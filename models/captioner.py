@@ -233,8 +233,18 @@ class ShapesCaptioner(VisionEncoderDecoderSplit):
         """Load what :meth:`save` wrote (no pickle: safetensors + JSON)."""
         from intelliflow.checkpoint import load_checkpoint
 
+        from .folders import check_size, read_config, require_tokenizer
+
+        config = read_config(folder).get("config")
+        if not isinstance(config, dict):
+            raise ConfigError(f"{folder}/config.json has no 'config' object: not an intelliflow captioner")
+        require_tokenizer(folder)
+        try:
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"model folder {folder}: its tokenizer cannot be read: {str(exc)[:160]}") from exc
+        check_size(folder, lambda: _from_config(VisionEncoderDecoderConfig.from_dict(config), tokenizer))
         tensors, meta = load_checkpoint(folder)
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
         model = _from_config(VisionEncoderDecoderConfig.from_dict(meta["config"]), tokenizer)
         model.load_state_dict(tensors, strict=True)
         model.eval()

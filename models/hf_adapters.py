@@ -30,6 +30,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from intelliflow.errors import ConfigError, DatasetNotFoundError
 
+from .folders import check_size, read_config, require_tokenizer
 from .protocol import SplitModel
 from .registry import ADAPTERS
 
@@ -142,6 +143,26 @@ class HFSplitModel(SplitModel):
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
+def _pretrained(model_class, path: str | Path):
+    """``model_class.from_pretrained(path)`` from local files only, after :mod:`.folders`' checks: the
+    config is read and the model it describes must fit the weight files before anything is allocated;
+    a failure is one line naming the folder."""
+    from intelliflow.errors import CheckpointError
+
+    read_config(path)
+    try:
+        config = model_class.config_class.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"model folder {path}: config.json is not a {model_class.config_class.__name__}: "
+                          f"{str(exc)[:160]}") from exc
+    check_size(path, lambda: model_class(config))
+    try:
+        return model_class.from_pretrained(str(path), local_files_only=True).eval()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"model folder {path}: the weights do not load into {model_class.__name__}: "
+                              f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}") from exc
+
+
 def _load_folder(path: str | Path):
     """Tokenizer and (optional) image processor from a local folder, never the network."""
     from transformers import AutoImageProcessor, AutoTokenizer
@@ -149,7 +170,11 @@ def _load_folder(path: str | Path):
     path = Path(path)
     if not path.is_dir():
         raise DatasetNotFoundError(f"model folder not found: {path} (weights load from a local folder)")
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    require_tokenizer(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"model folder {path}: its tokenizer files cannot be read: {str(exc)[:160]}") from exc
     try:
         processor = AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError):
@@ -193,7 +218,7 @@ class VisionEncoderDecoderSplit(HFSplitModel):
         from transformers import VisionEncoderDecoderModel
 
         tokenizer, processor = _load_folder(path)
-        model = VisionEncoderDecoderModel.from_pretrained(str(path), local_files_only=True).eval()
+        model = _pretrained(VisionEncoderDecoderModel, path)
         return cls(model, tokenizer, split, image_processor=processor, name=Path(path).name)
 
     def labels(self, captions: Sequence[str]) -> torch.Tensor:
@@ -266,7 +291,7 @@ class BlipSplit(HFSplitModel):
         from transformers import BlipForConditionalGeneration
 
         tokenizer, processor = _load_folder(path)
-        model = BlipForConditionalGeneration.from_pretrained(str(path), local_files_only=True).eval()
+        model = _pretrained(BlipForConditionalGeneration, path)
         return cls(model, tokenizer, split, image_processor=processor, name=Path(path).name)
 
     def _input_ids(self, captions):
@@ -337,7 +362,7 @@ class GitSplit(HFSplitModel):
         from transformers import GitForCausalLM
 
         tokenizer, processor = _load_folder(path)
-        model = GitForCausalLM.from_pretrained(str(path), local_files_only=True).eval()
+        model = _pretrained(GitForCausalLM, path)
         return cls(model, tokenizer, split, image_processor=processor, name=Path(path).name)
 
     @contextlib.contextmanager

@@ -7,7 +7,6 @@ are imported on the first look-up, so a new adapter is one module.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from intelliflow.errors import CheckpointError, RegistryError
@@ -31,6 +30,7 @@ def load_split_model(name_or_path: str | Path, split: int | None = None) -> Spli
     local Hugging Face folder of a VisionEncoderDecoder, BLIP or GIT captioner. ``split=None``
     takes the model's documented default split point."""
     from .captioner import ShapesCaptioner
+    from .folders import read_config
 
     if str(name_or_path) in SHIPPED:
         folder = SHIPPED[str(name_or_path)]
@@ -39,16 +39,16 @@ def load_split_model(name_or_path: str | Path, split: int | None = None) -> Spli
                                   "train them with: intelliflow train recipes/shapes/captioner.yaml")
         return ShapesCaptioner.load(folder, split=split)
     folder = Path(name_or_path)
-    config_path = folder / "config.json"
-    if not config_path.is_file():
+    if not (folder / "config.json").is_file():
         raise RegistryError(f"unknown model {str(name_or_path)!r}: not one of {sorted(SHIPPED)} and not a folder "
                             "with a config.json")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if "config" in config and (folder / "model.safetensors").is_file() and \
-            config["config"].get("encoder", {}).get("model_type") == "intelliflow-convvit":
+    config = read_config(folder)
+    inner = config.get("config")
+    if isinstance(inner, dict) and isinstance(inner.get("encoder"), dict) and \
+            inner["encoder"].get("model_type") == "intelliflow-convvit":
         return ShapesCaptioner.load(folder, split=split)
     kind = config.get("model_type")
-    if kind not in ADAPTERS:
-        raise RegistryError(f"{folder}: model_type {kind!r} has no split adapter; supported: {ADAPTERS.names()} "
+    if not isinstance(kind, str) or kind not in ADAPTERS:
+        raise RegistryError(f"{folder}: model_type {str(kind)[:40]!r} has no split adapter; supported: {ADAPTERS.names()} "
                             "(or use intelliflow.models.split_at)")
     return ADAPTERS.get(kind).from_pretrained(folder, split=split)

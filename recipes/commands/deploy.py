@@ -54,12 +54,13 @@ def cmd_caption(args) -> int:
         with failures.of(path):
             images.append((str(path), read_image(path)))
     rows = []
+    if not images:   # nothing readable: no model to load
+        return failures.status
     if args.edge is None:
         from intelliflow.models import load_split_model
 
         model = load_split_model(args.model, split=args.split)
-        if images:
-            rows = [{"image": p, "caption": c} for (p, _), c in zip(images, model.caption([i for _, i in images]))]
+        rows = [{"image": p, "caption": c} for (p, _), c in zip(images, model.caption([i for _, i in images]))]
     else:
         from intelliflow.deploy.auth import credentials_from_env
         from intelliflow.deploy.client import EdgeClient
