@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from intelliflow.checkpoint import load_checkpoint, save_checkpoint
+from intelliflow.checkpoint import check_fits_weights, load_checkpoint, read_folder_config, save_checkpoint
 from intelliflow.errors import CheckpointError
 
 
@@ -28,9 +28,11 @@ def load_codec(folder: str | Path):
     """Load what :func:`save_codec` wrote; the codec comes back in eval mode, ready to code."""
     from .registry import build_codec
 
+    config = read_folder_config(folder)
+    if not isinstance(config.get("name"), str) or not isinstance(config.get("params"), dict):
+        raise CheckpointError(f"{folder}: config.json is not a codec checkpoint (needs a 'name' and a 'params' object)")
+    check_fits_weights(folder, lambda: build_codec({"name": config["name"], **config["params"]}))
     tensors, config = load_checkpoint(folder)
-    if "name" not in config or "params" not in config:
-        raise CheckpointError(f"{folder}: config.json is not a codec checkpoint (needs 'name' and 'params')")
     codec = build_codec({"name": config["name"], **config["params"]})
     try:
         codec.load_state_dict(tensors)

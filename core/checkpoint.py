@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from intelliflow.errors import CheckpointError
+from intelliflow.errors import CheckpointError, ConfigError
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -136,6 +137,83 @@ def _weights_named_by(folder: Path, digest: str | None) -> Path:
             return candidate
     raise CheckpointError(f"{folder}: no weights file matches the digest {CONFIG} records (the folder was "
                           "changed by hand, or a save was interrupted in a way it cannot recover from)")
+
+
+# ---------------------------------------------------------------------------------------------
+# A folder is input: its config is read within limits, and the model it describes must fit its
+# weight files before anything large is allocated (a crafted config once made loading allocate
+# gigabytes before any check).
+
+MAX_CONFIG_BYTES = 4 << 20
+#: weights may be stored in half precision and loaded in full: a model may need this many times its files
+PRECISION_ROOM = 2.0
+#: what a folder without weight files may still build (a few MB: buffers, tiny test models)
+SLACK_BYTES = 16 << 20
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def read_folder_config(folder: str | Path) -> dict:
+    """``folder/config.json`` as a dict, read within limits (at most :data:`MAX_CONFIG_BYTES`, a JSON
+    object, not nested too deeply), or a :class:`ConfigError` saying what is wrong with it."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"folder {folder} has no config.json")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is {size} bytes, over the limit of {MAX_CONFIG_BYTES} for a config.json")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON: {str(exc)[:120]}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be a config") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} must hold a JSON object, got a {type(config).__name__}")
+    return config
+
+
+def weight_bytes(folder: str | Path) -> int:
+    """Bytes of the weight files in ``folder`` (safetensors, PyTorch), shards included."""
+    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def check_fits_weights(folder: str | Path, build: Callable[[], nn.Module]) -> int:
+    """Build the model ``build()`` describes on the ``meta`` device or with fake tensors (shapes, no
+    memory) and refuse it when its
+    parameters and buffers cannot come from the weight files in ``folder``; returns its bytes.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     check_fits_weights(folder, lambda: nn.Linear(100_000, 100_000))
+    Traceback (most recent call last):
+    ...
+    intelliflow.errors.ConfigError: ... describes a model of 40.0 GB, but its weight files hold 0.0 MB; ...
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode  # torch.compile's shape-only tensors
+
+    try:
+        try:
+            with torch.device("meta"):
+                model = build()
+        except RuntimeError:  # CPU constants inside (CompressAI's GDN): fake tensors take them, at ~1 s warm-up
+            with FakeTensorMode(allow_non_fake_inputs=True):
+                model = build()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, OverflowError, AssertionError) as exc:
+        raise ConfigError(f"{folder}: its config.json does not describe a model that can be built: "
+                          f"{type(exc).__name__}: {str(exc)[:160]}") from exc
+    need = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    have = weight_bytes(folder)
+    if need > PRECISION_ROOM * have + SLACK_BYTES:
+        raise ConfigError(f"{folder}: config.json describes a model of {_size(need)}, but its "
+                          f"weight files hold {_size(have)}; refusing to allocate it (a config that does not "
+                          "belong to these weights)")
+    return need
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def flatten_state(state: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:

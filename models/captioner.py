@@ -233,9 +233,11 @@ class ShapesCaptioner(VisionEncoderDecoderSplit):
         """Load what :meth:`save` wrote (no pickle: safetensors + JSON)."""
         from intelliflow.checkpoint import load_checkpoint
 
-        from .folders import check_size, read_config, require_tokenizer
+        from intelliflow.checkpoint import check_fits_weights, read_folder_config
 
-        config = read_config(folder).get("config")
+        from .hf_adapters import require_tokenizer
+
+        config = read_folder_config(folder).get("config")
         if not isinstance(config, dict):
             raise ConfigError(f"{folder}/config.json has no 'config' object: not an intelliflow captioner")
         require_tokenizer(folder)
@@ -243,7 +245,7 @@ class ShapesCaptioner(VisionEncoderDecoderSplit):
             tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(f"model folder {folder}: its tokenizer cannot be read: {str(exc)[:160]}") from exc
-        check_size(folder, lambda: _from_config(VisionEncoderDecoderConfig.from_dict(config), tokenizer))
+        check_fits_weights(folder, lambda: _from_config(VisionEncoderDecoderConfig.from_dict(config), tokenizer))
         tensors, meta = load_checkpoint(folder)
         model = _from_config(VisionEncoderDecoderConfig.from_dict(meta["config"]), tokenizer)
         model.load_state_dict(tensors, strict=True)

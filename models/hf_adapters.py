@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
+from intelliflow.checkpoint import check_fits_weights, read_folder_config
 from intelliflow.errors import ConfigError, DatasetNotFoundError
 
-from .folders import check_size, read_config, require_tokenizer
 from .protocol import SplitModel
 from .registry import ADAPTERS
 
@@ -143,19 +143,30 @@ class HFSplitModel(SplitModel):
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "spiece.model",
+                   "tokenizer.model", "sentencepiece.bpe.model")
+
+
+def require_tokenizer(folder: str | Path) -> None:
+    """A one-line :class:`ConfigError` unless the model folder holds tokenizer files."""
+    if not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):
+        raise ConfigError(f"model folder {folder} has no tokenizer files (one of {', '.join(TOKENIZER_FILES[:4])}, "
+                          "...): save the tokenizer beside the weights, e.g. tokenizer.save_pretrained(folder)")
+
+
 def _pretrained(model_class, path: str | Path):
-    """``model_class.from_pretrained(path)`` from local files only, after :mod:`.folders`' checks: the
+    """``model_class.from_pretrained(path)`` from local files only, after the folder's checks: the
     config is read and the model it describes must fit the weight files before anything is allocated;
     a failure is one line naming the folder."""
     from intelliflow.errors import CheckpointError
 
-    read_config(path)
+    read_folder_config(path)
     try:
         config = model_class.config_class.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"model folder {path}: config.json is not a {model_class.config_class.__name__}: "
                           f"{str(exc)[:160]}") from exc
-    check_size(path, lambda: model_class(config))
+    check_fits_weights(path, lambda: model_class(config))
     try:
         return model_class.from_pretrained(str(path), local_files_only=True).eval()
     except (OSError, ValueError, RuntimeError) as exc:

@@ -30,7 +30,7 @@ def load_split_model(name_or_path: str | Path, split: int | None = None) -> Spli
     local Hugging Face folder of a VisionEncoderDecoder, BLIP or GIT captioner. ``split=None``
     takes the model's documented default split point."""
     from .captioner import ShapesCaptioner
-    from .folders import read_config
+    from intelliflow.checkpoint import read_folder_config
 
     if str(name_or_path) in SHIPPED:
         folder = SHIPPED[str(name_or_path)]
@@ -42,7 +42,7 @@ def load_split_model(name_or_path: str | Path, split: int | None = None) -> Spli
     if not (folder / "config.json").is_file():
         raise RegistryError(f"unknown model {str(name_or_path)!r}: not one of {sorted(SHIPPED)} and not a folder "
                             "with a config.json")
-    config = read_config(folder)
+    config = read_folder_config(folder)
     inner = config.get("config")
     if isinstance(inner, dict) and isinstance(inner.get("encoder"), dict) and \
             inner["encoder"].get("model_type") == "intelliflow-convvit":

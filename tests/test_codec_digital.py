@@ -183,3 +183,35 @@ def test_a_batch_encoded_payload_decodes_alone_to_what_was_coded():
     with torch.no_grad():
         coded = codec(grid[28:29], q=2.0)["f_hat"]               # the eval forward of the image alone
     assert torch.allclose(decoded[0], coded, atol=1e-4)
+
+
+@pytest.mark.parametrize("shipped,change,expected", [
+    ("shapes-hyperprior", {"hidden_channels": 100_000}, r"describes a model of \d+\.\d GB"),
+    ("shapes-jscc-awgn", {"hidden_channels": 50_000}, r"describes a model of \d+\.\d GB"),
+    ("shapes-hyperprior", {"hidden_channels": -4}, "must be positive"),
+    ("shapes-hyperprior", None, "not a codec checkpoint"),
+])
+def test_a_crafted_codec_folder_is_refused_before_it_is_built(tmp_path, shipped, change, expected):
+    """A codec folder's config is checked against its weights with shapes only: a config asking
+    for gigabytes is one line, in well under a second of extra work and no memory to speak of."""
+    import json
+    import resource
+    import shutil
+    import time
+
+    from intelliflow.codec.persistence import load_codec, shipped_codecs
+    from intelliflow.errors import IntelliflowError
+
+    folder = tmp_path / "codec"
+    shutil.copytree(shipped_codecs()[shipped], folder)
+    config = json.loads((folder / "config.json").read_text())
+    if change is None:
+        del config["params"]
+    else:
+        config["params"].update(change)
+    (folder / "config.json").write_text(json.dumps(config))
+    before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(IntelliflowError, match=expected) as info:
+        load_codec(folder)
+    assert "\n" not in str(info.value) and time.perf_counter() - start < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000   # kB
