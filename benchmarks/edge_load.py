@@ -9,7 +9,9 @@ counts as failed if it errors or times out, and a caption as lost if it is empty
 With ``--forgers N``, N more clients send forged files as fast as they can: honest files whose
 payload header claims another latent size (4x5, 255x255) with every check recomputed, as anyone
 with the package can. Each must get a 4xx quickly while every honest request still gets its solo
-caption (``--forgers 1 --clients 16`` is the hardening target of issue #18).
+caption (``--forgers 1 --clients 16`` is the hardening target of issue #18). With ``--auth hmac``
+(or ``token``) the service serves configured devices only: the honest clients know the secret, the
+forgers do not, and every forged request must get 401.
 
 Run: ``python benchmarks/edge_load.py`` (defaults: 50 clients, 60 s); writes
 ``benchmarks/results/edge_load/report.json``.
@@ -53,6 +55,9 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the service")
     parser.add_argument("--forgers", type=int, default=0, help="clients sending forged payloads as fast as they can")
+    parser.add_argument("--auth", choices=("none", "token", "hmac"), default="none",
+                        help="the service serves configured devices only: the honest clients know the secret, the "
+                             "forgers do not (their requests must then all get 401)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/edge_load"))
     args = parser.parse_args()
 
@@ -67,7 +72,11 @@ def main() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    from intelliflow.deploy.auth import ENVIRONMENT, Credentials
+
+    secret = "edge-load-secret"
+    credentials = None if args.auth == "none" else Credentials(args.auth, secret)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), **({ENVIRONMENT[args.auth]: secret} if credentials else {})}
     server = subprocess.Popen([sys.executable, "-m", "intelliflow.recipes.cli", "serve", "--model", args.model,
                                "--codec", args.codec, "--port", str(port), "--max-batch", str(args.max_batch),
                                "--threads", str(args.threads)], env=env, stdout=subprocess.PIPE, text=True)
@@ -86,7 +95,7 @@ def main() -> int:
         stop_at = [0.0]
 
         def client(i: int) -> None:
-            c = EdgeClient(url, timeout=60)
+            c = EdgeClient(url, timeout=60, credentials=credentials and Credentials(args.auth, secret))
             start_gate.wait()
             while time.perf_counter() < stop_at[0]:
                 t0 = time.perf_counter()
@@ -131,7 +140,7 @@ def main() -> int:
     latencies = sorted(r[0] for r in done)
     batches = Counter(r[2] for r in done)
     report = {
-        "clients": args.clients, "seconds": elapsed, "model": args.model, "codec": args.codec,
+        "clients": args.clients, "seconds": elapsed, "auth": args.auth, "model": args.model, "codec": args.codec,
         "service_threads": args.threads, "max_batch": args.max_batch,
         "requests": len(done) + len(failures), "answered": len(done), "failed": len(failures),
         "lost_or_wrong_captions": sum(1 for r in done if not r[1]),
@@ -155,7 +164,7 @@ def main() -> int:
     print(json.dumps({k: v for k, v in report.items() if k not in ("batch_sizes", "service_health")}, indent=2))
     ok = report["failed"] == 0 and report["lost_or_wrong_captions"] == 0 and report["clients_served"] == args.clients
     if args.forgers:
-        ok = ok and set(report["forgers"]["answers"]) == {"400"}
+        ok = ok and set(report["forgers"]["answers"]) == {"400" if credentials is None else "401"}
     print("PASS" if ok else "FAIL", f"wrote {out / 'report.json'}")
     return 0 if ok else 1
 

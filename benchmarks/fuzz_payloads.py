@@ -15,8 +15,10 @@ latent size, rate point or split point). Every mutated file goes through the rec
 separately for damaged files (flips, truncations, insertions, blobs: no wrong caption and no
 traceback allowed) and forged ones (no traceback allowed; a forger who recomputes every check can
 make a valid file for another fixed-codec split point, which only the service's shared secret
-refuses, so those are counted, not failed), with the slowest decode and the largest Python-heap
-peak (tracemalloc) of any mutated file.
+refuses, so those are counted, not failed), with the slowest decode, the largest Python-heap peak
+(tracemalloc) of any mutated file, and how far the process's peak resident memory rose over a
+codec's files (``ru_maxrss``; it bounds every single file's peak, torch's allocations included).
+PASS also needs every decode under 1 s and that rise under 100 MB.
 
     python benchmarks/fuzz_payloads.py [--images 4] [--random 200] [--out benchmarks/results/fuzz_payloads.json]
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import sys
 import time
 import tracemalloc
@@ -95,6 +98,7 @@ def main() -> int:
         truth = [decoder.decode(d)[0] for d in honest]
         counts, kinds, worst_ms, worst_heap, wrong = Counter(), Counter(), 0.0, 0, []
         cases = [(src, kind, bad) for src, data in enumerate(honest) for kind, bad in mutations(data, rng, args.random)]
+        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # kB, after the honest decodes
         for src, kind, bad in tqdm(cases, desc=name, unit="file", file=sys.stderr):
             tracemalloc.start()
             start = time.perf_counter()
@@ -117,16 +121,22 @@ def main() -> int:
         outcomes = {group: {o: n for (g, o), n in sorted(counts.items()) if g == group} for group in ("damaged", "forged")}
         report["codecs"][name] = {"files": len(cases), "mutations": dict(kinds), "outcomes": outcomes,
                                   "slowest_ms": round(worst_ms, 1), "largest_heap_mb": round(worst_heap / 2**20, 2),
+                                  "peak_rss_rise_mb": round(
+                                      (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024, 1),
                                   "first_bad": wrong[:5]}
         print(f"{name:<18} {len(cases):>6} files: " + "; ".join(
             f"{group}: " + ", ".join(f"{k} {v}" for k, v in o.items()) for group, o in outcomes.items())
-            + f"; slowest {worst_ms:.0f} ms, heap peak {worst_heap / 2**20:.1f} MB", flush=True)
+            + f"; slowest {worst_ms:.0f} ms, heap peak {worst_heap / 2**20:.1f} MB, peak RSS rise "
+            f"{report['codecs'][name]['peak_rss_rise_mb']:.1f} MB", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     bad = sum(c["outcomes"]["damaged"].get("wrong_caption", 0) + c["outcomes"]["damaged"].get("traceback", 0)
               + c["outcomes"]["forged"].get("traceback", 0) for c in report["codecs"].values())
-    print(f"{'PASS' if not bad else 'FAIL'}: {bad} wrong captions from damaged files or tracebacks; wrote {out}")
+    limits = sum(c["slowest_ms"] >= 1000 or c["peak_rss_rise_mb"] >= 100 for c in report["codecs"].values())
+    bad += limits
+    print(f"{'PASS' if not bad else 'FAIL'}: {bad - limits} wrong captions from damaged files or tracebacks, {limits} "
+          f"codecs over 1 s or 100 MB; wrote {out}")
     return 0 if not bad else 1
 
 
