@@ -44,7 +44,7 @@ def identifier(name: str) -> str:
     """
     ident = PurePath(str(name)).name or str(name)
     if not IDENTIFIER.fullmatch(ident):
-        raise ConfigError(f"{name!r} cannot travel as an identifier: use letters, digits and . _ + - "
+        raise ConfigError(f"{str(name)[:60]!r} cannot travel as an identifier: use letters, digits and . _ + - "
                           f"(at most {MAX_NAME} characters)")
     return ident
 
