@@ -7,7 +7,7 @@ the edge). Every answer is checked against the caption the same file gets alone:
 counts as failed if it errors or times out, and a caption as lost if it is empty or differs.
 
 With ``--forgers N``, N more clients send forged files as fast as they can: honest files whose
-payload header claims another latent size (4x5, 255x255) with every check recomputed, as anyone
+payload header claims another grid size (4x5, 255x255) with every check recomputed, as anyone
 with the package can. Each must get a 4xx quickly while every honest request still gets its solo
 caption (``--forgers 1 --clients 16`` is the hardening target of issue #18). With ``--auth hmac``
 (or ``token``) the service serves configured devices only: the honest clients know the secret, the

@@ -4,7 +4,7 @@ Honest files are encoded from ``shapes:val`` with the shipped captioner for seve
 is then mutated: every single-bit flip of the header and of the first payload bytes, every
 truncation, random byte insertions, random blobs, and forgeries a hostile sender can compute
 (the payload's own check and the container's CRC recomputed around a header that claims another
-latent size, rate point or split point). Every mutated file goes through the receiver
+grid size, rate point or split point). Every mutated file goes through the receiver
 (:class:`intelliflow.deploy.files.FileDecoder`, shipped names only), and each outcome is counted:
 
 - ``refused``: a one-line error from ``intelliflow.errors`` (what should happen);

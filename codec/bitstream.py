@@ -5,7 +5,7 @@
     byte 0        0xA_ | codec kind (low nibble: the codec's ``payload_id`` in the registry,
                   e.g. 1 factorized, 2 hyperprior, 3 quantize)
     byte 1        rate point q in 1/16 steps (q = byte / 16), or the codec's own small setting
-    byte 2, 3     latent height, latent width
+    byte 2, 3     feature grid height, width (the codec pads other sizes to its stride and crops back)
     ...           the codec's body (one entropy-coded stream: the hyperprior's z and y share it)
     last 2 bytes  CRC-16/CCITT (inverted) over the codec's fingerprint, the body length and every
                   byte before it
@@ -75,7 +75,7 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Packet:
-    """A parsed payload: rate point, latent size and the codec's body."""
+    """A parsed payload: rate point, feature grid size and the codec's body."""
 
     kind: int
     q16: int
@@ -91,7 +91,7 @@ class Packet:
 def pack(kind: int, q16: int, height: int, width: int, body: bytes, finger: bytes) -> bytes:
     """Lay out one image's payload (see the module docstring); ``kind`` is the codec's ``payload_id``."""
     if not (0 <= q16 < 256 and 0 < height < 256 and 0 < width < 256):
-        raise BitstreamError(f"header field out of range: q16={q16}, latent {height}x{width} (each must fit a byte)")
+        raise BitstreamError(f"header field out of range: q16={q16}, grid {height}x{width} (each must fit a byte)")
     data = bytes([MAGIC | kind, q16, height, width]) + bytes(body)
     return data + _crc(finger, data)
 
@@ -116,5 +116,5 @@ def unpack(data: bytes, kind: int, finger: bytes) -> Packet:
                              "another codec (different weights or settings)")
     q16, height, width = body[1], body[2], body[3]
     if height == 0 or width == 0:
-        raise BitstreamError("latent size of zero in the header")
+        raise BitstreamError("grid size of zero in the header")
     return Packet(kind, q16, height, width, body[4:])

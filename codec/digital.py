@@ -56,7 +56,8 @@ with warnings.catch_warnings():  # compressai 1.2.6's video models use deprecate
 from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 
 from . import bitstream
-from .interface import Codec, GridCodecConfig, RateKnob, check_batch, check_expected
+from .interface import (Codec, GridCodecConfig, RateKnob, check_batch, check_expected, crop_grid, grid_padding,
+                        pad_grid)
 from .registry import register_codec
 
 # Gaussian scale table: CompressAI's default stops at 256, whose 3,000-entry CDFs make every call
@@ -146,11 +147,15 @@ class FeatureCodec(CompressionModel, Codec):
         return g.exp()[..., None, None], ig.exp()[..., None, None]
 
     # ------------------------------------------------------------------ checks
+    @property
+    def step(self) -> int:
+        """How much the transforms shrink the grid (2 ** downsample); other sizes are padded to it."""
+        return 2 ** self.config.downsample
+
     def _check_features(self, f: torch.Tensor) -> None:
-        step = 2 ** self.config.downsample
-        if f.dim() != 4 or f.shape[1] != self.config.in_channels or f.shape[2] % step or f.shape[3] % step:
-            raise ShapeError(f"features must be [B, {self.config.in_channels}, H, W] with H and W multiples of "
-                             f"{step}, got {list(f.shape)}")
+        if f.dim() != 4 or f.shape[1] != self.config.in_channels or not 0 < f.shape[2] < 256 or not 0 < f.shape[3] < 256:
+            raise ShapeError(f"features must be [B, {self.config.in_channels}, H, W] with H and W in 1..255, "
+                             f"got {list(f.shape)}")
 
     # ------------------------------------------------------------------ training / estimation
     def forward(self, f: torch.Tensor, q=None) -> dict:
@@ -161,9 +166,10 @@ class FeatureCodec(CompressionModel, Codec):
         """
         self._check_features(f)
         gain, inv_gain = self.gains(self._q_tensor(q, f.shape[0], f.device))
-        y = self.g_a(f) * gain
+        padded, pad = pad_grid(f, self.step)
+        y = self.g_a(padded) * gain
         y_hat, likelihoods = self._entropy_forward(y)
-        return {"f_hat": self.g_s(y_hat * inv_gain), "likelihoods": likelihoods, "y_hat": y_hat}
+        return {"f_hat": crop_grid(self.g_s(y_hat * inv_gain), pad), "likelihoods": likelihoods, "y_hat": y_hat}
 
     @staticmethod
     def likelihood_bits(likelihoods: dict) -> torch.Tensor:
@@ -233,9 +239,9 @@ class FeatureCodec(CompressionModel, Codec):
 
     def _compress_q16(self, f: torch.Tensor, q16: torch.Tensor) -> list[bytes]:
         gain, _ = self.gains(q16.float() / 16)
-        y = self.g_a(f) * gain
+        y = self.g_a(pad_grid(f, self.step)[0]) * gain
         streams = self._entropy_compress(y)
-        h, w = y.shape[-2:]
+        h, w = f.shape[-2:]  # the header holds the feature grid; the latent grid follows from it
         return [bitstream.pack(self.payload_id, int(q16[i]), h, w, streams[i], self.fingerprint)
                 for i in range(f.shape[0])]
 
@@ -270,21 +276,20 @@ class FeatureCodec(CompressionModel, Codec):
         self._tables_ready()
         outputs = []
         device = self.log_gain.device
-        step = 2 ** self.config.downsample
         if expected is not None and expected[0] != self.config.in_channels:
             raise ConfigError(f"this codec codes {self.config.in_channels}-wide features, the receiver expects "
                               f"{expected[0]}")
-        latent = None if expected is None else (-(-expected[1] // step), -(-expected[2] // step))
         for data in payloads:
             packet = bitstream.unpack(data, self.payload_id, self.fingerprint)
             if packet.q16 > self.max_q * 16:
                 raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
-            check_expected((packet.height, packet.width), latent, "a latent of")
-            if packet.height * step > 4096 or packet.width * step > 4096:
-                raise BitstreamError(f"latent size {packet.height}x{packet.width} is implausibly large")
-            y_hat = self._entropy_decompress(packet.body, (packet.height, packet.width))
+            grid = (packet.height, packet.width)
+            check_expected(grid, None if expected is None else tuple(expected[1:]), "a feature grid of")
+            pad = grid_padding(*grid, self.step)
+            latent = ((grid[0] + pad[2] + pad[3]) // self.step, (grid[1] + pad[0] + pad[1]) // self.step)
+            y_hat = self._entropy_decompress(packet.body, latent)
             _, inv_gain = self.gains(torch.tensor([packet.q16 / 16], device=device))
-            outputs.append(self.g_s(y_hat * inv_gain))
+            outputs.append(crop_grid(self.g_s(y_hat * inv_gain), pad))
         return torch.cat(outputs)
 
     # ------------------------------------------------------------------ per entropy model

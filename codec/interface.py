@@ -131,6 +131,37 @@ def check_expected(found: tuple[int, ...], expected: tuple[int, ...] | None, wha
         raise BitstreamError(f"the payload declares {what} {shown(found)}; this receiver expects {shown(expected)}")
 
 
+def pad_grid(x: torch.Tensor, step: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Zero-pad a grid [B, C, H, W] evenly on every side so that H and W become multiples of
+    ``step`` (CompressAI's :func:`compressai.ops.compute_padding`); returns it and the padding that
+    :func:`crop_grid` removes again. Any grid size codes this way: 27 x 27 and 37 x 37 included.
+
+    >>> import torch
+    >>> padded, pad = pad_grid(torch.ones(1, 2, 27, 37), 4)
+    >>> tuple(padded.shape), crop_grid(padded, pad).shape == (1, 2, 27, 37)
+    ((1, 2, 28, 40), True)
+    """
+    import torch.nn.functional as F
+    from compressai.ops import compute_padding
+
+    pad, _ = compute_padding(x.shape[-2], x.shape[-1], min_div=step)
+    return (F.pad(x, pad) if any(pad) else x), pad
+
+
+def crop_grid(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """Undo :func:`pad_grid` on a decoded grid [B, C, H', W']."""
+    left, right, top, bottom = pad
+    return x[..., top:x.shape[-2] - bottom, left:x.shape[-1] - right] if any(pad) else x
+
+
+def grid_padding(height: int, width: int, step: int) -> tuple[int, int, int, int]:
+    """The padding :func:`pad_grid` adds to a ``height`` x ``width`` grid (for a receiver that
+    knows only the size)."""
+    from compressai.ops import compute_padding
+
+    return compute_padding(height, width, min_div=step)[0]
+
+
 def check_batch(payloads: Sequence, what: str = "decode") -> list:
     """A non-empty list of per-image payloads, or :class:`~intelliflow.errors.BitstreamError`."""
     from intelliflow.errors import BitstreamError

@@ -36,7 +36,7 @@ from torch import nn
 
 from intelliflow.errors import ConfigError, ShapeError
 
-from .interface import Codec, GridCodecConfig, RateKnob
+from .interface import Codec, GridCodecConfig, RateKnob, crop_grid, grid_padding, pad_grid
 from .registry import register_codec
 
 
@@ -127,6 +127,7 @@ class JSCCCodec(nn.Module, Codec):
         if features.dim() != 4 or features.shape[1] != c.in_channels:
             raise ShapeError(f"JSCC features must be [B, {c.in_channels}, H, W], got {list(features.shape)}")
         snr = self._snr(snr_db, features.shape[0], features.device)
+        features, _ = pad_grid(features, 2 ** c.downsample)   # any grid size: padded to the stride, cropped back
         x = self.enc_af[0](self.act(self.enc_in(features)), snr)
         for down, af in zip(self.enc_down, self.enc_af[1:]):
             x = af(self.act(down(x)), snr)
@@ -150,7 +151,8 @@ class JSCCCodec(nn.Module, Codec):
         step = 2 ** c.downsample
         if grid is None:
             raise ShapeError("decode needs the feature grid (grid=(H, W)) the receiver expects")
-        hw = (-(-grid[0] // step), -(-grid[1] // step))
+        pad = grid_padding(grid[0], grid[1], step)
+        hw = ((grid[0] + pad[2] + pad[3]) // step, (grid[1] + pad[0] + pad[1]) // step)
         s, rest = divmod(received.shape[1], hw[0] * hw[1])
         if rest or not 1 <= s <= c.symbol_channels:
             raise ShapeError(f"{received.shape[1]} symbols do not fit 1..{c.symbol_channels} symbol channels "
@@ -172,4 +174,4 @@ class JSCCCodec(nn.Module, Codec):
         x = self.dec_af[0](self.act(self.dec_in(planes)), snr)
         for up, af in zip(self.dec_up, self.dec_af[1:]):
             x = af(self.act(up(x)), snr)
-        return self.dec_out(x)
+        return crop_grid(self.dec_out(x), pad)

@@ -120,6 +120,31 @@ def test_damaged_truncated_and_foreign_payloads_raise_quickly(codec):
         codec.decompress(payload)  # bytes instead of a list of payloads
 
 
+@pytest.mark.parametrize("downsample", [1, 2])
+@pytest.mark.parametrize("size", [(27, 27), (37, 37), (5, 11)])
+def test_any_grid_size_codes_and_decodes_bit_exactly(codec, size, downsample):
+    """Grids that are not multiples of the codec's stride (a SigLIP 27 x 27, a 37 x 37) are padded
+    inside the codec and cropped back: the payload decodes, alone and batched, to exactly the eval
+    forward pass, at the grid's own size, and the header declares that size."""
+    from intelliflow.codec import bitstream
+
+    torch.manual_seed(0)
+    coder = type(codec)(FeatureCodecConfig(**{**CONFIG.__dict__, "downsample": downsample})).eval()
+    coder.update()
+    g = torch.Generator().manual_seed(1)
+    f = torch.randn(3, CONFIG.in_channels, *size, generator=g)
+    payloads = coder.compress(f, q=2)
+    packet = bitstream.unpack(payloads[0], coder.payload_id, coder.fingerprint)
+    assert (packet.height, packet.width) == size
+    decoded = coder.decompress(payloads, expected=(CONFIG.in_channels, *size))
+    assert decoded.shape == f.shape
+    for i in range(3):
+        assert torch.equal(coder.decompress([payloads[i]]), decoded[i:i + 1])
+        assert torch.equal(decoded[i:i + 1], coder(f[i:i + 1], q=2)["f_hat"])
+    with pytest.raises(BitstreamError, match="declares a feature grid of"):
+        coder.decompress(payloads, expected=(CONFIG.in_channels, size[0] + 1, size[1]))
+
+
 def test_bad_inputs_are_clear_errors(codec):
     with pytest.raises(ShapeError, match=r"\[B, 32, H, W\]"):
         codec.compress(torch.zeros(1, 31, 8, 8))

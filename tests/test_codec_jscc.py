@@ -71,3 +71,22 @@ def test_decoding_is_stateless_the_receiver_names_the_grid():
     assert torch.equal(receiver.decode(x, 10.0, grid=(8, 8)), sender.decode(x, 10.0, grid=(8, 8)))
     with pytest.raises(ShapeError, match="grid"):
         receiver.decode(x, 10.0)
+
+
+@pytest.mark.parametrize("downsample", [1, 2])
+@pytest.mark.parametrize("size", [(27, 27), (37, 37)])
+def test_any_grid_size_is_padded_to_the_stride_and_cropped_back(size, downsample):
+    """A 27 x 27 or 37 x 37 grid sends ceil(H / stride) x ceil(W / stride) positions of symbols and
+    comes back at its own size; over a noiseless link the decoder sees exactly what was sent."""
+    torch.manual_seed(0)
+    codec = build_codec({"name": "jscc", "in_channels": 16, "hidden_channels": 24, "symbol_channels": 2,
+                         "downsample": downsample})
+    f = torch.randn(2, 16, *size)
+    x = codec.encode(f, 10.0)
+    step = 2 ** downsample
+    assert x.shape == (2, codec.channel_uses(*size)) == (2, 2 * -(-size[0] // step) * -(-size[1] // step))
+    f_hat = codec.decode(x, 10.0, grid=size)
+    assert f_hat.shape == f.shape
+    assert torch.allclose(codec.decode(x[:1], 10.0, grid=size), f_hat[:1], atol=1e-6)
+    with pytest.raises(ShapeError, match="do not fit"):
+        codec.decode(x, 10.0, grid=(size[0] + step, size[1]))

@@ -204,7 +204,7 @@ def test_a_service_that_failed_to_load_is_reported_at_once():
 
 
 def forged(data: bytes, height: int, width: int) -> bytes:
-    """An honest .iflow file whose payload header claims another latent size, its check recomputed
+    """An honest .iflow file whose payload header claims another grid size, its check recomputed
     (anyone with the package can compute the codec's fingerprint)."""
     from intelliflow.codec import resolve_codec
     from intelliflow.codec import bitstream
@@ -243,7 +243,7 @@ def test_a_forged_payload_fails_alone_and_cheaply_in_a_batch_of_honest_ones(edge
         t.join(timeout=120)
     assert [a["caption"] for a in answers] == expected            # every honest request got its solo caption
     assert sorted(i is None for i, _ in refused) == [True, True]  # only the forged ones were refused...
-    assert all("400" in message and "latent" in message for _, message in refused)  # ...with a 400 naming the lie
+    assert all("400" in message and "grid" in message for _, message in refused)  # ...with a 400 naming the lie
     assert time.perf_counter() - start < 60
 
 
