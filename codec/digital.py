@@ -57,7 +57,7 @@ from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 
 from . import bitstream
 from .interface import (Codec, GridCodecConfig, RateKnob, check_batch, check_expected, crop_grid, grid_padding,
-                        pad_grid)
+                        pad_grid, reduce_layers)
 from .registry import register_codec
 
 # Gaussian scale table: CompressAI's default stops at 256, whose 3,000-entry CDFs make every call
@@ -84,7 +84,9 @@ class FeatureCodecConfig(GridCodecConfig):
 
 
 def _analysis(c: FeatureCodecConfig) -> nn.Sequential:
-    layers: list[nn.Module] = [conv(c.in_channels, c.hidden_channels, 3, 1), GDN(c.hidden_channels)]
+    reduce, _, width = reduce_layers(c)
+    layers: list[nn.Module] = [reduce] if c.reduce_channels else []
+    layers += [conv(width, c.hidden_channels, 3, 1), GDN(c.hidden_channels)]
     for _ in range(c.downsample - 1):
         layers += [conv(c.hidden_channels, c.hidden_channels, 3, 2), GDN(c.hidden_channels)]
     layers.append(conv(c.hidden_channels, c.latent_channels, 3, 2 if c.downsample else 1))
@@ -97,7 +99,10 @@ def _synthesis(c: FeatureCodecConfig) -> nn.Sequential:
     layers: list[nn.Module] = [first, GDN(c.hidden_channels, inverse=True)]
     for _ in range(c.downsample - 1):
         layers += [deconv(c.hidden_channels, c.hidden_channels, 3, 2), GDN(c.hidden_channels, inverse=True)]
-    layers.append(conv(c.hidden_channels, c.in_channels, 3, 1))
+    _, expand, width = reduce_layers(c)
+    layers.append(conv(c.hidden_channels, width, 3, 1))
+    if c.reduce_channels:
+        layers.append(expand)
     return nn.Sequential(*layers)
 
 

@@ -162,6 +162,17 @@ def grid_padding(height: int, width: int, step: int) -> tuple[int, int, int, int
     return compute_padding(height, width, min_div=step)[0]
 
 
+def reduce_layers(config: GridCodecConfig) -> tuple[Any, Any, int]:
+    """The 1x1 layers of ``reduce_channels`` (in, out) and the width the 3x3 stages see; with the
+    reduction off, two identities (no parameters: a codec's weights are as they were) and ``D``."""
+    from torch import nn
+
+    r = config.reduce_channels
+    if not r:
+        return nn.Identity(), nn.Identity(), config.in_channels
+    return nn.Conv2d(config.in_channels, r, 1), nn.Conv2d(r, config.in_channels, 1), r
+
+
 def check_batch(payloads: Sequence, what: str = "decode") -> list:
     """A non-empty list of per-image payloads, or :class:`~intelliflow.errors.BitstreamError`."""
     from intelliflow.errors import BitstreamError
@@ -174,17 +185,26 @@ def check_batch(payloads: Sequence, what: str = "decode") -> list:
 @dataclass
 class GridCodecConfig:
     """Sizes every convolutional codec of grid features shares: ``in_channels`` (the feature width
-    ``D``), ``hidden_channels`` of its transforms and ``downsample`` stride-2 stages (0, 1 or 2)."""
+    ``D``), ``hidden_channels`` of its transforms and ``downsample`` stride-2 stages (0, 1 or 2).
+
+    ``reduce_channels`` (0: off) makes wide features cheap to code: a 1x1 convolution first maps
+    ``D`` to that width, the 3x3 stages run on it, and a 1x1 convolution maps back at the end (a
+    3x3 convolution costs 9 times a 1x1 of the same widths, so at D = 1024 the two 1x1 layers cost
+    a fraction of what 3x3 layers at D did).
+    """
 
     in_channels: int = 192
     hidden_channels: int = 192
     downsample: int = 1
+    reduce_channels: int = 0
 
     def __post_init__(self):
         from intelliflow.errors import ConfigError
 
-        for name in ("in_channels", "hidden_channels"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"codec {name} must be positive, got {getattr(self, name)}")
+        for name in ("in_channels", "hidden_channels", "reduce_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "reduce_channels" else 1):
+                raise ConfigError(f"codec {name} must be a {'non-negative' if name == 'reduce_channels' else 'positive'} "
+                                  f"integer, got {str(value)[:20]}")
         if self.downsample not in (0, 1, 2):
             raise ConfigError(f"codec downsample must be 0, 1 or 2, got {self.downsample}")

@@ -36,7 +36,7 @@ from torch import nn
 
 from intelliflow.errors import ConfigError, ShapeError
 
-from .interface import Codec, GridCodecConfig, RateKnob, crop_grid, grid_padding, pad_grid
+from .interface import Codec, GridCodecConfig, RateKnob, crop_grid, grid_padding, pad_grid, reduce_layers
 from .registry import register_codec
 
 
@@ -83,14 +83,15 @@ class JSCCCodec(nn.Module, Codec):
         super().__init__()
         self.config = c = config or JSCCConfig()
         n, s = c.hidden_channels, c.symbol_channels
-        self.enc_in = nn.Conv2d(c.in_channels, n, 3, padding=1)
+        self.enc_reduce, self.dec_expand, width = reduce_layers(c)
+        self.enc_in = nn.Conv2d(width, n, 3, padding=1)
         self.enc_down = nn.ModuleList(nn.Conv2d(n, n, 3, stride=2, padding=1) for _ in range(c.downsample))
         self.enc_af = nn.ModuleList(AttentionFeature(n) for _ in range(c.downsample + 1))
         self.enc_out = nn.Conv2d(n, 2 * s, 3, padding=1)
         self.dec_in = nn.Conv2d(3 * s, n, 3, padding=1)  # real, imaginary, log noise level
         self.dec_up = nn.ModuleList(nn.ConvTranspose2d(n, n, 4, stride=2, padding=1) for _ in range(c.downsample))
         self.dec_af = nn.ModuleList(AttentionFeature(n) for _ in range(c.downsample + 1))
-        self.dec_out = nn.Conv2d(n, c.in_channels, 3, padding=1)
+        self.dec_out = nn.Conv2d(n, width, 3, padding=1)
         self.act = nn.PReLU()
 
     def _snr(self, snr_db, batch: int, device) -> torch.Tensor:
@@ -128,7 +129,7 @@ class JSCCCodec(nn.Module, Codec):
             raise ShapeError(f"JSCC features must be [B, {c.in_channels}, H, W], got {list(features.shape)}")
         snr = self._snr(snr_db, features.shape[0], features.device)
         features, _ = pad_grid(features, 2 ** c.downsample)   # any grid size: padded to the stride, cropped back
-        x = self.enc_af[0](self.act(self.enc_in(features)), snr)
+        x = self.enc_af[0](self.act(self.enc_in(self.enc_reduce(features))), snr)
         for down, af in zip(self.enc_down, self.enc_af[1:]):
             x = af(self.act(down(x)), snr)
         z = self.enc_out(x)
@@ -174,4 +175,4 @@ class JSCCCodec(nn.Module, Codec):
         x = self.dec_af[0](self.act(self.dec_in(planes)), snr)
         for up, af in zip(self.dec_up, self.dec_af[1:]):
             x = af(self.act(up(x)), snr)
-        return crop_grid(self.dec_out(x), pad)
+        return crop_grid(self.dec_expand(self.dec_out(x)), pad)

@@ -21,7 +21,9 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -50,14 +52,30 @@ class Captioned:
     lost: int = 0
 
 
+def batch_seed(seed: Sequence[int], batch: int) -> int:
+    """The seed of one batch: a function of the run's seed, the operating point and the batch's index
+    alone (numpy's ``SeedSequence``), so a batch draws the same channel noise whichever process
+    captions it and whatever came before it."""
+    return int(np.random.SeedSequence([*seed, batch]).generate_state(1)[0])
+
+
 @torch.no_grad()
 def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption", progress: bool = True,
-                    **caption_options) -> Captioned:
+                    seed: Sequence[int] | None = None, shard: bool = False, **caption_options) -> Captioned:
     """Caption every image of ``dataset`` with ``flow.caption``; a bare split model captions from its
     clean features (head, then tail; it is left as it is, so a model in training can be validated).
     ``caption_options`` go to :meth:`~intelliflow.flow.Flow.caption` (``snr_db``, ``q``,
-    ``symbols``, ``mcs``, generation options)."""
+    ``symbols``, ``mcs``, generation options).
+
+    :param seed: reseed every random source before each batch with :func:`batch_seed` (channel
+        noise then depends on the batch alone); ``None`` leaves the random state as it is.
+    :param shard: under ``torchrun``, each process captions every ``world``-th batch
+        (:func:`intelliflow.distributed.my_share`) and every process gets the whole result, in
+        dataset order: equal to one process captioning everything (with the same ``seed``).
+    """
+    from intelliflow.distributed import gather, my_share, rank_and_world
     from intelliflow.flow import Flow, FlowResult
+    from intelliflow.seeding import seed_everything
 
     if isinstance(flow, Flow):
         flow.eval()
@@ -68,18 +86,30 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
         def caption(images, **generation):
             captions = model.tail_generate(model.head(model.preprocess(images)), **generation)
             return FlowResult(captions, [None] * len(images), [None] * len(images), [False] * len(images))
-    out = Captioned()
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples)
-    for batch in tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not progress):
+    n_batches = -(-len(dataset) // batch_size)
+    mine = my_share(n_batches) if shard else range(n_batches)
+    batches = [list(range(b * batch_size, min(len(dataset), (b + 1) * batch_size))) for b in mine]
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_samples)
+    done = []   # (batch index, per-image records) of this process
+    show = progress and rank_and_world()[0] == 0
+    for b, batch in zip(mine, tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not show)):
+        if seed is not None:
+            seed_everything(batch_seed(seed, b))
         result = caption(batch["images"], **caption_options)
-        out.bits += [b for b in result.payload_bits if b is not None]
-        out.channel_uses += [u for u in result.channel_uses if u is not None]
-        out.mcs += [m for m in result.mcs if m is not None]
-        out.lost += sum(result.lost)
-        for i, text, refs, scene in zip(batch["image_ids"], result.captions, batch["captions"], batch["scenes"]):
+        done.append((b, list(zip(batch["image_ids"], result.captions, batch["captions"], batch["scenes"],
+                                 result.payload_bits, result.channel_uses, result.mcs, result.lost))))
+    if shard:
+        done = sorted((item for part in gather(done) for item in part), key=lambda item: item[0])
+    out = Captioned()
+    for _, records in done:
+        for i, text, refs, scene, bits, uses, mcs, lost in records:
             out.results[i], out.references[i] = text, refs
             if scene is not None:
                 out.scenes[i] = scene
+            out.bits += [bits] if bits is not None else []
+            out.channel_uses += [uses] if uses is not None else []
+            out.mcs += [mcs] if mcs is not None else []
+            out.lost += int(lost)
     return out
 
 
@@ -122,12 +152,18 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
     :param mcs: ``"auto"`` (adaptive to the SNR) or a fixed MCS index for byte payloads.
     :param channel_uses: a channel-use budget per image for a learned digital codec.
     :param method: the label of this method in results and plots (default: the codec name).
-    :param seed: seeds torch and Sionna (channel noise, fading) so a run can be repeated exactly.
+    :param seed: seeds torch and Sionna (channel noise, fading) so a run can be repeated exactly;
+        each batch is reseeded from it, the operating point and the batch's index.
+
+    Under ``torchrun`` (``torchrun --nproc_per_node N -m intelliflow.recipes.cli eval ...``) each
+    process captions every N-th batch, the captions are gathered, and rank 0 scores and writes:
+    the rows equal a one-process run's (with the same threads per process).
     """
     from intelliflow.channels import channel_config as channel_config_of
     from intelliflow.codec import resolve_codec
     from intelliflow.codec.registry import codec_metadata
     from intelliflow.data.datasets import open_dataset
+    from intelliflow.distributed import distributed, gather
     from intelliflow.flow import Flow
     from intelliflow.models import load_split_model
     from intelliflow.seeding import seed_everything
@@ -151,34 +187,39 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
     label, channel_label = method or codec, channel_config["name"]
     rate_values = rate_points if codec_object.rate and codec_object.rate.name == "q" else symbols
     rows, all_captions = [], []
-    for point in operating_points(codec_object, snr, rate_values):
-        knob = {point["knob"]: point["value"]} if point["knob"] else {}
-        desc = f"{label} {channel_label}" + (f" snr={point['snr_db']}" if point["snr_db"] is not None else "") + \
-            "".join(f" {k}={v}" for k, v in knob.items() if v is not None)
-        done = caption_dataset(flow, data, batch_size=batch_size, desc=desc, progress=progress,
-                               snr_db=point["snr_db"], mcs=mcs, channel_uses=channel_uses, **knob, **generation)
-        scores = score(done.results, done.references, done.scenes, meteor=meteor)
-        row = {"method": label, "dataset": dataset, "model": model, "split": split_model.split, "codec": codec,
-               "kind": codec_object.family, "channel": channel_label, "snr_db": point["snr_db"],
-               "rate_point": knob.get("q"), "symbols": knob.get("symbols"),
-               "payload_bits": sum(done.bits) / len(done.bits) if done.bits else None,
-               "channel_uses": sum(done.channel_uses) / len(done.channel_uses) if done.channel_uses else None,
-               "mcs": max(set(done.mcs), key=done.mcs.count) if done.mcs else None,
-               "loss_rate": done.lost / len(done.results), "n_images": len(done.results)}
-        for key in COLUMNS:
-            if key not in row:
-                value = scores.get(key)
-                row[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-        rows.append({k: "" if v is None else v for k, v in row.items()})
-        all_captions += [{"image_id": i, "caption": c, **{k: rows[-1][k] for k in ("method", "channel", "snr_db",
-                                                                                    "rate_point", "symbols")}}
-                         for i, c in done.results.items()]
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_results(out / "results.csv", rows)
-        # COCO results format: one {image_id, caption} per image (per point when several)
-        (out / "captions.json").write_text(json.dumps(
-            [{"image_id": c["image_id"], "caption": c["caption"]} for c in all_captions]
-            if len(rows) == 1 else all_captions, indent=1))
+    with distributed() as (rank, _):   # under torchrun: each process captions a share of every point
+        for k, point in enumerate(operating_points(codec_object, snr, rate_values)):
+            knob = {point["knob"]: point["value"]} if point["knob"] else {}
+            desc = f"{label} {channel_label}" + (f" snr={point['snr_db']}" if point["snr_db"] is not None else "") \
+                + "".join(f" {key}={v}" for key, v in knob.items() if v is not None)
+            done = caption_dataset(flow, data, batch_size=batch_size, desc=desc, progress=progress, seed=(seed, k),
+                                   shard=True, snr_db=point["snr_db"], mcs=mcs, channel_uses=channel_uses, **knob,
+                                   **generation)
+            if rank:   # rank 0 scores (METEOR starts Java) and writes; the others return its rows
+                continue
+            scores = score(done.results, done.references, done.scenes, meteor=meteor)
+            row = {"method": label, "dataset": dataset, "model": model, "split": split_model.split, "codec": codec,
+                   "kind": codec_object.family, "channel": channel_label, "snr_db": point["snr_db"],
+                   "rate_point": knob.get("q"), "symbols": knob.get("symbols"),
+                   "payload_bits": sum(done.bits) / len(done.bits) if done.bits else None,
+                   "channel_uses": sum(done.channel_uses) / len(done.channel_uses) if done.channel_uses else None,
+                   "mcs": max(set(done.mcs), key=done.mcs.count) if done.mcs else None,
+                   "loss_rate": done.lost / len(done.results), "n_images": len(done.results)}
+            for key in COLUMNS:
+                if key not in row:
+                    value = scores.get(key)
+                    row[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+            rows.append({key: "" if v is None else v for key, v in row.items()})
+            all_captions += [{"image_id": i, "caption": c, **{key: rows[-1][key] for key in
+                                                               ("method", "channel", "snr_db", "rate_point", "symbols")}}
+                             for i, c in done.results.items()]
+        if out is not None and rank == 0:
+            out = Path(out)
+            out.mkdir(parents=True, exist_ok=True)
+            write_results(out / "results.csv", rows)
+            # COCO results format: one {image_id, caption} per image (per point when several)
+            (out / "captions.json").write_text(json.dumps(
+                [{"image_id": c["image_id"], "caption": c["caption"]} for c in all_captions]
+                if len(rows) == 1 else all_captions, indent=1))
+        rows = gather(rows)[0]
     return rows

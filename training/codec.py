@@ -39,9 +39,9 @@ from torch.utils.data import DataLoader
 from intelliflow.data.captions import canonical_caption
 from intelliflow.data.sample import collate_samples
 from intelliflow.devices import rank_device
+from intelliflow.distributed import distributed
 from intelliflow.errors import ConfigError
-from intelliflow.training import (LoopConfig, Step, TrainState, ddp, distributed, lr_schedule, train_loop,
-                                  write_weights_digest)
+from intelliflow.training import LoopConfig, Step, TrainState, ddp, lr_schedule, train_loop, write_weights_digest
 from intelliflow.training.losses import codec_objective
 
 from intelliflow.config import from_dict, to_dict

@@ -1,4 +1,5 @@
-"""Data-parallel training under ``torchrun``: join the process group, wrap the model, leave.
+"""Data-parallel training under ``torchrun``: wrap the model, check the replicas (the process group
+itself is :mod:`intelliflow.distributed`).
 
 Each process (rank) trains a replica on its own batches; ``DistributedDataParallel`` averages the
 gradients, so the replicas stay equal. Rank 0 alone writes logs and checkpoints (see
@@ -10,38 +11,12 @@ gradients, so the replicas stay equal. Rank 0 alone writes logs and checkpoints 
 from __future__ import annotations
 
 import hashlib
-import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import torch
-from torch import distributed as dist
 
-
-def rank_and_world() -> tuple[int, int]:
-    """``(rank, world size)`` of this process: ``(0, 1)`` outside a process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-@contextmanager
-def distributed() -> Iterator[tuple[int, int]]:
-    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1; NCCL on GPUs, gloo on CPU)
-    and yield ``(rank, world size)``. On the way out every rank waits for the others (so rank 0 has
-    finished writing), and a group this call created is destroyed."""
-    created = False
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        created = True
-    try:
-        yield rank_and_world()
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.barrier()
-    finally:
-        if created:
-            dist.destroy_process_group()
+from intelliflow.distributed import rank_and_world
 
 
 def ddp(module: torch.nn.Module, ignore: Iterable[str] = ()) -> torch.nn.Module:

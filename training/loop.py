@@ -39,7 +39,7 @@ from tqdm import tqdm
 from intelliflow.checkpoint import CONFIG, flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from intelliflow.errors import CheckpointError, ConfigError, NonFiniteLossError
 
-from .distributed import rank_and_world
+from intelliflow.distributed import rank_and_world
 from .optim import optimizer_step
 
 

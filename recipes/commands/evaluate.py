@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from . import COMMAND_GROUPS
@@ -9,7 +10,8 @@ from .common import float_list, print_json
 
 
 def cmd_eval(args) -> int:
-    """Caption a dataset through model + codec + channel; write results.csv and captions.json."""
+    """Caption a dataset through model + codec + channel; write results.csv and captions.json (under
+    ``torchrun``, the processes share the images and rank 0 writes)."""
     from intelliflow.evaluation.sweep import evaluate
 
     mcs = args.mcs if args.mcs == "auto" else int(args.mcs)
@@ -20,6 +22,8 @@ def cmd_eval(args) -> int:
                     rate_points=float_list(args.rate_points) if args.rate_points else None,
                     symbols=[int(v) for v in float_list(args.symbols)] if args.symbols else None,
                     mcs=mcs, channel_uses=args.channel_uses, method=args.method)
+    if int(os.environ.get("RANK", "0")):   # under torchrun rank 0 reports
+        return 0
     keys = ("snr_db", "rate_point", "symbols", "payload_bits", "channel_uses", "loss_rate", "CIDEr-D", "BLEU-4",
             "semantic_accuracy", "n_images")
     print(" ".join(f"{k:>14}" for k in keys))
