@@ -34,8 +34,9 @@ def fingerprint(*parts: bytes | str | torch.Tensor) -> bytes:
     """An 8-byte digest of configuration strings and tensors (entropy-model tables, weights)."""
     h = hashlib.blake2b(digest_size=8)
     for part in parts:
-        if isinstance(part, torch.Tensor):
-            part = part.detach().cpu().contiguous().numpy().tobytes()
+        if isinstance(part, torch.Tensor):  # float32 bytes whatever the precision or device it lives in
+            part = part.detach().cpu()
+            part = (part.float() if part.is_floating_point() else part).contiguous().numpy().tobytes()
         elif isinstance(part, str):
             part = part.encode()
         h.update(part)

@@ -343,13 +343,43 @@ class HyperpriorFeatureCodec(FeatureCodec):
         self.entropy_bottleneck = EntropyBottleneck(c.hyper_channels)
         self.gaussian_conditional = GaussianConditional(None)
 
+    #: coded means are rounded to this grid (exact in float32), so that the last-bit differences
+    #: of another device, thread count or batch size cannot reach them
+    MEANS_GRID = 2.0 ** -16
+
     def _params(self, z_hat):
+        """Training: ŷ's scales and means from ẑ, on the codec's device, with gradients."""
         scales, means = self.h_s(z_hat).chunk(2, dim=1)
+        return nn.functional.softplus(scales), means
+
+    def _coded_params(self, z_hat):
+        """Coding: ŷ's scales (float64, CPU) and means (float32, rounded to :attr:`MEANS_GRID`, on the
+        codec's device) from ẑ.
+
+        The hyper-synthesis runs on the CPU in float64, whatever device the codec is on, and the
+        means are rounded to a grid: encoder and decoder then agree on every CDF index and mean by
+        construction, so a payload encoded on a GPU decodes bit-exactly on a CPU and the other way
+        round (a float32 convolution on another device, thread count or batch size differs in the
+        last bit; in float64 that difference is ~1e-16, far below the grid and the scale table's
+        spacing). ẑ is exact on every device: integers plus the medians.
+        """
+        from torch.func import functional_call
+
+        device = z_hat.device
+        weights = {k: v.detach().to("cpu", torch.float64) for k, v in self.h_s.state_dict().items()}
+        z_hat = z_hat.detach().float().to("cpu", torch.float64)   # float32 first: integers + medians, as sent
+        out = functional_call(self.h_s, weights, (z_hat,))
+        scales, means = out.chunk(2, dim=1)
+        means = (torch.round(means / self.MEANS_GRID) * self.MEANS_GRID).to(device, torch.float32)
         return nn.functional.softplus(scales), means
 
     def _entropy_forward(self, y):
         z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(y))
-        scales, means = self._params(z_hat)
+        if self.training:
+            scales, means = self._params(z_hat)
+        else:  # the coded path: exactly what compress / decompress use
+            scales, means = self._coded_params(z_hat)
+            scales = scales.to(y.device, y.dtype)
         y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
 
@@ -368,17 +398,16 @@ class HyperpriorFeatureCodec(FeatureCodec):
         """ŷ's CDF indexes and means [1, M, h, w] from one image's hyper-latent symbols.
 
         This is the decoder's computation, and the encoder repeats it image by image on the same
-        integers: a batched convolution rounds differently in the last bit, and a scale that lands
-        on a boundary of the scale table then picks another CDF on each side, so the rANS stream
-        desynchronises and decodes to garbage (or, reading past its end, to something different on
-        every call). With the same computation on both sides, decoding is bit-exact.
+        integers, through :meth:`_coded_params`: a scale that landed on a boundary of the scale
+        table would otherwise pick another CDF on each side, and the rANS stream would desynchronise
+        and decode to garbage (or, reading past its end, to something different on every call).
         """
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z_shape = (1, self.config.hyper_channels, *size)
         z_hat = eb.dequantize(torch.tensor(z_values, dtype=torch.float32, device=self.log_gain.device)
                               .reshape(z_shape), self._z_medians())
-        scales, means = self._params(z_hat)
-        return gc.build_indexes(scales), means
+        scales, means = self._coded_params(z_hat)
+        return gc.build_indexes(scales.to(gc.scale_table.device)).to(means.device), means
 
     def _entropy_compress(self, y):
         from compressai.ans import BufferedRansEncoder

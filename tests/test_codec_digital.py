@@ -145,6 +145,27 @@ def test_any_grid_size_codes_and_decodes_bit_exactly(codec, size, downsample):
         coder.decompress(payloads, expected=(CONFIG.in_channels, size[0] + 1, size[1]))
 
 
+def test_a_payload_decodes_the_same_whatever_precision_or_device_encoded_it(codec):
+    """The sender runs its transforms in float64 (another numeric path, as a GPU is): its payloads
+    still decode on the float32 receiver without desynchronising, to exactly the sender's quantised
+    latent; the CDF indexes and means come from one CPU float64 computation on both sides."""
+    import copy
+
+    from intelliflow.codec import bitstream
+
+    sender = copy.deepcopy(codec).double()
+    f = features()
+    payloads = sender.compress(f.double(), q=1.5)
+    assert sender.fingerprint == codec.fingerprint
+    for i, data in enumerate(payloads):
+        packet = bitstream.unpack(data, codec.payload_id, codec.fingerprint)
+        received = codec._entropy_decompress(packet.body, (4, 4))
+        with torch.no_grad():
+            sent = sender(f[i:i + 1].double(), q=1.5)["y_hat"]
+        assert torch.equal(received, sent.float())
+    assert codec.decompress(payloads).shape == f.shape
+
+
 def test_bad_inputs_are_clear_errors(codec):
     with pytest.raises(ShapeError, match=r"\[B, 32, H, W\]"):
         codec.compress(torch.zeros(1, 31, 8, 8))
@@ -213,7 +234,7 @@ def test_a_batch_encoded_payload_decodes_alone_to_what_was_coded():
 @pytest.mark.parametrize("shipped,change,expected", [
     ("shapes-hyperprior", {"hidden_channels": 100_000}, r"describes a model of \d+\.\d GB"),
     ("shapes-jscc-awgn", {"hidden_channels": 50_000}, r"describes a model of \d+\.\d GB"),
-    ("shapes-hyperprior", {"hidden_channels": -4}, "must be positive"),
+    ("shapes-hyperprior", {"hidden_channels": -4}, "must be a positive integer"),
     ("shapes-hyperprior", None, "not a codec checkpoint"),
 ])
 def test_a_crafted_codec_folder_is_refused_before_it_is_built(tmp_path, shipped, change, expected):
