@@ -52,6 +52,24 @@ class Captioned:
     lost: int = 0
 
 
+def _one_thread(_worker: int) -> None:
+    """A DataLoader worker computes with one thread: the main process keeps the cores for the model."""
+    torch.set_num_threads(1)
+
+
+class _Preprocessed:
+    """A DataLoader ``collate_fn`` that runs the model's preprocessing in the worker and sends back
+    pixel values [B, 3, H, W] instead of the decoded pictures."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, samples) -> dict:
+        batch = collate_samples(samples)
+        batch["pixels"] = self.model.preprocess(batch.pop("images"))   # decoded pictures do not travel back
+        return batch
+
+
 def batch_seed(seed: Sequence[int], batch: int) -> int:
     """The seed of one batch: a function of the run's seed, the operating point and the batch's index
     alone (numpy's ``SeedSequence``), so a batch draws the same channel noise whichever process
@@ -61,7 +79,8 @@ def batch_seed(seed: Sequence[int], batch: int) -> int:
 
 @torch.no_grad()
 def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption", progress: bool = True,
-                    seed: Sequence[int] | None = None, shard: bool = False, **caption_options) -> Captioned:
+                    seed: Sequence[int] | None = None, shard: bool = False, workers: int = 0,
+                    **caption_options) -> Captioned:
     """Caption every image of ``dataset`` with ``flow.caption``; a bare split model captions from its
     clean features (head, then tail; it is left as it is, so a model in training can be validated).
     ``caption_options`` go to :meth:`~intelliflow.flow.Flow.caption` (``snr_db``, ``q``,
@@ -69,6 +88,9 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
 
     :param seed: reseed every random source before each batch with :func:`batch_seed` (channel
         noise then depends on the batch alone); ``None`` leaves the random state as it is.
+    :param workers: DataLoader worker processes: they read and decode the images and, for a model
+        whose codec takes features, run the model's own preprocessing (its image processor), so the
+        main process only runs the model; pinned memory when CUDA is there.
     :param shard: under ``torchrun``, each process captions every ``world``-th batch
         (:func:`intelliflow.distributed.my_share`) and every process gets the whole result, in
         dataset order: equal to one process captioning everything (with the same ``seed``).
@@ -84,18 +106,24 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
         model = flow
 
         def caption(images, **generation):
-            captions = model.tail_generate(model.head(model.preprocess(images)), **generation)
+            pixel_values = images if isinstance(images, torch.Tensor) else model.preprocess(images)
+            captions = model.tail_generate(model.head(pixel_values), **generation)
             return FlowResult(captions, [None] * len(images), [None] * len(images), [False] * len(images))
     n_batches = -(-len(dataset) // batch_size)
     mine = my_share(n_batches) if shard else range(n_batches)
     batches = [list(range(b * batch_size, min(len(dataset), (b + 1) * batch_size))) for b in mine]
-    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_samples)
+    model = flow.model if isinstance(flow, Flow) else flow
+    pixels = workers > 0 and (not isinstance(flow, Flow) or flow.codec.takes == "features")
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                        collate_fn=_Preprocessed(model) if pixels else collate_samples,
+                        worker_init_fn=_one_thread if workers else None,
+                        pin_memory=workers > 0 and torch.cuda.is_available())
     done = []   # (batch index, per-image records) of this process
     show = progress and rank_and_world()[0] == 0
     for b, batch in zip(mine, tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not show)):
         if seed is not None:
             seed_everything(batch_seed(seed, b))
-        result = caption(batch["images"], **caption_options)
+        result = caption(batch["pixels"] if pixels else batch["images"], **caption_options)
         done.append((b, list(zip(batch["image_ids"], result.captions, batch["captions"], batch["scenes"],
                                  result.payload_bits, result.channel_uses, result.mcs, result.lost))))
     if shard:
@@ -137,7 +165,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
              out: str | Path | None = None, limit: int | None = None, batch_size: int = 50, num_beams: int = 1,
              max_new_tokens: int = 32, meteor="auto", rate_points: list[float] | None = None,
              symbols: list[int] | None = None, mcs: int | str = "auto", channel_uses: int | None = None,
-             progress: bool = True, method: str | None = None, seed: int = 0) -> list[dict]:
+             progress: bool = True, method: str | None = None, seed: int = 0, workers: int = 0) -> list[dict]:
     """Evaluate one model/codec/channel at every SNR (and rate point or bandwidth): one results row
     (:mod:`intelliflow.evaluation.results`) per point; with ``out``, write ``results.csv`` and
     ``captions.json`` there.
@@ -152,6 +180,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
     :param mcs: ``"auto"`` (adaptive to the SNR) or a fixed MCS index for byte payloads.
     :param channel_uses: a channel-use budget per image for a learned digital codec.
     :param method: the label of this method in results and plots (default: the codec name).
+    :param workers: DataLoader worker processes reading, decoding and preprocessing the images.
     :param seed: seeds torch and Sionna (channel noise, fading) so a run can be repeated exactly;
         each batch is reseeded from it, the operating point and the batch's index.
 
@@ -193,7 +222,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
             desc = f"{label} {channel_label}" + (f" snr={point['snr_db']}" if point["snr_db"] is not None else "") \
                 + "".join(f" {key}={v}" for key, v in knob.items() if v is not None)
             done = caption_dataset(flow, data, batch_size=batch_size, desc=desc, progress=progress, seed=(seed, k),
-                                   shard=True, snr_db=point["snr_db"], mcs=mcs, channel_uses=channel_uses, **knob,
+                                   shard=True, workers=workers, snr_db=point["snr_db"], mcs=mcs, channel_uses=channel_uses, **knob,
                                    **generation)
             if rank:   # rank 0 scores (METEOR starts Java) and writes; the others return its rows
                 continue

@@ -25,7 +25,7 @@ import torch
 
 from intelliflow.codec.baselines import QuantizeCodec
 from intelliflow.codec.bitstream import read_varint, write_varint
-from intelliflow.errors import BitstreamError
+from intelliflow.errors import BitstreamError, ConfigError
 from intelliflow.models import grid_to_tokens, tokens_to_grid
 
 
@@ -104,14 +104,20 @@ class Device:
         self.model, self.codec = model, codec
 
     @torch.no_grad()
-    def codec_input(self, images: Sequence) -> tuple[Any, torch.Tensor | None]:
-        """PIL images -> (what the codec takes, prefix tokens [B, P, D] or ``None``): the device's compute."""
+    def codec_input(self, images: Sequence | torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+        """PIL images -> (what the codec takes, prefix tokens [B, P, D] or ``None``): the device's compute.
+
+        For a codec of features, ``images`` may also be pixel values [B, 3, H, W] that already went
+        through ``model.preprocess`` (in a DataLoader worker, say)."""
         takes = self.codec.takes
+        pixels = isinstance(images, torch.Tensor)
+        if pixels and takes != "features":
+            raise ConfigError(f"the {self.codec.name} codec takes {takes}s, not preprocessed pixels: give PIL images")
         if takes == "image":
             return list(images), None
         if takes == "caption":
             return self.model.caption(images), None
-        features = self.model.head(self.model.preprocess(images))
+        features = self.model.head(images if pixels else self.model.preprocess(images))
         grid, prefix = tokens_to_grid(features, self.model.feature_grid, self.model.prefix_tokens)
         return grid, (prefix if self.model.prefix_tokens else None)
 

@@ -127,3 +127,32 @@ def test_evaluation_under_torchrun_equals_one_process_row_for_row(tmp_path):
             assert codec != "quantize-4" or 0 < float(rows[0][0]["loss_rate"]) < 1   # 7 of 10 lost at 3.25 dB
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("codec", ["shapes-hyperprior", "jpeg-50"])
+def test_worker_processes_read_and_preprocess_without_changing_a_result(codec, tmp_path):
+    """With two DataLoader workers (they decode the images and, for a feature codec, run the model's
+    preprocessing) the rows and captions are exactly those of the one-process path."""
+    options = {"codec": codec, "limit": 12, "batch_size": 4, "meteor": False, "progress": False}
+    alone = evaluate(**options, out=tmp_path / "alone")
+    helped = evaluate(**options, out=tmp_path / "helped", workers=2)
+    assert alone == helped
+    assert (tmp_path / "alone" / "captions.json").read_text() == (tmp_path / "helped" / "captions.json").read_text()
+
+
+def test_the_device_takes_preprocessed_pixels_only_for_a_feature_codec():
+    import torch
+
+    from intelliflow.codec import resolve_codec
+    from intelliflow.data.shapes import make_sample
+    from intelliflow.flow import Device
+    from intelliflow.models import load_split_model
+
+    model = load_split_model("shapes-captioner")
+    images = [make_sample("test", i).image for i in range(2)]
+    pixels = model.preprocess(images)
+    with torch.no_grad():
+        device = Device(model, resolve_codec("shapes-hyperprior"))
+        assert device.encode(pixels, q=2).data == device.encode(images, q=2).data
+        with pytest.raises(ConfigError, match="not preprocessed pixels"):
+            Device(model, resolve_codec("jpeg-50")).encode(pixels)

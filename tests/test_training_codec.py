@@ -179,12 +179,16 @@ def test_coco_blip_recipe_trains_on_a_tiny_fixture_model_and_dataset(tmp_path):
                                        for j in range(2)]
     (tmp_path / "coco" / "annotations.json").write_text(json.dumps(annotations))
     recipe = Path(__file__).parent.parent / "recipes" / "coco" / "blip_hyperprior.yaml"
-    code = main(["train", str(recipe), "--set", f"model.name={tmp_path / 'blip'}", "--set", "model.split=1",
-                 "--set", f"data=coco:{tmp_path / 'coco'}", "--set", "train.steps=2", "--set", "train.batch_size=2",
-                 "--set", "codec.hidden_channels=16", "--set", "codec.latent_channels=8",
-                 "--set", "codec.hyper_channels=8", "--set", "log_every=1", "--out", str(tmp_path / "run")])
-    assert code == 0
+    args = ["train", str(recipe), "--set", f"model.name={tmp_path / 'blip'}", "--set", "model.split=1",
+            "--set", f"data=coco:{tmp_path / 'coco'}", "--set", "train.steps=2", "--set", "train.batch_size=2",
+            "--set", "codec.hidden_channels=16", "--set", "codec.latent_channels=8",
+            "--set", "codec.hyper_channels=8", "--set", "log_every=1"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
     codec = load_codec(tmp_path / "run" / "codec")
+    # two DataLoader workers decode the images: the same batches, the same codec
+    assert main([*args, "--set", "train.workers=2", "--out", str(tmp_path / "workers")]) == 0
+    helped = load_codec(tmp_path / "workers" / "codec").state_dict()
+    assert all(torch.equal(v, helped[k]) for k, v in codec.state_dict().items())
     assert codec.config.in_channels == 32                       # the tiny BLIP's feature width
     log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
     assert len(log) == 3

@@ -87,6 +87,7 @@ class CodecTraining:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     threads: int = 0
+    workers: int = 0   # DataLoader processes reading and decoding a local dataset's images
 
 
 @dataclass
@@ -127,9 +128,10 @@ def recipe_from_dict(data: dict) -> CodecRecipe:
 
 
 class _Images:
-    """Endless training batches: the shapes stream, or a shuffled local dataset; each rank its own."""
+    """Endless training batches: the shapes stream, or a shuffled local dataset (its images read and
+    decoded by ``workers`` DataLoader processes); each rank its own."""
 
-    def __init__(self, spec: str, batch_size: int, seed: int, rank: int, start_batch: int):
+    def __init__(self, spec: str, batch_size: int, seed: int, rank: int, start_batch: int, workers: int = 0):
         from intelliflow.data.shapes import ShapesConfig, ShapesStream
 
         if spec == "shapes":
@@ -143,10 +145,17 @@ class _Images:
         dataset = open_dataset(spec)
         sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10 ** 9,
                                                  generator=torch.Generator().manual_seed(seed + rank))
-        batches = iter(torch.utils.data.BatchSampler(sampler, batch_size, drop_last=True))
-        for _ in range(start_batch):  # the same order after a resume
-            next(batches)
-        self._iter = (collate_samples([dataset[i] for i in indices]) for indices in batches)
+        batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=True)
+
+        class FromStart:  # the same order after a resume: the batches before the checkpoint are skipped
+            def __iter__(self):
+                it = iter(batches)
+                for _ in range(start_batch):
+                    next(it)
+                return it
+
+        self._iter = iter(DataLoader(dataset, batch_sampler=FromStart(), num_workers=workers, collate_fn=collate_samples,
+                                     pin_memory=workers > 0 and torch.cuda.is_available()))
 
     def __next__(self) -> dict:
         return next(self._iter)
@@ -273,8 +282,8 @@ def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | No
                       checkpoint_every=recipe.checkpoint_every, checkpoint_minutes=recipe.checkpoint_minutes, eval_every=recipe.eval.every,
                       columns={"caption_nats": ".5f", "kl_nats": ".5f", "feature_nmse": ".5f", "bits": ".2f"},
                       desc=f"train {recipe.codec['name']}")
-    result = train_loop(step_fn, lambda start: _Images(recipe.data, t.batch_size, recipe.seed, rank, start), state,
-                        loop, out, to_dict(recipe), resume=resume, stop_at=stop_at,
+    result = train_loop(step_fn, lambda start: _Images(recipe.data, t.batch_size, recipe.seed, rank, start, t.workers),
+                        state, loop, out, to_dict(recipe), resume=resume, stop_at=stop_at,
                         validate=validation if recipe.eval.every and recipe.data == "shapes" else None)
     if result.stopped:
         return result.checkpoint
