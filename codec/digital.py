@@ -167,13 +167,16 @@ class FeatureCodec(CompressionModel, Codec):
         """Training and estimation: ``{"f_hat" [B, D, H, W], "likelihoods": {name: tensor}}``.
 
         In training mode quantisation is CompressAI's additive-noise proxy; in eval mode it is
-        rounding, and ``f_hat`` equals what ``decompress(compress(f, q))`` returns.
+        rounding, and ``f_hat`` equals what ``decompress(compress(f, q))`` returns. Under
+        ``torch.autocast`` the transforms run in the reduced precision and the entropy model
+        (quantisation, hyperprior, likelihoods) in float32.
         """
         self._check_features(f)
         gain, inv_gain = self.gains(self._q_tensor(q, f.shape[0], f.device))
         padded, pad = pad_grid(f, self.step)
         y = self.g_a(padded) * gain
-        y_hat, likelihoods = self._entropy_forward(y)
+        with torch.autocast(y.device.type, enabled=False):   # the entropy model in full precision, always
+            y_hat, likelihoods = self._entropy_forward(y.float())
         return {"f_hat": crop_grid(self.g_s(y_hat * inv_gain), pad), "likelihoods": likelihoods, "y_hat": y_hat}
 
     @staticmethod

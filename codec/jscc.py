@@ -133,7 +133,7 @@ class JSCCCodec(nn.Module, Codec):
         for down, af in zip(self.enc_down, self.enc_af[1:]):
             x = af(self.act(down(x)), snr)
         z = self.enc_out(x)
-        real, imag = z.chunk(2, dim=1)
+        real, imag = z.float().chunk(2, dim=1)   # symbols in float32 (complex), under autocast too
         x = torch.complex(real[:, :s], imag[:, :s]).flatten(1)
         power = x.abs().pow(2).mean(dim=1, keepdim=True).clamp_min(1e-12)
         return x / power.sqrt()

@@ -204,3 +204,30 @@ def test_init_from_starts_at_a_trained_codec_of_the_same_shape(model_dir, tmp_pa
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a if k.startswith(("g_a", "g_s")))
     with pytest.raises(ConfigError, match="init_from"):
         train_codec(recipe(model_dir, **{"codec.latent_channels": 4, "init_from": str(source)}), output=tmp_path / "x")
+
+
+@pytest.mark.parametrize("codec", ["hyperprior", "jscc"])
+def test_bfloat16_autocast_trains_with_the_entropy_model_in_float32(model_dir, tmp_path, codec, monkeypatch):
+    """``train.precision: bfloat16`` runs the model and the codec's transforms under autocast (here
+    on the CPU, as on a GPU): the likelihoods and the symbols stay float32, the loss is finite, and
+    the codec comes out usable."""
+    from intelliflow.codec.digital import HyperpriorFeatureCodec
+
+    seen = []
+    forward = HyperpriorFeatureCodec._entropy_forward
+
+    def spy(self, y):
+        out = forward(self, y)
+        seen.append((y.dtype, {k: v.dtype for k, v in out[1].items()}))
+        return out
+
+    monkeypatch.setattr(HyperpriorFeatureCodec, "_entropy_forward", spy)
+    out = train_codec(recipe(model_dir, codec, **{"train.precision": "bfloat16", "train.steps": 2, "eval.every": 0}),
+                      output=tmp_path)
+    log = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert len(log) == 3 and all(torch.isfinite(torch.tensor(float(line.split(",")[1]))) for line in log[1:])
+    if codec == "hyperprior":
+        assert seen and all(d == torch.float32 and set(v.values()) == {torch.float32} for d, v in seen)
+    assert load_codec(out) is not None
+    with pytest.raises(ConfigError, match="precision"):
+        train_codec(recipe(model_dir, codec, **{"train.precision": "float16"}), output=tmp_path / "bad")

@@ -88,6 +88,7 @@ class CodecTraining:
     grad_clip: float = 1.0
     threads: int = 0
     workers: int = 0   # DataLoader processes reading and decoding a local dataset's images
+    precision: str = "float32"   # or "bfloat16": the model and the codec's transforms under torch.autocast
 
 
 @dataclass
@@ -252,8 +253,16 @@ def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | No
         print(f"codec {recipe.codec['name']}: {sum(p.numel() for p in codec.parameters()):,} parameters; "
               f"{world} process(es); output {out}", file=sys.stderr)
 
+    if t.precision not in ("float32", "bfloat16"):
+        raise ConfigError(f"train.precision must be float32 or bfloat16, got {t.precision!r}")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bfloat16")
+
     def step_fn(batch: dict, step: int) -> Step:
-        pixels = model.preprocess(batch["images"]).to(device)
+        with autocast:   # the entropy model, the channel and the losses' reductions stay in float32
+            return _step(batch, step)
+
+    def _step(batch: dict, step: int) -> Step:
+        pixels = model.preprocess(batch["images"]).to(device, non_blocking=True)
         features = flow.features(pixels)
         if "feature_scale" not in state.extra:  # normalises the feature MSE (a constant of the run)
             state.extra["feature_scale"] = features.detach().pow(2).mean().clamp_min(1e-8)

@@ -59,16 +59,16 @@ def codec_objective(objective, features: torch.Tensor, sent: dict, feature_scale
     """
     digital = q is not None
     f_hat = sent["features_hat"]
-    nmse = (f_hat - features).pow(2).flatten(1).mean(1) / feature_scale
+    nmse = (f_hat.float() - features.float()).pow(2).flatten(1).mean(1) / feature_scale   # float32 under autocast
     zeros = torch.zeros(features.shape[0], device=features.device)
     nats = kl = zeros
     if objective.kind == "caption":
         logits, labels = model.tail_logits(f_hat, targets)
-        labels = labels.to(features.device)
+        logits, labels = logits.float(), labels.to(features.device)
         nats = per_caption_nats(logits, labels, objective.label_smoothing)
         if objective.distill_kl:
             with torch.no_grad():
-                clean_logits, _ = model.tail_logits(features, targets)
+                clean_logits = model.tail_logits(features, targets)[0].float()
             kl = per_caption_kl(clean_logits, logits, labels)
         per_image = nats + objective.distill_kl * kl + objective.feature_mse * nmse
     else:
