@@ -176,7 +176,7 @@ class FeatureCodec(CompressionModel, Codec):
         padded, pad = pad_grid(f, self.step)
         y = self.g_a(padded) * gain
         with torch.autocast(y.device.type, enabled=False):   # the entropy model in full precision, always
-            y_hat, likelihoods = self._entropy_forward(y.float())
+            y_hat, likelihoods = self._entropy_forward(y if y.dtype in (torch.float32, torch.float64) else y.float())
         return {"f_hat": crop_grid(self.g_s(y_hat * inv_gain), pad), "likelihoods": likelihoods, "y_hat": y_hat}
 
     @staticmethod
