@@ -9,6 +9,8 @@ Usage: python benchmarks/gpu_checks.py [--payloads 1000] [--out benchmarks/resul
    in float32 and under bfloat16 autocast, time per step.
 3. **Sionna on CUDA**: AWGN and Rayleigh symbols, and the 5G digital link carrying real payloads
    at a high SNR (every payload must arrive), with the channel uses equal to the CPU link's.
+4. **Evaluation on CUDA**: ``evaluate(device="cuda")`` of the shipped hyperprior against the CPU
+   run: payload bits, CIDEr-D and the share of equal captions.
 
 Without CUDA it runs the same comparisons with a float64 sender standing in for the other device
 (a different numeric path) and says so; the GPU figures then stay absent.
@@ -104,6 +106,23 @@ def sionna_on_device(gpu: bool) -> dict:
     return out
 
 
+def eval_on_device(gpu: bool, images: int = 200) -> dict:
+    """``intelliflow eval`` of the shipped hyperprior on CUDA against the CPU: the same payload sizes,
+    and the share of captions that agree (features after decoding differ in the last float bits)."""
+    import tempfile
+
+    from intelliflow.evaluation.sweep import evaluate
+
+    options = {"codec": "shapes-hyperprior", "rate_points": [2.5], "limit": images, "meteor": False, "progress": False}
+    with tempfile.TemporaryDirectory() as folder:
+        rows = {d: evaluate(**options, device=d, out=Path(folder) / d) for d in ("cpu", "cuda" if gpu else "cpu")}
+        captions = {d: json.loads((Path(folder) / d / "captions.json").read_text()) for d in rows}
+    cpu, other = captions["cpu"], captions["cuda" if gpu else "cpu"]
+    return {"images": images, "payload_bits": {d: r[0]["payload_bits"] for d, r in rows.items()},
+            "CIDEr-D": {d: r[0]["CIDEr-D"] for d, r in rows.items()},
+            "captions_equal_share": sum(a == b for a, b in zip(cpu, other)) / len(cpu)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--payloads", type=int, default=1000)
@@ -115,6 +134,7 @@ def main() -> int:
     report = {"cuda": gpu, "gpu": torch.cuda.get_device_name(0) if gpu else None,
               "cross_device": cross_device(args.payloads, gpu), "sionna": sionna_on_device(gpu)}
     report["training"] = training_steps(gpu) if gpu else "not run: no CUDA"
+    report["eval"] = eval_on_device(gpu) if gpu else "not run: no CUDA"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -66,7 +66,7 @@ class _Preprocessed:
 
     def __call__(self, samples) -> dict:
         batch = collate_samples(samples)
-        batch["pixels"] = self.model.preprocess(batch.pop("images"))   # decoded pictures do not travel back
+        batch["pixels"] = self.model.preprocess(batch.pop("images"), device="cpu")   # pictures do not travel back
         return batch
 
 
@@ -124,8 +124,9 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
         if seed is not None:
             seed_everything(batch_seed(seed, b))
         result = caption(batch["pixels"] if pixels else batch["images"], **caption_options)
+        mcs = result.mcs or [None] * len(result.captions)   # a FlowResult may leave the MCS out
         done.append((b, list(zip(batch["image_ids"], result.captions, batch["captions"], batch["scenes"],
-                                 result.payload_bits, result.channel_uses, result.mcs, result.lost))))
+                                 result.payload_bits, result.channel_uses, mcs, result.lost))))
     if shard:
         done = sorted((item for part in gather(done) for item in part), key=lambda item: item[0])
     out = Captioned()
@@ -165,7 +166,8 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
              out: str | Path | None = None, limit: int | None = None, batch_size: int = 50, num_beams: int = 1,
              max_new_tokens: int = 32, meteor="auto", rate_points: list[float] | None = None,
              symbols: list[int] | None = None, mcs: int | str = "auto", channel_uses: int | None = None,
-             progress: bool = True, method: str | None = None, seed: int = 0, workers: int = 0) -> list[dict]:
+             progress: bool = True, method: str | None = None, seed: int = 0, workers: int = 0,
+             device: str | None = None) -> list[dict]:
     """Evaluate one model/codec/channel at every SNR (and rate point or bandwidth): one results row
     (:mod:`intelliflow.evaluation.results`) per point; with ``out``, write ``results.csv`` and
     ``captions.json`` there.
@@ -181,6 +183,8 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
     :param channel_uses: a channel-use budget per image for a learned digital codec.
     :param method: the label of this method in results and plots (default: the codec name).
     :param workers: DataLoader worker processes reading, decoding and preprocessing the images.
+    :param device: where the model and codec run (``"cpu"``, ``"cuda:1"``); default: a process's own
+        GPU when there is CUDA (the rank's, under ``torchrun``), else the CPU.
     :param seed: seeds torch and Sionna (channel noise, fading) so a run can be repeated exactly;
         each batch is reseeded from it, the operating point and the batch's index.
 
@@ -192,6 +196,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
     from intelliflow.codec import resolve_codec
     from intelliflow.codec.registry import codec_metadata
     from intelliflow.data.datasets import open_dataset
+    from intelliflow.devices import rank_device
     from intelliflow.distributed import distributed, gather
     from intelliflow.flow import Flow
     from intelliflow.models import load_split_model
@@ -217,6 +222,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
     rate_values = rate_points if codec_object.rate and codec_object.rate.name == "q" else symbols
     rows, all_captions = [], []
     with distributed() as (rank, _):   # under torchrun: each process captions a share of every point
+        flow.to(rank_device(rank) if device is None else torch.device(device))
         for k, point in enumerate(operating_points(codec_object, snr, rate_values)):
             knob = {point["knob"]: point["value"]} if point["knob"] else {}
             desc = f"{label} {channel_label}" + (f" snr={point['snr_db']}" if point["snr_db"] is not None else "") \

@@ -117,6 +117,8 @@ class Device:
             return list(images), None
         if takes == "caption":
             return self.model.caption(images), None
+        if pixels:
+            images = images.to(next(self.model.parameters()).device, non_blocking=True)
         features = self.model.head(images if pixels else self.model.preprocess(images))
         grid, prefix = tokens_to_grid(features, self.model.feature_grid, self.model.prefix_tokens)
         return grid, (prefix if self.model.prefix_tokens else None)

@@ -101,12 +101,14 @@ class HFSplitModel(SplitModel):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def preprocess(self, images: Sequence) -> torch.Tensor:
-        """Resize to the tower's input size and normalise (or use the folder's image processor)."""
+    def preprocess(self, images: Sequence, device: torch.device | str | None = None) -> torch.Tensor:
+        """Resize to the tower's input size and normalise (or use the folder's image processor); on
+        ``device`` (default the model's: give ``"cpu"`` in a DataLoader worker)."""
         from PIL import Image
 
         if self.image_processor is not None:
-            return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"].to(self.device)
+            return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"].to(
+                self.device if device is None else device)
         size = self._tower.image_size
         arrays = []
         for image in images:
@@ -117,7 +119,7 @@ class HFSplitModel(SplitModel):
                 image = image.resize((size, size), getattr(Image, self.resample.upper()))
             arrays.append(np.asarray(image))
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-        return ((x - self.mean) / self.std).to(self.device)
+        return ((x - self.mean) / self.std).to(self.device if device is None else device)
 
     def head(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self._tower.run(self._tower.embed(pixel_values), 0, self.split)

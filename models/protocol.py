@@ -50,8 +50,9 @@ class SplitModel(nn.Module, ABC):
         """``D``, the width of a feature token at the split."""
 
     @abstractmethod
-    def preprocess(self, images: Sequence) -> torch.Tensor:
-        """PIL images (or uint8 arrays [H, W, 3]) -> ``pixel_values`` [B, 3, H, W] float."""
+    def preprocess(self, images: Sequence, device: torch.device | str | None = None) -> torch.Tensor:
+        """PIL images (or uint8 arrays [H, W, 3]) -> ``pixel_values`` [B, 3, H, W] float, on ``device``
+        (default the model's; a DataLoader worker asks for ``"cpu"``)."""
 
     @abstractmethod
     def head(self, pixel_values: torch.Tensor) -> torch.Tensor:

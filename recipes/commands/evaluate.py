@@ -21,7 +21,8 @@ def cmd_eval(args) -> int:
                     meteor=False if args.no_meteor else "auto",
                     rate_points=float_list(args.rate_points) if args.rate_points else None,
                     symbols=[int(v) for v in float_list(args.symbols)] if args.symbols else None,
-                    mcs=mcs, channel_uses=args.channel_uses, method=args.method, workers=args.workers)
+                    mcs=mcs, channel_uses=args.channel_uses, method=args.method, workers=args.workers,
+                    device=args.device)
     if int(os.environ.get("RANK", "0")):   # under torchrun rank 0 reports
         return 0
     keys = ("snr_db", "rate_point", "symbols", "payload_bits", "channel_uses", "loss_rate", "CIDEr-D", "BLEU-4",
@@ -100,6 +101,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader processes reading, decoding and preprocessing the images (0: in this process)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: this process's GPU if there is "
+                                                  "CUDA, under torchrun each rank its own, else the CPU)")
     p.add_argument("--beams", type=int, default=1, help="beam width (1: greedy, the documented default)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
     p.set_defaults(func=cmd_eval)
