@@ -102,16 +102,7 @@ def _sha256(path: Path) -> str:
 def load_checkpoint(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read ``(tensors, config)`` back; a missing or damaged file is a :class:`CheckpointError`."""
     folder = Path(folder)
-    if not (folder / CONFIG).is_file():
-        raise CheckpointError(f"checkpoint folder {folder} has no {CONFIG}")
-    try:
-        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{folder / CONFIG} is not valid JSON: {exc}") from exc
-    except RecursionError:
-        raise CheckpointError(f"{folder / CONFIG} is nested too deeply") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{folder / CONFIG} must hold a JSON object")
+    config = read_folder_config(folder, error=CheckpointError)
     weights = _weights_named_by(folder, config.pop("__weights_sha256__", None))
     try:
         tensors = load_file(str(weights))
@@ -152,23 +143,23 @@ SLACK_BYTES = 16 << 20
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
-def read_folder_config(folder: str | Path) -> dict:
+def read_folder_config(folder: str | Path, error: type[Exception] = ConfigError) -> dict:
     """``folder/config.json`` as a dict, read within limits (at most :data:`MAX_CONFIG_BYTES`, a JSON
-    object, not nested too deeply), or a :class:`ConfigError` saying what is wrong with it."""
-    path = Path(folder) / "config.json"
+    object, not nested too deeply), or an ``error`` (:class:`ConfigError`) saying what is wrong."""
+    path = Path(folder) / CONFIG
     if not path.is_file():
-        raise ConfigError(f"folder {folder} has no config.json")
+        raise error(f"folder {folder} has no {CONFIG}")
     size = path.stat().st_size
     if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path} is {size} bytes, over the limit of {MAX_CONFIG_BYTES} for a config.json")
+        raise error(f"{path} is {size} bytes, over the limit of {MAX_CONFIG_BYTES} for a config.json")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON: {str(exc)[:120]}") from exc
+        raise error(f"{path} is not valid JSON: {str(exc)[:120]}") from exc
     except RecursionError:
-        raise ConfigError(f"{path} is nested too deeply to be a config") from None
+        raise error(f"{path} is nested too deeply to be a config") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"{path} must hold a JSON object, got a {type(config).__name__}")
+        raise error(f"{path} must hold a JSON object, got a {type(config).__name__}")
     return config
 
 
