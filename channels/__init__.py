@@ -26,6 +26,7 @@ _EXPORTS = {
     "load_bler_table": "mcs", "select_mcs": "mcs",
     "capacity": "capacity", "shannon_channel_uses": "capacity", "shannon_limit_db": "capacity",
     "MODULATIONS": "ber", "ber_theory": "ber", "simulate_ber": "ber", "has_ber_theory": "ber",
+    "BerEstimate": "ber",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -16,7 +16,7 @@ Closed forms (``snr`` = Es/N0, linear):
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ from intelliflow.errors import ConfigError
 
 from .registry import channel_config
 
-__all__ = ["MODULATIONS", "bits_per_symbol", "ber_theory", "has_ber_theory", "simulate_ber"]
+__all__ = ["MODULATIONS", "BerEstimate", "bits_per_symbol", "ber_theory", "has_ber_theory", "independent_row_length",
+           "simulate_ber"]
 
 # name -> (Sionna constellation type, bits per symbol)
 MODULATIONS = {"bpsk": ("pam", 1), "qpsk": ("qam", 2), "16qam": ("qam", 4), "64qam": ("qam", 6)}
@@ -123,17 +124,45 @@ def ber_theory(modulation: str, snr_db: float | np.ndarray, channel: Any = "awgn
     return float(out) if np.ndim(out) == 0 else out
 
 
+class BerEstimate(NamedTuple):
+    """A Monte-Carlo BER with its 95 % confidence interval.
+
+    :ivar ber: errors / bits. :ivar bits: bits simulated. :ivar low, high: the 95 % interval, from
+    the spread of the error rate over ``rows`` independent rows (each one fading block, or one
+    symbol where a channel fades once per example), so correlated errors within a fade are not
+    counted as independent evidence; with no error at all, ``high`` is the rule of three, 3 / rows
+    of bits. :ivar rows: independent rows (fades).
+    """
+
+    ber: float
+    bits: int
+    low: float
+    high: float
+    rows: int
+
+
+def independent_row_length(channel) -> int:
+    """Symbols per simulated row: one fading block of ``channel`` (one symbol where it fades once per
+    example, so that every symbol sees its own gain), or 1024 for a channel without such blocks."""
+    if getattr(channel, "name", None) == "rayleigh":
+        return channel.block_length or 1
+    return 1024
+
+
 @torch.no_grad()
 def simulate_ber(channel, modulation: str, snr_db: float, num_bits: int = 1_000_000,
-                 symbols_per_row: int = 1024, max_bits_per_batch: int = 1 << 20,
-                 device: str | torch.device = "cpu") -> tuple[float, int]:
+                 symbols_per_row: int | None = None, max_bits_per_batch: int = 1 << 20,
+                 device: str | torch.device = "cpu") -> BerEstimate:
     """Monte-Carlo uncoded BER through an analog channel with Sionna's source, mapper and demapper.
 
     :param channel: an :class:`~intelliflow.channels.analog.AnalogChannel`.
     :param modulation: ``"bpsk"``, ``"qpsk"``, ``"16qam"`` or ``"64qam"``.
     :param snr_db: Es/N0 in dB.
-    :param num_bits: bits to simulate (rounded up to whole rows of ``symbols_per_row`` symbols).
-    :output ber: float. :output bits_simulated: int.
+    :param num_bits: bits to simulate (rounded up to whole rows).
+    :param symbols_per_row: symbols per independent row (default :func:`independent_row_length`:
+        a Rayleigh channel that fades once per example gets one symbol per row, so a million bits
+        see a million fades, not a thousand).
+    :output estimate: :class:`BerEstimate` (``ber, bits, low, high, rows``).
     """
     from sionna.phy.mapping import BinarySource, Demapper, Mapper
 
@@ -145,18 +174,25 @@ def simulate_ber(channel, modulation: str, snr_db: float, num_bits: int = 1_000_
     source = BinarySource(device=dev_str)
     mapper = Mapper(kind, m, device=dev_str)
     demapper = Demapper("maxlog", kind, m, hard_out=True, device=dev_str)
-    row_bits = symbols_per_row * m
+    row_bits = (symbols_per_row or independent_row_length(channel)) * m
     rows_total = -(-num_bits // row_bits)
     rows_per_batch = max(1, max_bits_per_batch // row_bits)
-    errors = simulated = 0
+    errors = squares = 0.0
     done = 0
     while done < rows_total:
         rows = min(rows_per_batch, rows_total - done)
         bits = source([rows, row_bits])
         out = channel(mapper(bits), float(snr_db))
         y, no = out.unbiased()
-        bits_hat = demapper(y, no)
-        errors += int((bits_hat != bits).sum())
-        simulated += bits.numel()
+        per_row = (demapper(y, no) != bits).sum(-1).double()   # errors of each independent row
+        errors += float(per_row.sum())
+        squares += float(per_row.pow(2).sum())
         done += rows
-    return errors / simulated, simulated
+    simulated = rows_total * row_bits
+    ber = errors / simulated
+    if errors == 0:
+        return BerEstimate(0.0, simulated, 0.0, min(1.0, 3.0 / simulated), rows_total)
+    mean = errors / rows_total                                  # errors per row
+    var = max(0.0, squares / rows_total - mean * mean) * rows_total / max(1, rows_total - 1)
+    half = 1.96 * math.sqrt(var / rows_total) / row_bits
+    return BerEstimate(ber, simulated, max(0.0, ber - half), min(1.0, ber + half), rows_total)

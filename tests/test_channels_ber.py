@@ -65,9 +65,10 @@ def test_uncoded_ber_over_awgn_matches_closed_form(modulation):
         theory = independent_theory(modulation, snr)
         if theory <= 1e-3:
             continue
-        ber, bits = simulate_ber(channel, modulation, float(snr), 1_000_000)
+        ber, bits, low, high, _ = simulate_ber(channel, modulation, float(snr), 1_000_000)
         assert bits >= 1_000_000
         assert ber == pytest.approx(theory, rel=0.10), (modulation, snr)
+        assert low < ber < high and high - low < 0.1 * theory
         checked += 1
     assert checked >= 3
 
@@ -78,22 +79,43 @@ def test_uncoded_bpsk_over_rayleigh_with_perfect_csi_matches_closed_form():
     for snr in (0.0, 5.0, 10.0, 15.0, 20.0):
         s = 10 ** (snr / 10)
         theory = 0.5 * (1 - math.sqrt(s / (1 + s)))
-        ber, _ = simulate_ber(channel, "bpsk", snr, 1_000_000)
+        ber = simulate_ber(channel, "bpsk", snr, 1_000_000).ber
         assert ber == pytest.approx(theory, rel=0.10), snr
+
+
+def test_default_rayleigh_sees_a_fade_per_symbol_and_its_interval_holds_the_closed_form():
+    """A Rayleigh channel that fades once per example used to be simulated in rows of 1024 symbols
+    (a thousand fades per million bits: 13 % and 23 % under the closed form at 16 and 20 dB); one
+    symbol per row gives a million fades, and the 95 % interval comes from the rows' spread."""
+    seed_everything(15, sionna=True)
+    channel = build_channel({"name": "rayleigh", "csi": "perfect"})
+    for snr in (16.0, 20.0):
+        s = 10 ** (snr / 10)
+        theory = 0.5 * (1 - math.sqrt(s / (1 + s)))
+        est = simulate_ber(channel, "bpsk", snr, 1_000_000)
+        assert est.rows == 1_000_000 and est.ber == pytest.approx(theory, rel=0.10), snr
+        assert est.low <= theory <= est.high
+    blocks = simulate_ber(channel, "bpsk", 20.0, 1_000_000, symbols_per_row=1024)   # the old way: few fades
+    assert blocks.rows == 977 and blocks.high - blocks.low > 3 * (est.high - est.low)
+
+
+def test_no_error_gives_the_rule_of_three():
+    est = simulate_ber(build_channel("none"), "qpsk", 10.0, 20_000)
+    assert est.ber == 0.0 and est.low == 0.0 and est.high == pytest.approx(3 / est.bits)
 
 
 def test_estimated_csi_costs_ber_and_more_pilots_cost_less():
     seed_everything(13, sionna=True)
     cfg = {"name": "rayleigh", "block_length": 32, "csi": "estimated"}
-    perfect, _ = simulate_ber(build_channel({**cfg, "csi": "perfect"}), "qpsk", 10.0, 400_000)
-    one, _ = simulate_ber(build_channel({**cfg, "num_pilots": 1}), "qpsk", 10.0, 400_000)
-    eight, _ = simulate_ber(build_channel({**cfg, "num_pilots": 8}), "qpsk", 10.0, 400_000)
+    perfect = simulate_ber(build_channel({**cfg, "csi": "perfect"}), "qpsk", 10.0, 400_000).ber
+    one = simulate_ber(build_channel({**cfg, "num_pilots": 1}), "qpsk", 10.0, 400_000).ber
+    eight = simulate_ber(build_channel({**cfg, "num_pilots": 8}), "qpsk", 10.0, 400_000).ber
     assert perfect < eight < one
     assert perfect == pytest.approx(ber_theory("qpsk", 10.0, "rayleigh"), rel=0.1)
 
 
 def test_ofdm_tdl_at_high_snr_is_nearly_error_free():
     seed_everything(14, sionna=True)
-    ber, bits = simulate_ber(build_channel({"name": "ofdm-tdl"}), "qpsk", 30.0, 200_000)
-    low, _ = simulate_ber(build_channel({"name": "ofdm-tdl"}), "qpsk", 5.0, 200_000)
+    ber = simulate_ber(build_channel({"name": "ofdm-tdl"}), "qpsk", 30.0, 200_000).ber
+    low = simulate_ber(build_channel({"name": "ofdm-tdl"}), "qpsk", 5.0, 200_000).ber
     assert ber < 3e-3 < 0.05 < low

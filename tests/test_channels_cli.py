@@ -30,7 +30,8 @@ def test_ber_json_matches_theory(capsys):
     rows = json.loads(out)
     assert code == 0 and [r["snr_db"] for r in rows] == [0, 2, 4, 6, 8, 10]
     for r in rows:
-        assert set(r) == {"snr_db", "ber", "ber_theory", "bits_simulated"}
+        assert set(r) == {"snr_db", "ber", "ci95_low", "ci95_high", "ber_theory", "bits_simulated", "independent_rows"}
+        assert r["ci95_low"] <= r["ber"] <= r["ci95_high"]
         theory = q(math.sqrt(10 ** (r["snr_db"] / 10)))
         assert r["ber_theory"] == pytest.approx(theory, rel=1e-9)
         assert r["bits_simulated"] >= 1_000_000

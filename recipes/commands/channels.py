@@ -56,17 +56,20 @@ def cmd_channels_ber(args) -> int:
     rows = []
     with torch.no_grad():
         for snr in snrs:
-            ber, bits = simulate_ber(channel, args.modulation, snr, args.bits)
-            rows.append({"snr_db": snr, "ber": ber,
+            est = simulate_ber(channel, args.modulation, snr, args.bits)
+            rows.append({"snr_db": snr, "ber": est.ber, "ci95_low": est.low, "ci95_high": est.high,
                          "ber_theory": float(ber_theory(args.modulation, snr, channel)) if theory else None,
-                         "bits_simulated": bits})
+                         "bits_simulated": est.bits, "independent_rows": est.rows})
     if args.json:
         print_json(rows)
         return 0
     print(f"uncoded {args.modulation.upper()} over {config}")
-    print(f"{'snr_db':>8} {'ber':>12} {'ber_theory':>12} {'bits_simulated':>15}")
+    print(f"{'snr_db':>8} {'ber':>12} {'95% interval':>25} {'ber_theory':>12} {'bits_simulated':>15} "
+          f"{'independent':>12}")
     for r in rows:
-        print(f"{r['snr_db']:>8.2f} {r['ber']:>12.4e} {_fmt(r['ber_theory'], '>12.4e'):>12} {r['bits_simulated']:>15,}")
+        interval = f"[{r['ci95_low']:.3e}, {r['ci95_high']:.3e}]"
+        print(f"{r['snr_db']:>8.2f} {r['ber']:>12.4e} {interval:>25} {_fmt(r['ber_theory'], '>12.4e'):>12} "
+              f"{r['bits_simulated']:>15,} {r['independent_rows']:>12,}")
     return 0
 
 
