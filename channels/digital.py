@@ -58,6 +58,11 @@ class LinkResult:
     :ivar transmissions: ``int``. Code-block transmissions, retransmissions included.
     :ivar mcs: list of ``int``. MCS index used per packet.
     :ivar channel_uses_per_packet: list of ``int``.
+    :ivar first_block_errors: ``int``. Code blocks whose first transmission failed (the BLER that
+        link adaptation aims at is ``first_block_errors / blocks``).
+    :ivar transmissions_per_packet: list of ``int``: the HARQ rounds each packet took (1: its first
+        transmission got through; ``max_transmissions`` and lost is possible).
+    :ivar first_failed_per_packet: list of ``bool``: a block of the packet failed its first transmission.
     """
 
     received: Any = field(repr=False)
@@ -68,6 +73,9 @@ class LinkResult:
     transmissions: int
     mcs: list[int] = field(default_factory=list)
     channel_uses_per_packet: list[int] = field(default_factory=list)
+    first_block_errors: int = 0
+    transmissions_per_packet: list[int] = field(default_factory=list)
+    first_failed_per_packet: list[bool] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.received, self.channel_uses))
@@ -319,7 +327,8 @@ class DigitalLink:
                 offset += size
 
         uses = [0] * len(packets)
-        block_errors = transmissions = 0
+        rounds = [0] * len(packets)
+        block_errors = transmissions = first_errors = 0
         for attempt in range(self.max_transmissions):
             pending = [b for b in blocks if not b.ok]
             if not pending:
@@ -329,6 +338,11 @@ class DigitalLink:
             self._decode(pending, attempt)
             transmissions += len(pending)
             block_errors += sum(not b.ok for b in pending)
+            for b in pending:
+                rounds[b.packet] = attempt + 1
+            if attempt == 0:
+                first_errors = sum(not b.ok for b in pending)
+                first_failed = [any(not b.ok for b in blocks if b.packet == i) for i in range(len(packets))]
 
         received: list[bytes | None] = []
         for i, data in enumerate(packets):
@@ -337,7 +351,9 @@ class DigitalLink:
         return LinkResult(received=received[0] if single else received, channel_uses=int(sum(uses)),
                           block_errors=block_errors, blocks=len(blocks),
                           blocks_lost=sum(not b.ok for b in blocks), transmissions=transmissions,
-                          mcs=[s.index for s in schemes], channel_uses_per_packet=uses)
+                          mcs=[s.index for s in schemes], channel_uses_per_packet=uses,
+                          first_block_errors=first_errors, transmissions_per_packet=rounds,
+                          first_failed_per_packet=first_failed if blocks else [False] * len(packets))
 
     def _send(self, pending: list[_Block], rv: int, snrs: list[float], uses: list[int]) -> None:
         """Encode, map, send one transmission of the pending blocks; store their LLRs."""

@@ -24,10 +24,11 @@ from typing import Iterable, Sequence
 from intelliflow.errors import DatasetNotFoundError
 
 COLUMNS = ["method", "dataset", "model", "split", "codec", "kind", "channel", "snr_db", "rate_point", "symbols",
-           "payload_bits", "channel_uses", "mcs", "loss_rate", "BLEU-1", "BLEU-4", "CIDEr-D", "ROUGE-L",
+           "payload_bits", "channel_uses", "mcs", "loss_rate", "first_tx_loss", "mean_transmissions", "BLEU-1", "BLEU-4", "CIDEr-D", "ROUGE-L",
            "METEOR", "semantic_accuracy", "relation_accuracy", "exact_match", "n_images"]
 #: the columns that hold numbers
-NUMERIC = ("snr_db", "rate_point", "symbols", "payload_bits", "channel_uses", "loss_rate", "BLEU-1", "BLEU-4",
+NUMERIC = ("snr_db", "rate_point", "symbols", "payload_bits", "channel_uses", "loss_rate", "first_tx_loss",
+           "mean_transmissions", "BLEU-1", "BLEU-4",
            "CIDEr-D", "ROUGE-L", "METEOR", "semantic_accuracy", "relation_accuracy", "exact_match", "n_images",
            "split", "mcs")
 
@@ -58,6 +59,8 @@ def load_results(paths: Iterable[str | Path]) -> list[dict]:
                         if key in row:
                             row[key] = float(row[key]) if row[key] not in ("", None) else None
                     row.setdefault("method", row.get("codec"))
+                    for key in COLUMNS:   # a file from an older version lacks the newer columns
+                        row.setdefault(key, None)
                     row["source"] = str(file)
                     rows.append(row)
     return rows

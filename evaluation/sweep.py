@@ -40,7 +40,9 @@ class Captioned:
 
     :ivar results: ``{image_id: caption}`` (``""`` where the payload was lost);
     :ivar references: ``{image_id: [reference captions]}``; :ivar scenes: ``{image_id: Scene}`` (shapes);
-    :ivar bits, channel_uses, mcs: per image where they apply; :ivar lost: payloads lost.
+    :ivar bits, channel_uses, mcs: per image where they apply; :ivar lost: payloads lost (after HARQ);
+    :ivar transmissions: HARQ rounds per payload sent over a digital link; :ivar first_failed: how
+        many of those payloads failed their first transmission.
     """
 
     results: dict = field(default_factory=dict)
@@ -50,6 +52,8 @@ class Captioned:
     channel_uses: list = field(default_factory=list)
     mcs: list = field(default_factory=list)
     lost: int = 0
+    transmissions: list = field(default_factory=list)
+    first_failed: int = 0
 
 
 def _one_thread(_worker: int) -> None:
@@ -124,14 +128,15 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
         if seed is not None:
             seed_everything(batch_seed(seed, b))
         result = caption(batch["pixels"] if pixels else batch["images"], **caption_options)
-        mcs = result.mcs or [None] * len(result.captions)   # a FlowResult may leave the MCS out
+        n = len(result.captions)   # a FlowResult may leave the link's lists out
+        mcs, rounds, first = result.mcs or [None] * n, result.transmissions or [None] * n, result.first_failed or [None] * n
         done.append((b, list(zip(batch["image_ids"], result.captions, batch["captions"], batch["scenes"],
-                                 result.payload_bits, result.channel_uses, mcs, result.lost))))
+                                 result.payload_bits, result.channel_uses, mcs, result.lost, rounds, first))))
     if shard:
         done = sorted((item for part in gather(done) for item in part), key=lambda item: item[0])
     out = Captioned()
     for _, records in done:
-        for i, text, refs, scene, bits, uses, mcs, lost in records:
+        for i, text, refs, scene, bits, uses, mcs, lost, rounds, first in records:
             out.results[i], out.references[i] = text, refs
             if scene is not None:
                 out.scenes[i] = scene
@@ -139,6 +144,8 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
             out.channel_uses += [uses] if uses is not None else []
             out.mcs += [mcs] if mcs is not None else []
             out.lost += int(lost)
+            out.transmissions += [rounds] if rounds is not None else []
+            out.first_failed += int(bool(first))
     return out
 
 
@@ -167,7 +174,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
              max_new_tokens: int = 32, meteor="auto", rate_points: list[float] | None = None,
              symbols: list[int] | None = None, mcs: int | str = "auto", channel_uses: int | None = None,
              progress: bool = True, method: str | None = None, seed: int = 0, workers: int = 0,
-             device: str | None = None) -> list[dict]:
+             device: str | None = None, harq: int = 4) -> list[dict]:
     """Evaluate one model/codec/channel at every SNR (and rate point or bandwidth): one results row
     (:mod:`intelliflow.evaluation.results`) per point; with ``out``, write ``results.csv`` and
     ``captions.json`` there.
@@ -183,6 +190,9 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
     :param channel_uses: a channel-use budget per image for a learned digital codec.
     :param method: the label of this method in results and plots (default: the codec name).
     :param workers: DataLoader worker processes reading, decoding and preprocessing the images.
+    :param harq: transmissions a byte payload's code blocks get over a channel (HARQ with incremental
+        redundancy, as 5G; ``1``: each block once). Results carry ``first_tx_loss`` (payloads whose
+        first transmission failed), ``mean_transmissions`` and ``loss_rate`` (lost after the last).
     :param device: where the model and codec run (``"cpu"``, ``"cuda:1"``); default: a process's own
         GPU when there is CUDA (the rank's, under ``torchrun``), else the CPU.
     :param seed: seeds torch and Sionna (channel noise, fading) so a run can be repeated exactly;
@@ -215,7 +225,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
         raise ConfigError(f"{codec} is an analog codec: give a channel (awgn, rayleigh, ofdm-tdl) and --snr")
     seed_everything(seed, sionna=channel_config["name"] != "none")
     split_model = load_split_model(model, split=split)
-    flow = Flow(split_model, codec_object, channel_config).eval()
+    flow = Flow(split_model, codec_object, channel_config, link={"max_transmissions": harq}).eval()
     data = open_dataset(dataset, limit=limit)
     generation = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
     label, channel_label = method or codec, channel_config["name"]
@@ -239,7 +249,10 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
                    "payload_bits": sum(done.bits) / len(done.bits) if done.bits else None,
                    "channel_uses": sum(done.channel_uses) / len(done.channel_uses) if done.channel_uses else None,
                    "mcs": max(set(done.mcs), key=done.mcs.count) if done.mcs else None,
-                   "loss_rate": done.lost / len(done.results), "n_images": len(done.results)}
+                   "loss_rate": done.lost / len(done.results), "n_images": len(done.results),
+                   "first_tx_loss": done.first_failed / len(done.transmissions) if done.transmissions else None,
+                   "mean_transmissions": (sum(done.transmissions) / len(done.transmissions)
+                                          if done.transmissions else None)}
             for key in COLUMNS:
                 if key not in row:
                     value = scores.get(key)

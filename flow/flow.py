@@ -33,6 +33,11 @@ from intelliflow.models import grid_to_tokens, tokens_to_grid
 from .endpoints import Device, PrefixTokens, Receiver
 
 
+#: the digital link's defaults at inference: HARQ with incremental redundancy, up to 4 transmissions
+#: (redundancy versions 0, 2, 3, 1), as a 5G uplink retransmits a failed transport block
+DEFAULT_LINK = {"max_transmissions": 4, "harq": "ir"}
+
+
 @dataclass
 class FlowResult:
     """Inference on a batch: one entry per image.
@@ -42,6 +47,8 @@ class FlowResult:
     :ivar channel_uses: ``int`` per image (``None`` over an ideal link).
     :ivar lost: ``bool`` per image: the digital link did not deliver the payload.
     :ivar mcs: MCS index per image over a digital link (else ``None``).
+    :ivar transmissions: HARQ rounds per image over a digital link (else ``None``).
+    :ivar first_failed: per image over a digital link, whether its first transmission failed.
     """
 
     captions: list[str]
@@ -49,6 +56,8 @@ class FlowResult:
     channel_uses: list[int | None]
     lost: list[bool]
     mcs: list[int | None] = field(default_factory=list)
+    transmissions: list[int | None] = field(default_factory=list)
+    first_failed: list[bool | None] = field(default_factory=list)
 
 
 class Flow(nn.Module):
@@ -61,7 +70,9 @@ class Flow(nn.Module):
     :param trainable: which part of the split model learns: ``"none"`` (frozen; gradients still
         flow through the tail to the codec), ``"tail"`` or ``"all"`` (the head too).
     :param link: options of the :class:`~intelliflow.channels.DigitalLink` that carries byte
-        payloads at inference when the channel is not ``none`` (e.g. ``{"num_iter": 12}``).
+        payloads at inference when the channel is not ``none`` (e.g. ``{"num_iter": 12}``); by
+        default HARQ as a 5G link runs it (:data:`DEFAULT_LINK`: up to 4 transmissions with
+        incremental redundancy), ``{"max_transmissions": 1}`` sends each block once.
 
     .. code-block:: python
 
@@ -86,7 +97,7 @@ class Flow(nn.Module):
             raise ConfigError(f"trainable must be 'none', 'tail' or 'all', got {trainable!r}")
         self.trainable = trainable
         self.train_head = trainable == "all"
-        self.link_options = dict(link or {})
+        self.link_options = {**DEFAULT_LINK, **(link or {})}
         self._link = None
         self.device_side = Device(model, codec)      # the one inference path (flow.endpoints)
         self.receiver_side = Receiver(model, codec)
@@ -189,6 +200,8 @@ class Flow(nn.Module):
         if budgets is not None:  # an image whose smallest payload does not fit is not sent
             payloads = [p if len(p) <= x else None for p, x in zip(payloads, budgets)]
         bits = [8 * len(p) if p is not None else None for p in payloads]
+        rounds: list[int | None] = [None] * b
+        first_failed: list[bool | None] = [None] * b
         if ideal:
             received, uses = payloads, [None] * b
         else:
@@ -197,15 +210,16 @@ class Flow(nn.Module):
             if sendable:
                 result = self.link.transmit([payloads[i] for i in sendable], float(snr_db),
                                             mcs=[chosen[i].index for i in sendable])
-                for i, r, u in zip(sendable, result.received, result.channel_uses_per_packet):
-                    received[i], uses[i] = r, u
+                for i, r, u, t, f in zip(sendable, result.received, result.channel_uses_per_packet,
+                                         result.transmissions_per_packet, result.first_failed_per_packet):
+                    received[i], uses[i], rounds[i], first_failed[i] = r, u, t, f
         ok = [i for i, r in enumerate(received) if r is not None]
         captions = [""] * b
         if ok:
             for i, c in zip(ok, self.receiver_side.captions([received[i] for i in ok], **generation)):
                 captions[i] = c
         return FlowResult(captions, bits, uses, [r is None for r in received],
-                          [m.index for m in chosen] if chosen else [None] * b)
+                          [m.index for m in chosen] if chosen else [None] * b, rounds, first_failed)
 
 
 __all__ = ["Flow", "FlowResult"]

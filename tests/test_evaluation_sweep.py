@@ -27,14 +27,16 @@ def test_codecs_lists_the_shipped_checkpoints(capsys):
 
 
 def test_digital_codec_over_awgn_rate_points_and_the_budget_cliff(tmp_path):
-    rows = evaluate(codec="shapes-hyperprior", channel="awgn", snr=[-4.0, 20.0], out=tmp_path,
+    rows = evaluate(codec="shapes-hyperprior", channel="awgn", snr=[-8.0, 20.0], out=tmp_path,
                     limit=6, meteor=False, rate_points=[1.0, 5.0], progress=False, mcs=9)
-    assert [(r["snr_db"], r["rate_point"]) for r in rows] == [(-4.0, 1.0), (-4.0, 5.0), (20.0, 1.0), (20.0, 5.0)]
+    assert [(r["snr_db"], r["rate_point"]) for r in rows] == [(-8.0, 1.0), (-8.0, 5.0), (20.0, 1.0), (20.0, 5.0)]
     high = {r["rate_point"]: r for r in rows if r["snr_db"] == 20.0}
     assert high[5.0]["payload_bits"] > high[1.0]["payload_bits"]             # one codec, many rates
     assert all(r["loss_rate"] == 0 for r in high.values()) and high[5.0]["CIDEr-D"] > 1.0  # MCS 9 at 20 dB: safe
-    low = {r["rate_point"]: r for r in rows if r["snr_db"] == -4.0}
-    assert all(r["loss_rate"] == 1.0 and r["CIDEr-D"] == 0.0 for r in low.values())  # MCS 9 at -4 dB: lost
+    assert all(r["first_tx_loss"] == 0 and r["mean_transmissions"] == 1 for r in high.values())
+    low = {r["rate_point"]: r for r in rows if r["snr_db"] == -8.0}
+    assert all(r["loss_rate"] == 1.0 and r["CIDEr-D"] == 0.0 for r in low.values())  # MCS 9 at -8 dB: lost...
+    assert all(r["first_tx_loss"] == 1 and r["mean_transmissions"] == 4 for r in low.values())  # ...after 4 tries
     again = evaluate(codec="shapes-hyperprior", channel="awgn", snr=[6.0], out=tmp_path / "c",
                      limit=6, meteor=False, rate_points=[5.0], progress=False, seed=3)
     assert evaluate(codec="shapes-hyperprior", channel="awgn", snr=[6.0], out=tmp_path / "d",
@@ -44,6 +46,19 @@ def test_digital_codec_over_awgn_rate_points_and_the_budget_cliff(tmp_path):
     assert budget[0]["loss_rate"] == 1.0 and budget[0]["CIDEr-D"] == 0.0       # the cliff: nothing fits
     assert budget[1]["loss_rate"] < 0.5 and budget[1]["payload_bits"] > high[1.0]["payload_bits"]
     assert len(read(tmp_path / "b" / "results.csv")) == 2
+
+
+def test_harq_retransmits_what_failed_and_every_retransmission_is_counted():
+    """At an SNR just under MCS 9's threshold, HARQ with incremental redundancy delivers payloads
+    that a single transmission loses, each retransmission counted in the channel uses; residual
+    loss falls and the first-transmission loss is what one transmission alone would lose."""
+    options = {"codec": "shapes-hyperprior", "rate_points": [2.5], "channel": "awgn", "snr": [2.5], "limit": 20,
+               "batch_size": 20, "meteor": False, "progress": False, "mcs": 9}
+    once, harq = evaluate(**options, harq=1)[0], evaluate(**options)[0]
+    assert once["mean_transmissions"] == 1 and once["loss_rate"] == once["first_tx_loss"] > 0.3
+    assert harq["first_tx_loss"] > 0.3 and harq["loss_rate"] < 0.1 and 1 < harq["mean_transmissions"] <= 4
+    assert harq["channel_uses"] > once["channel_uses"] * 1.3                  # retransmissions cost channel uses
+    assert harq["CIDEr-D"] > once["CIDEr-D"]
 
 
 def test_jscc_over_awgn_degrades_gracefully_and_reports_channel_uses(tmp_path):

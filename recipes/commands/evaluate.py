@@ -22,7 +22,7 @@ def cmd_eval(args) -> int:
                     rate_points=float_list(args.rate_points) if args.rate_points else None,
                     symbols=[int(v) for v in float_list(args.symbols)] if args.symbols else None,
                     mcs=mcs, channel_uses=args.channel_uses, method=args.method, workers=args.workers,
-                    device=args.device)
+                    device=args.device, harq=args.harq)
     if int(os.environ.get("RANK", "0")):   # under torchrun rank 0 reports
         return 0
     keys = ("snr_db", "rate_point", "symbols", "payload_bits", "channel_uses", "loss_rate", "CIDEr-D", "BLEU-4",
@@ -92,6 +92,8 @@ def register(sub) -> None:
     p.add_argument("--rate-points", default=None, help="rate points q of a variable-rate codec: 0,1,2.5,5 (default: its highest)")
     p.add_argument("--symbols", default=None, help="JSCC symbol channels to send (bandwidths): 4,8,16 (default: all)")
     p.add_argument("--mcs", default="auto", help="MCS of byte payloads over a channel: auto (adaptive) or an index 3..28")
+    p.add_argument("--harq", type=int, default=4, help="transmissions per code block over a digital link (HARQ with "
+                   "incremental redundancy, 5G-like; 1: no retransmission)")
     p.add_argument("--channel-uses", type=int, default=None,
                    help="channel-use budget per image for a learned digital codec (its rate adapts to fit)")
     p.add_argument("--method", default=None, help="label of this method in results and plots (default: the codec)")
