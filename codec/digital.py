@@ -36,6 +36,7 @@ True
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -366,15 +367,22 @@ class HyperpriorFeatureCodec(FeatureCodec):
         last bit; in float64 that difference is ~1e-16, far below the grid and the scale table's
         spacing). ẑ is exact on every device: integers plus the medians.
         """
-        from torch.func import functional_call
-
         device = z_hat.device
-        weights = {k: v.detach().to("cpu", torch.float64) for k, v in self.h_s.state_dict().items()}
         z_hat = z_hat.detach().float().to("cpu", torch.float64)   # float32 first: integers + medians, as sent
-        out = functional_call(self.h_s, weights, (z_hat,))
+        out = self._h_s_float64()(z_hat)
         scales, means = out.chunk(2, dim=1)
         means = (torch.round(means / self.MEANS_GRID) * self.MEANS_GRID).to(device, torch.float32)
         return nn.functional.softplus(scales), means
+
+    def _h_s_float64(self) -> nn.Module:
+        """A float64 CPU copy of ``h_s`` for :meth:`_coded_params`, rebuilt when its weights change
+        (a copy, not a parameter swap: receivers decode in several threads at once)."""
+        key = tuple((p.data_ptr(), p._version, str(p.device)) for p in self.h_s.parameters())
+        cached = self.__dict__.get("_h_s64")
+        if cached is None or cached[0] != key:
+            copy64 = copy.deepcopy(self.h_s).to("cpu", torch.float64).requires_grad_(False)
+            self.__dict__["_h_s64"] = cached = (key, copy64)
+        return cached[1]
 
     def _entropy_forward(self, y):
         z_hat, z_likelihoods = self.entropy_bottleneck(self.h_a(y))

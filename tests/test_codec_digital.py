@@ -166,6 +166,18 @@ def test_a_payload_decodes_the_same_whatever_precision_or_device_encoded_it(code
     assert codec.decompress(payloads).shape == f.shape
 
 
+def test_threads_decoding_at_once_get_what_one_thread_gets(codec):
+    """Receivers decode in several threads at once (the edge service does): the coding path shares
+    no mutable state between them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    payloads = codec.compress(features(), q=2)
+    alone = codec.decompress(payloads)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: codec.decompress(payloads), range(32)))
+    assert all(torch.equal(r, alone) for r in results)
+
+
 def test_bad_inputs_are_clear_errors(codec):
     with pytest.raises(ShapeError, match=r"\[B, 32, H, W\]"):
         codec.compress(torch.zeros(1, 31, 8, 8))
