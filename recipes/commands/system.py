@@ -6,6 +6,21 @@ from . import COMMAND_GROUPS
 from .common import print_json
 
 
+def _harq(wireless, args):
+    """The link with the command's HARQ settings (transmissions, round trip), where given."""
+    from dataclasses import replace
+
+    from intelliflow.errors import ConfigError
+
+    if args.harq is not None:
+        if args.harq < 1:
+            raise ConfigError(f"--harq must be at least 1 (one transmission, no retransmission), got {args.harq}")
+        wireless = replace(wireless, max_transmissions=args.harq)
+    if args.harq_rtt_ms is not None:
+        wireless = replace(wireless, harq_rtt_ms=args.harq_rtt_ms)
+    return wireless
+
+
 def cmd_latency(args) -> int:
     """Latency per paradigm for one image, from profiles, the model's FLOPs and measured rate-quality."""
     from dataclasses import replace
@@ -20,6 +35,7 @@ def cmd_latency(args) -> int:
         wireless = replace(wireless, bandwidth_hz=args.bandwidth)
     if args.bit_rate:
         wireless = replace(wireless, bit_rate=args.bit_rate)
+    wireless = _harq(wireless, args)
     plan = planner.plan(wireless)
     best = plan.best_per_paradigm()
     scenario = planner.comparison(plan)
@@ -88,6 +104,7 @@ def cmd_plan(args) -> int:
                                       args.codec_flops)
     if args.channel:
         wireless = replace(wireless, channel=args.channel)
+    wireless = _harq(wireless, args)
     links = links_over(wireless, args.snr or (), args.bandwidth or (), args.bit_rate or ())
     plans = planner.replan(links)
     if args.json:
@@ -134,6 +151,10 @@ def register(sub) -> None:
     p.add_argument("--bandwidth", type=float, default=None, help="uplink bandwidth in Hz (overrides the profile)")
     p.add_argument("--bit-rate", type=float, default=None,
                    help="a fixed uplink bit rate in bit/s instead of the adaptive MCS (e.g. 10e6)")
+    p.add_argument("--harq", type=int, default=None,
+                   help="HARQ transmissions per transport block (default 4, as 5G; 1: none)")
+    p.add_argument("--harq-rtt-ms", type=float, default=None,
+                   help="time between a transmission and its retransmission (default 4 ms)")
     p.add_argument("--out", default=None, help="PNG: latency against uplink bandwidth with the crossover")
     p.add_argument("--measure", action="store_true",
                    help="also time every stage for real on this machine and set it beside the model's figure")
@@ -149,6 +170,10 @@ def register(sub) -> None:
     p.add_argument("--bandwidth", type=float, nargs="+", default=None, help="uplink bandwidths (Hz) to plan for")
     p.add_argument("--bit-rate", type=float, nargs="+", default=None,
                    help="fixed uplink bit rates (bit/s) to plan for, instead of the adaptive MCS (digital payloads only)")
+    p.add_argument("--harq", type=int, default=None,
+                   help="HARQ transmissions per transport block (default 4, as 5G; 1: none)")
+    p.add_argument("--harq-rtt-ms", type=float, default=None,
+                   help="time between a transmission and its retransmission (default 4 ms)")
     p.add_argument("--channel", default=None, help="link channel: awgn or rayleigh (default: the profile's)")
     p.add_argument("--explain-last", action="store_true", help="explain the last link state instead of the first")
     p.add_argument("--json", action="store_true")
