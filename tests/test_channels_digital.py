@@ -194,5 +194,6 @@ def test_block_constants_are_the_links():
     fixed, adaptive = WirelessLink(bit_rate=1e6), WirelessLink(snr_db=20.0)
     rate, bler, _ = adaptive.digital_rate()
     assert fixed.digital_ms(3 * DEFAULT_BLOCK_BITS) == pytest.approx(1e3 * 3 * DEFAULT_BLOCK_BITS / 1e6)
+    expected = sum(bler ** k for k in range(adaptive.max_transmissions))   # HARQ rounds
     assert adaptive.digital_ms(3 * DEFAULT_BLOCK_BITS) == \
-        pytest.approx(1e3 * 3 * (DEFAULT_BLOCK_BITS + CRC_BITS) / rate / (1 - bler))
+        pytest.approx(1e3 * 3 * (DEFAULT_BLOCK_BITS + CRC_BITS) / rate * expected + adaptive.harq_rtt_ms * (expected - 1))
