@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from intelliflow.plots import save_figure
 
 from .results import clean_cider
@@ -92,6 +94,29 @@ def format_summary(table: Sequence[dict], clean: float | None, floor_bits: float
     return "\n".join(lines)
 
 
+def shannon_limits(rows: Sequence[dict], floor_bits: float | None) -> list[tuple[str, float, float]]:
+    """``(channel, SNR, channel uses)`` for every channel and SNR in ``rows``: the fewest channel uses
+    that Shannon capacity allows for ``floor_bits`` (the semantic entropy) at that SNR, the limit
+    every method's channel uses are measured against; empty without a floor.
+
+    >>> shannon_limits([{"channel": "awgn", "snr_db": 0.0}, {"channel": "none", "snr_db": None}], 15.6)
+    [('awgn', 0.0, 15.6)]
+    """
+    from intelliflow.channels import shannon_channel_uses
+    from intelliflow.errors import ConfigError
+
+    if not floor_bits:
+        return []
+    out = []
+    for channel, snr in sorted({(r["channel"], r["snr_db"]) for r in rows
+                                if r.get("channel") not in (None, "none") and r.get("snr_db") is not None}):
+        try:
+            out.append((channel, float(snr), float(shannon_channel_uses(floor_bits, float(snr), channel))))
+        except ConfigError:   # a channel without a closed-form capacity (ofdm-tdl): no line
+            continue
+    return out
+
+
 def plot_curves(rows: Sequence[dict], path: str | Path, floor_bits: float | None = None,
                 clean: float | None = None, title: str = "") -> Path:
     """Draw the 2x2 panel figure to ``path`` (PNG)."""
@@ -132,8 +157,13 @@ def plot_curves(rows: Sequence[dict], path: str | Path, floor_bits: float | None
                 ax_snr.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ls=styles[channel],
                             color=next(colors), label=name)
         uses = sorted((r["channel_uses"], r["CIDEr-D"]) for r in members if r["channel_uses"])
-        if uses:
-            ax_uses.scatter([u[0] for u in uses], [u[1] for u in uses], label=label, s=18)
+        if uses:   # one line per method and channel, through its points in order of channel uses
+            ax_uses.plot([u[0] for u in uses], [u[1] for u in uses], marker="o", ms=4, ls=styles[channel], label=label)
+    limit_colors = iter(plt.get_cmap("Greys")(np.linspace(0.45, 0.95, max(1, len(shannon_limits(rows, floor_bits))))))
+    for channel, snr, least in shannon_limits(rows, floor_bits):
+        ax_uses.axvline(least, color=next(limit_colors), ls=styles.get(channel, ":"), lw=1)
+        ax_uses.text(least, ax_uses.get_ylim()[0], f" Shannon limit, {channel} {snr:g} dB", rotation=90,
+                     va="bottom", fontsize=7)
     for ax in (ax_bits, ax_sem):
         ax.set_xscale("log")
         ax.set_xlabel("payload bits per image (headers included)")
@@ -154,7 +184,7 @@ def plot_curves(rows: Sequence[dict], path: str | Path, floor_bits: float | None
     ax_uses.set_xscale("log")
     ax_uses.set_xlabel("channel uses per image")
     ax_uses.set_ylabel("CIDEr-D")
-    ax_uses.set_title("caption quality vs channel uses (all SNRs)")
+    ax_uses.set_title("caption quality vs channel uses (limits: Shannon, semantic entropy)")
     for ax in axes.ravel():
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

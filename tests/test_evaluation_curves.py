@@ -50,3 +50,19 @@ def test_summary_ratios_and_plot(tmp_path):
     assert "| **ours** (ours) |" in text and "Semantic-entropy floor: 15.6" in text
     with pytest.raises(DatasetNotFoundError):
         load_results([tmp_path / "nothing"])
+
+
+def test_the_channel_uses_panel_marks_the_shannon_limit_of_the_semantic_entropy_per_snr():
+    """One limit per channel and SNR: the semantic entropy over the channel's capacity (1 bit per use
+    at 0 dB on AWGN; the ergodic Rayleigh capacity below AWGN's at 10 dB), none for a channel without
+    a closed form, none without a floor."""
+    from intelliflow.channels.capacity import capacity
+    from intelliflow.evaluation.curves import shannon_limits
+
+    rows = [{"channel": c, "snr_db": s} for c in ("awgn", "rayleigh", "ofdm-tdl") for s in (0.0, 10.0)]
+    rows.append({"channel": "none", "snr_db": None})
+    limits = {(c, s): n for c, s, n in shannon_limits(rows, 15.6)}
+    assert set(limits) == {("awgn", 0.0), ("awgn", 10.0), ("rayleigh", 0.0), ("rayleigh", 10.0)}
+    assert limits[("awgn", 0.0)] == 15.6
+    assert limits[("rayleigh", 10.0)] == 15.6 / capacity(10.0, "rayleigh") > limits[("awgn", 10.0)]
+    assert shannon_limits(rows, None) == []
