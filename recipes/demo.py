@@ -1,9 +1,9 @@
 """``intelliflow demo``: the main job on the embedded default (shipped captioner and codecs, ``shapes``).
 
 1. Rate-quality over an ideal link: our task-oriented digital codec at every rate point against
-   the information-flow baselines (JPEG and WebP quality sweeps, quantised features, the
-   MSE-trained codec, the device's own text) and the clean features.
-2. Over AWGN and Rayleigh at a few SNRs: our digital codec on the 5G link at the adaptive MCS,
+   the information-flow baselines (JPEG, WebP, JPEG 2000 and AVIF sweeps, quantised features,
+   the MSE-trained codec, the device's own text) and the clean features.
+2. Over AWGN and Rayleigh at a few SNRs: our digital codec on the 5G link at the adaptive MCS with HARQ,
    the same codec held to the JSCC's channel-use budget (where its cliff shows), the SNR-adaptive
    JSCC codecs, and the byte baselines on the same link.
 3. ``results.csv`` (every point), ``curves.png`` (quality against bits, SNR and channel uses),
@@ -61,6 +61,11 @@ def demo_jobs(quick: bool) -> list[dict]:
              for q in qualities]
     jobs += [{"method": f"webp-{q}", "group": "webp", "codec": f"webp-{q}", "channel": "none", "limit": ideal_n}
              for q in (qualities if not quick else [10, 90])]
+    jobs += [{"method": f"jp2k-{r}", "group": "jp2k", "codec": f"jp2k-{r}", "channel": "none", "limit": ideal_n}
+             for r in ((200, 100, 60, 40, 20, 10) if not quick else (100, 20))]
+    if not quick:
+        jobs += [{"method": f"avif-{q}", "group": "avif", "codec": f"avif-{q}", "channel": "none", "limit": ideal_n}
+                 for q in (10, 30, 50, 70, 90)]
     jobs += [{"method": f"quantize-{b}", "group": "quantize", "codec": f"quantize-{b}", "channel": "none",
               "limit": ideal_n} for b in ((8, 6, 4) if not quick else (4,))]
     jobs.append({"method": "text", "codec": "text", "channel": "none", "limit": ideal_n})

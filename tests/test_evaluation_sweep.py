@@ -89,7 +89,7 @@ def test_quick_demo_through_the_cli(tmp_path, capsys):
     assert "Bits per image to reach 95 %" in out and "ours (hyperprior)" in out
     rows = read(tmp_path / "results.csv")
     methods = {r["method"] for r in rows}
-    assert {"identity", "ours (hyperprior)", "jpeg", "webp", "quantize", "text"} <= methods
+    assert {"identity", "ours (hyperprior)", "jpeg", "webp", "jp2k", "quantize", "text"} <= methods
     assert {r["channel"] for r in rows} >= {"none", "awgn", "rayleigh"}
     assert (tmp_path / "curves.png").stat().st_size > 30_000 and (tmp_path / "summary.md").is_file()
 
