@@ -32,6 +32,7 @@ def cross_device(n: int, gpu: bool) -> dict:
     import torch
 
     from intelliflow.codec import bitstream, resolve_codec
+    from intelliflow.codec.interface import grid_padding
     from intelliflow.data.datasets import open_dataset
     from intelliflow.data.sample import collate_samples
     from intelliflow.models import load_split_model, tokens_to_grid
@@ -51,7 +52,7 @@ def cross_device(n: int, gpu: bool) -> dict:
                 payloads = sender.compress(inputs, q=2.5)
                 for i, data_i in enumerate(payloads):
                     packet = bitstream.unpack(data_i, receiver.payload_id, receiver.fingerprint)
-                    latent = tuple(-(-s // sender.step) for s in grid.shape[-2:])
+                    latent = grid_padding(*grid.shape[-2:], sender.step)[1]
                     received = receiver._entropy_decompress(packet.body, latent).float().cpu()
                     sent = sender(inputs[i:i + 1], q=2.5)["y_hat"].float().cpu()
                     mismatches[direction] += int(not torch.equal(received, sent))

@@ -84,9 +84,8 @@ class FeatureCodecConfig(GridCodecConfig):
                               f"got {self.rate_points}")
 
 
-def _analysis(c: FeatureCodecConfig) -> nn.Sequential:
-    reduce, _, width = reduce_layers(c)
-    layers: list[nn.Module] = [reduce] if c.reduce_channels else []
+def _analysis(c: FeatureCodecConfig, reduce: nn.Module | None, width: int) -> nn.Sequential:
+    layers: list[nn.Module] = [reduce] if reduce is not None else []
     layers += [conv(width, c.hidden_channels, 3, 1), GDN(c.hidden_channels)]
     for _ in range(c.downsample - 1):
         layers += [conv(c.hidden_channels, c.hidden_channels, 3, 2), GDN(c.hidden_channels)]
@@ -94,15 +93,14 @@ def _analysis(c: FeatureCodecConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _synthesis(c: FeatureCodecConfig) -> nn.Sequential:
+def _synthesis(c: FeatureCodecConfig, expand: nn.Module | None, width: int) -> nn.Sequential:
     first = deconv(c.latent_channels, c.hidden_channels, 3, 2) if c.downsample else \
         conv(c.latent_channels, c.hidden_channels, 3, 1)
     layers: list[nn.Module] = [first, GDN(c.hidden_channels, inverse=True)]
     for _ in range(c.downsample - 1):
         layers += [deconv(c.hidden_channels, c.hidden_channels, 3, 2), GDN(c.hidden_channels, inverse=True)]
-    _, expand, width = reduce_layers(c)
     layers.append(conv(c.hidden_channels, width, 3, 1))
-    if c.reduce_channels:
+    if expand is not None:
         layers.append(expand)
     return nn.Sequential(*layers)
 
@@ -117,8 +115,9 @@ class FeatureCodec(CompressionModel, Codec):
         super().__init__()
         self.config = config or FeatureCodecConfig()
         c = self.config
-        self.g_a = _analysis(c)
-        self.g_s = _synthesis(c)
+        reduce, expand, width = reduce_layers(c)   # 1x1 layers around the 3x3 stages, or none
+        self.g_a = _analysis(c, reduce, width)
+        self.g_s = _synthesis(c, expand, width)
         # log-gains per rate point, increasing with q at initialisation (finer quantisation)
         init = torch.linspace(-3.0, 2.0, c.rate_points)[:, None].expand(-1, c.latent_channels)
         self.log_gain = nn.Parameter(init.clone() * math.log(2))
@@ -279,7 +278,7 @@ class FeatureCodec(CompressionModel, Codec):
         """Payloads -> features [B, D, H, W]. Damaged or foreign payloads raise :class:`BitstreamError`.
 
         :param expected: the feature shape ``(D, H, W)`` the receiver needs; a payload whose header
-            declares another latent size is refused before entropy decoding.
+            declares another feature grid is refused before entropy decoding.
         """
         payloads = check_batch(payloads, "decompress")
         self._tables_ready()
@@ -294,8 +293,7 @@ class FeatureCodec(CompressionModel, Codec):
                 raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
             grid = (packet.height, packet.width)
             check_expected(grid, None if expected is None else tuple(expected[1:]), "a feature grid of")
-            pad = grid_padding(*grid, self.step)
-            latent = ((grid[0] + pad[2] + pad[3]) // self.step, (grid[1] + pad[0] + pad[1]) // self.step)
+            pad, latent = grid_padding(*grid, self.step)
             y_hat = self._entropy_decompress(packet.body, latent)
             _, inv_gain = self.gains(torch.tensor([packet.q16 / 16], device=device))
             outputs.append(crop_grid(self.g_s(y_hat * inv_gain), pad))

@@ -131,10 +131,24 @@ def check_expected(found: tuple[int, ...], expected: tuple[int, ...] | None, wha
         raise BitstreamError(f"the payload declares {what} {shown(found)}; this receiver expects {shown(expected)}")
 
 
+def grid_padding(height: int, width: int, step: int) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """The padding that makes a ``height`` x ``width`` grid a multiple of ``step`` on each side
+    (CompressAI's :func:`compressai.ops.compute_padding`, spread evenly) and the grid the codec's
+    stride-2 stages leave of it: ``(pad, (ceil(height / step), ceil(width / step)))``.
+
+    >>> grid_padding(27, 37, 4)
+    ((1, 2, 0, 1), (7, 10))
+    """
+    from compressai.ops import compute_padding
+
+    pad, _ = compute_padding(height, width, min_div=step)
+    return pad, ((height + pad[2] + pad[3]) // step, (width + pad[0] + pad[1]) // step)
+
+
 def pad_grid(x: torch.Tensor, step: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Zero-pad a grid [B, C, H, W] evenly on every side so that H and W become multiples of
-    ``step`` (CompressAI's :func:`compressai.ops.compute_padding`); returns it and the padding that
-    :func:`crop_grid` removes again. Any grid size codes this way: 27 x 27 and 37 x 37 included.
+    """Zero-pad a grid [B, C, H, W] as :func:`grid_padding` says, so that H and W become multiples
+    of ``step``; returns it and the padding that :func:`crop_grid` removes again. Any grid size
+    codes this way: 27 x 27 and 37 x 37 included.
 
     >>> import torch
     >>> padded, pad = pad_grid(torch.ones(1, 2, 27, 37), 4)
@@ -142,9 +156,8 @@ def pad_grid(x: torch.Tensor, step: int) -> tuple[torch.Tensor, tuple[int, int, 
     ((1, 2, 28, 40), True)
     """
     import torch.nn.functional as F
-    from compressai.ops import compute_padding
 
-    pad, _ = compute_padding(x.shape[-2], x.shape[-1], min_div=step)
+    pad, _ = grid_padding(x.shape[-2], x.shape[-1], step)
     return (F.pad(x, pad) if any(pad) else x), pad
 
 
@@ -154,22 +167,15 @@ def crop_grid(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
     return x[..., top:x.shape[-2] - bottom, left:x.shape[-1] - right] if any(pad) else x
 
 
-def grid_padding(height: int, width: int, step: int) -> tuple[int, int, int, int]:
-    """The padding :func:`pad_grid` adds to a ``height`` x ``width`` grid (for a receiver that
-    knows only the size)."""
-    from compressai.ops import compute_padding
-
-    return compute_padding(height, width, min_div=step)[0]
-
-
 def reduce_layers(config: GridCodecConfig) -> tuple[Any, Any, int]:
-    """The 1x1 layers of ``reduce_channels`` (in, out) and the width the 3x3 stages see; with the
-    reduction off, two identities (no parameters: a codec's weights are as they were) and ``D``."""
+    """The 1x1 layers of ``reduce_channels`` (before the 3x3 stages, after them) and the width the
+    3x3 stages see; ``(None, None, D)`` with the reduction off (a codec's weights are then as
+    they were)."""
     from torch import nn
 
     r = config.reduce_channels
     if not r:
-        return nn.Identity(), nn.Identity(), config.in_channels
+        return None, None, config.in_channels
     return nn.Conv2d(config.in_channels, r, 1), nn.Conv2d(r, config.in_channels, 1), r
 
 

@@ -83,7 +83,9 @@ class JSCCCodec(nn.Module, Codec):
         super().__init__()
         self.config = c = config or JSCCConfig()
         n, s = c.hidden_channels, c.symbol_channels
-        self.enc_reduce, self.dec_expand, width = reduce_layers(c)
+        reduce, expand, width = reduce_layers(c)
+        self.enc_reduce = reduce if reduce is not None else nn.Identity()
+        self.dec_expand = expand if expand is not None else nn.Identity()
         self.enc_in = nn.Conv2d(width, n, 3, padding=1)
         self.enc_down = nn.ModuleList(nn.Conv2d(n, n, 3, stride=2, padding=1) for _ in range(c.downsample))
         self.enc_af = nn.ModuleList(AttentionFeature(n) for _ in range(c.downsample + 1))
@@ -108,8 +110,8 @@ class JSCCCodec(nn.Module, Codec):
     def channel_uses(self, height: int, width: int, symbols: int | None = None) -> int:
         """Complex symbols per image for features on a ``height`` x ``width`` grid, sending the
         first ``symbols`` symbol channels (default all)."""
-        step = 2 ** self.config.downsample
-        return self._symbols(symbols) * -(-height // step) * -(-width // step)
+        h, w = grid_padding(height, width, 2 ** self.config.downsample)[1]
+        return self._symbols(symbols) * h * w
 
     def _symbols(self, symbols: int | None) -> int:
         s = self.config.symbol_channels if symbols is None else int(symbols)
@@ -152,8 +154,7 @@ class JSCCCodec(nn.Module, Codec):
         step = 2 ** c.downsample
         if grid is None:
             raise ShapeError("decode needs the feature grid (grid=(H, W)) the receiver expects")
-        pad = grid_padding(grid[0], grid[1], step)
-        hw = ((grid[0] + pad[2] + pad[3]) // step, (grid[1] + pad[0] + pad[1]) // step)
+        pad, hw = grid_padding(grid[0], grid[1], step)
         s, rest = divmod(received.shape[1], hw[0] * hw[1])
         if rest or not 1 <= s <= c.symbol_channels:
             raise ShapeError(f"{received.shape[1]} symbols do not fit 1..{c.symbol_channels} symbol channels "
