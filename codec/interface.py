@@ -26,7 +26,10 @@ Nothing outside :mod:`intelliflow.codec` asks what type a codec is: it reads the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence
+
+if TYPE_CHECKING:  # torch loads only where a codec computes
+    import torch
 
 Takes = Literal["features", "image", "caption"]
 Sends = Literal["bytes", "symbols"]

@@ -103,12 +103,11 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
     from intelliflow.flow import Flow, FlowResult
     from intelliflow.seeding import seed_everything
 
+    model = flow.model if isinstance(flow, Flow) else flow
     if isinstance(flow, Flow):
         flow.eval()
         caption = flow.caption
     else:
-        model = flow
-
         def caption(images, **generation):
             pixel_values = images if isinstance(images, torch.Tensor) else model.preprocess(images)
             captions = model.tail_generate(model.head(pixel_values), **generation)
@@ -116,7 +115,6 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
     n_batches = -(-len(dataset) // batch_size)
     mine = my_share(n_batches) if shard else range(n_batches)
     batches = [list(range(b * batch_size, min(len(dataset), (b + 1) * batch_size))) for b in mine]
-    model = flow.model if isinstance(flow, Flow) else flow
     pixels = workers > 0 and (not isinstance(flow, Flow) or flow.codec.takes == "features")
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                         collate_fn=_Preprocessed(model) if pixels else collate_samples,
@@ -128,10 +126,9 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
         if seed is not None:
             seed_everything(batch_seed(seed, b))
         result = caption(batch["pixels"] if pixels else batch["images"], **caption_options)
-        n = len(result.captions)   # a FlowResult may leave the link's lists out
-        mcs, rounds, first = result.mcs or [None] * n, result.transmissions or [None] * n, result.first_failed or [None] * n
         done.append((b, list(zip(batch["image_ids"], result.captions, batch["captions"], batch["scenes"],
-                                 result.payload_bits, result.channel_uses, mcs, result.lost, rounds, first))))
+                                 result.payload_bits, result.channel_uses, result.mcs, result.lost,
+                                 result.transmissions, result.first_failed))))
     if shard:
         done = sorted((item for part in gather(done) for item in part), key=lambda item: item[0])
     out = Captioned()

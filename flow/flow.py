@@ -20,7 +20,7 @@ training as at inference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -49,15 +49,23 @@ class FlowResult:
     :ivar mcs: MCS index per image over a digital link (else ``None``).
     :ivar transmissions: HARQ rounds per image over a digital link (else ``None``).
     :ivar first_failed: per image over a digital link, whether its first transmission failed.
+
+    The link's lists (``mcs``, ``transmissions``, ``first_failed``) may be left out: they are then
+    ``None`` per image, so every list has one entry per caption.
     """
 
     captions: list[str]
     payload_bits: list[int | None]
     channel_uses: list[int | None]
     lost: list[bool]
-    mcs: list[int | None] = field(default_factory=list)
-    transmissions: list[int | None] = field(default_factory=list)
-    first_failed: list[bool | None] = field(default_factory=list)
+    mcs: list[int | None] | None = None
+    transmissions: list[int | None] | None = None
+    first_failed: list[bool | None] | None = None
+
+    def __post_init__(self):
+        for name in ("mcs", "transmissions", "first_failed"):
+            if getattr(self, name) is None:
+                setattr(self, name, [None] * len(self.captions))
 
 
 class Flow(nn.Module):
@@ -185,7 +193,7 @@ class Flow(nn.Module):
             out = self.channel(sent.data, snr)
             captions = self.receiver_side.captions(out.y, snr_db=snr, noise=out.no_eff, prefix=sent.prefix,
                                                    **generation)
-            return FlowResult(captions, [None] * b, [int(out.channel_uses)] * b, [False] * b, [None] * b)
+            return FlowResult(captions, [None] * b, [int(out.channel_uses)] * b, [False] * b)
         if codec.ideal_link_only and not ideal:
             raise ConfigError(f"the {codec.name} codec sends raw float32 features: it is meant for an ideal link; "
                               "use channel 'none'")
