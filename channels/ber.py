@@ -142,9 +142,10 @@ class BerEstimate(NamedTuple):
 
 
 def independent_row_length(channel) -> int:
-    """Symbols per simulated row: one fading block of ``channel`` (one symbol where it fades once per
-    example, so that every symbol sees its own gain), or 1024 for a channel without such blocks."""
-    if getattr(channel, "name", None) == "rayleigh":
+    """Symbols per simulated row: one fading block of a block-fading ``channel`` (its ``block_length``;
+    one symbol where it fades once per example, so that every symbol sees its own gain), or 1024
+    for a channel without fading blocks."""
+    if hasattr(channel, "block_length"):
         return channel.block_length or 1
     return 1024
 

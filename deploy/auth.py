@@ -95,10 +95,15 @@ class Credentials:
         return None
 
     def refusal(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> str | None:
-        """Why a request is refused (``None``: it comes from a configured device)."""
-        reason = self.refusal_before_body(headers, now)
-        if reason is not None or self.kind == "token":
-            return reason
+        """Why a request is refused (``None``: it comes from a configured device): the header checks,
+        then the body's."""
+        return self.refusal_before_body(headers, now) or self.refusal_of_body(headers, body, now)
+
+    def refusal_of_body(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> str | None:
+        """Why a request whose headers passed :meth:`refusal_before_body` is refused once its body has
+        arrived: for an HMAC, a signature that does not match the body, or one used already."""
+        if self.kind == "token":
+            return None
         stamp, signature = headers["X-Intelliflow-Time"], headers["X-Intelliflow-Signature"]
         if not hmac.compare_digest(signature.encode(), self._signature(stamp, bytes(body)).encode()):
             return "the signature does not match the body"

@@ -319,7 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
         if len(body) < length:
             return self._refuse(HTTPStatus.BAD_REQUEST,
                                 f"truncated body: Content-Length says {length} bytes, {len(body)} arrived", close=True)
-        if credentials is not None and (reason := credentials.refusal(self.headers, body)) is not None:
+        if credentials is not None and (reason := credentials.refusal_of_body(self.headers, body)) is not None:
             return self._refuse(HTTPStatus.UNAUTHORIZED, reason, close=True)
         if kind != "application/octet-stream":
             return self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,

@@ -88,7 +88,7 @@ class CodecTraining:
     grad_clip: float = 1.0
     threads: int = 0
     workers: int = 0   # DataLoader processes reading and decoding a local dataset's images
-    precision: str = "float32"   # or "bfloat16": the model and the codec's transforms under torch.autocast
+    precision: Literal["float32", "bfloat16"] = "float32"   # bfloat16: the model and the transforms under autocast
 
 
 @dataclass
@@ -253,8 +253,6 @@ def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | No
         print(f"codec {recipe.codec['name']}: {sum(p.numel() for p in codec.parameters()):,} parameters; "
               f"{world} process(es); output {out}", file=sys.stderr)
 
-    if t.precision not in ("float32", "bfloat16"):
-        raise ConfigError(f"train.precision must be float32 or bfloat16, got {t.precision!r}")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bfloat16")
 
     def step_fn(batch: dict, step: int) -> Step:
