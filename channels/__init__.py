@@ -3,7 +3,8 @@
 - Analog channels (``torch.nn.Module``, differentiable): ``build_channel({"name": ...})`` with
   ``none``, ``awgn``, ``rayleigh``, ``ofdm-tdl``; ``channel(x, snr_db) -> ChannelOutput``.
 - The digital link: ``DigitalLink(channel).transmit(payload_bytes, snr_db, mcs)``; the MCS table
-  after 3GPP TS 38.214 (``MCS_TABLE``), simulated BLER tables and ``select_mcs``.
+  after 3GPP TS 38.214 (``MCS_TABLE``); link adaptation from Sionna's PHY abstraction (BLER per MCS
+  and code-block size, ``LinkAdaptation``, ``select_mcs``) with an outer loop (``OuterLoop``).
 - References: ``shannon_channel_uses``, ``capacity``, ``ber_theory``, ``simulate_ber``.
 
 Names are imported lazily, so ``import intelliflow.channels`` does not import Sionna (seconds)
@@ -22,8 +23,9 @@ _EXPORTS = {
     "CHANNELS": "registry", "channel_config": "registry", "channel_name": "registry",
     "DigitalLink": "digital", "LinkResult": "digital", "CRC_BITS": "digital", "DEFAULT_BLOCK_BYTES": "digital",
     "DEFAULT_BLOCK_BITS": "digital",
-    "MCS": "mcs", "MCS_TABLE": "mcs", "MCS_INDICES": "mcs", "get_mcs": "mcs", "BlerTable": "mcs",
-    "load_bler_table": "mcs", "select_mcs": "mcs",
+    "MCS": "mcs", "MCS_TABLE": "mcs", "MCS_INDICES": "mcs", "get_mcs": "mcs",
+    "LinkAdaptation": "link_adaptation", "OuterLoop": "link_adaptation", "select_mcs": "link_adaptation",
+    "code_block_bits": "link_adaptation", "ABSTRACTED_CHANNELS": "link_adaptation",
     "capacity": "capacity", "shannon_channel_uses": "capacity", "shannon_limit_db": "capacity",
     "MODULATIONS": "ber", "ber_theory": "ber", "simulate_ber": "ber", "has_ber_theory": "ber",
     "BerEstimate": "ber",

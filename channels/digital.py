@@ -18,7 +18,8 @@ import torch
 from intelliflow.devices import device_string
 from intelliflow.errors import ConfigError
 
-from .mcs import MCS, BlerTable, get_mcs, load_bler_table, select_mcs
+from .link_adaptation import LinkAdaptation, OuterLoop, code_block_bits
+from .mcs import MCS, MCS_TABLE, get_mcs
 
 __all__ = ["DigitalLink", "LinkResult", "CN_UPDATES", "HARQ_MODES", "RV_SEQUENCE", "CRC_BITS",
            "DEFAULT_BLOCK_BYTES", "DEFAULT_BLOCK_BITS"]
@@ -28,7 +29,7 @@ HARQ_MODES = ("ir", "chase", "arq")
 RV_SEQUENCE = (0, 2, 3, 1)  # redundancy versions of successive HARQ-IR transmissions (TS 38.321)
 CRC_DEGREE = "CRC24A"
 CRC_BITS = 24  # parity bits CRC24A adds to every code block
-DEFAULT_BLOCK_BYTES = 256  # payload bytes per code block of a DigitalLink (and of the cached BLER tables)
+DEFAULT_BLOCK_BYTES = 256  # payload bytes per code block of a DigitalLink
 DEFAULT_BLOCK_BITS = 8 * DEFAULT_BLOCK_BYTES
 # Transport block sizes up to 3824 bits (TS 38.214 Table 5.1.3.2-1), in bytes: a code block is
 # zero-padded to the next one, as 5G sizes transport blocks (the receiver knows the size from the
@@ -109,7 +110,7 @@ class DigitalLink:
     extra channel use counted.
 
     :param channel: an analog channel, its name or its config (``"awgn"``, ``{"name": "rayleigh", ...}``).
-    :param block_bytes: payload bytes per code block (1 to 477; the cached BLER tables are for 256).
+    :param block_bytes: payload bytes per code block (1 to 477).
     :param cn_update: Sionna's check-node update (``"boxplus-phi"``, ``"boxplus"``, ``"offset-minsum"``,
         ``"minsum"``). In Sionna 2 (PyTorch) an iteration costs the same with each of them, and
         ``boxplus-phi`` decodes best, hence the default (see ``benchmarks/channels_throughput.py``).
@@ -119,10 +120,15 @@ class DigitalLink:
     :param demapping: ``"app"`` or ``"maxlog"``.
     :param max_transmissions: transmissions per block (1: no retransmission).
     :param harq: ``"ir"``, ``"chase"`` or ``"arq"``.
-    :param target_bler: BLER target of ``mcs="auto"``.
+    :param target_bler: first-transmission BLER that ``mcs="auto"`` aims at (per packet, over its
+        actual code-block sizes; see :mod:`~intelliflow.channels.link_adaptation`).
+    :param olla: outer-loop link adaptation for ``mcs="auto"``: an SNR offset per mean SNR learnt
+        from each packet's first-transmission ACK/NACK. ``None`` (default): on for fading channels,
+        where the abstraction is only approximate (several fades per packet, estimated CSI), off
+        over AWGN, where Sionna's tables are the link.
+    :param olla_delta_up: dB the offset grows after a failed first transmission.
     :param tbs_padding: zero-pad each code block to the next 5G transport block size (the padding's
         channel uses are counted; the receiver strips it), so only a few LDPC codes are ever built.
-    :param bler_table: tables for ``mcs="auto"`` (default: the cached file).
     :param device: torch device of the Sionna blocks and the channel.
 
     .. code-block:: python
@@ -135,8 +141,8 @@ class DigitalLink:
 
     def __init__(self, channel: Any = "awgn", block_bytes: int = DEFAULT_BLOCK_BYTES, cn_update: str = "boxplus-phi",
                  num_iter: int = 20, demapping: str = "app", max_transmissions: int = 1, harq: str = "ir",
-                 target_bler: float = 0.1, bler_table: BlerTable | None = None, tbs_padding: bool = True,
-                 device: str | torch.device = "cpu") -> None:
+                 target_bler: float = 0.1, tbs_padding: bool = True, olla: bool | None = None,
+                 olla_delta_up: float = 1.0, device: str | torch.device = "cpu") -> None:
         from .analog import AnalogChannel
         from .registry import build_channel
 
@@ -164,7 +170,8 @@ class DigitalLink:
         self.tbs_padding = bool(tbs_padding)
         self.harq = harq
         self.target_bler = float(target_bler)
-        self._bler_table = bler_table
+        self.olla = OuterLoop(self.target_bler, olla_delta_up) if (
+            olla if olla is not None else self.channel.name not in ("awgn", "none")) else None
         dev = torch.device(device)
         self.device = dev
         self._dev = device_string(dev)
@@ -208,16 +215,36 @@ class DigitalLink:
         payload_bytes = payload_bytes or self.block_bytes
         return 8.0 * payload_bytes / self.channel_uses(payload_bytes, mcs)
 
-    @property
-    def bler_table(self) -> BlerTable:
-        """The BLER tables used by ``mcs="auto"``."""
-        if self._bler_table is None:
-            self._bler_table = load_bler_table()
-        return self._bler_table
+    def code_block_bits(self, payload_bytes: int) -> list[int]:
+        """LDPC information bits (CRC included) of each code block of a ``payload_bytes`` packet,
+        padding included: the code-block sizes its BLER depends on."""
+        return [code_block_bits(self.padded_size(b)) for b in self.block_sizes(payload_bytes)]
 
-    def select_mcs(self, snr_db: float) -> MCS | None:
-        """Highest-rate MCS with tabulated BLER <= ``target_bler`` over this link's channel."""
-        return select_mcs(snr_db, self.channel, self.target_bler, self.bler_table)
+    @property
+    def link_adaptation(self) -> LinkAdaptation:
+        """BLER per MCS and code-block size over this link's channel (Sionna's PHY abstraction)."""
+        return LinkAdaptation(self.channel, self.target_bler)
+
+    def select_mcs(self, snr_db: float, payload_bytes: int = DEFAULT_BLOCK_BYTES) -> MCS | None:
+        """Highest-rate MCS whose first-transmission BLER for a ``payload_bytes`` packet at
+        ``snr_db`` (less the outer loop's offset, when on) is at most ``target_bler``."""
+        offset = self.olla.offset(snr_db) if self.olla else 0.0
+        return self.link_adaptation.select(self.code_block_bits(payload_bytes), snr_db - offset)
+
+    def settle(self, snr_db: float, payload_bytes: int = 32, packets: int = 320, batch: int = 32) -> float:
+        """Bring the outer loop to its steady state at ``snr_db`` with ``packets`` random probe payloads
+        of ``payload_bytes`` bytes (sent ``batch`` at a time, the random state as it is: seed it
+        first), then freeze it, so what follows measures a settled link whose MCS choice no longer
+        depends on the packets before it; returns the offset (dB). Without an outer loop: 0."""
+        if self.olla is None:
+            return 0.0
+        self.olla.frozen = False
+        self.olla.reset(snr_db)
+        for start in range(0, packets, batch):
+            probe = torch.randint(0, 256, (min(batch, packets - start), payload_bytes), dtype=torch.uint8)
+            self.transmit([bytes(row.tolist()) for row in probe], snr_db, "auto")
+        self.olla.frozen = True
+        return self.olla.offset(snr_db)
 
     # ------------------------------------------------------------------ Sionna blocks
 
@@ -272,26 +299,36 @@ class DigitalLink:
             lo, hi = (mid, hi) if self.channel_uses(mid, mcs) <= channel_uses else (lo, mid)
         return lo
 
-    def resolve_mcs(self, mcs: Any, snrs: list[float]) -> list[MCS]:
-        """The MCS of each packet: ``"auto"`` (per SNR; the most robust where none meets the
-        target), one index for all, or one per packet."""
+    def resolve_mcs(self, mcs: Any, snrs: list[float], payload_bytes: Sequence[int] | None = None) -> list[MCS]:
+        """The MCS of each packet: ``"auto"`` (per SNR and packet size; the most robust where none
+        meets the target), one index for all, or one per packet."""
         if isinstance(mcs, str):
             if mcs != "auto":
                 raise ConfigError(f"mcs={mcs!r} is not allowed; allowed: 'auto' or an MCS index")
-            chosen = []
-            for snr in snrs:
-                best = self.select_mcs(snr)
-                chosen.append(best if best is not None else get_mcs(min(self.bler_table.mcs_indices(self.channel))))
-            return chosen
+            sizes = list(payload_bytes) if payload_bytes is not None else [self.block_bytes] * len(snrs)
+            return [self.select_mcs(snr, size) or MCS_TABLE[0] for snr, size in zip(snrs, sizes)]
         if isinstance(mcs, (list, tuple)):
             if len(mcs) != len(snrs):
                 raise ConfigError(f"got {len(mcs)} MCS values for {len(snrs)} packets")
             return [get_mcs(m) for m in mcs]
         return [get_mcs(mcs)] * len(snrs)
 
+    def mcs_for_budget(self, snr_db: float, channel_uses: int) -> MCS:
+        """For a payload that will fill ``channel_uses`` (one transmission): the highest-rate MCS whose
+        budget-filling payload meets ``target_bler`` at ``snr_db`` (less the outer loop's offset);
+        the most robust MCS when none does."""
+        offset = self.olla.offset(snr_db) if self.olla else 0.0
+        la, best = self.link_adaptation, MCS_TABLE[0]
+        for mcs in MCS_TABLE:
+            nbytes = self.max_payload_bytes(channel_uses, mcs)
+            if nbytes and mcs.spectral_efficiency > best.spectral_efficiency \
+                    and la.packet_bler(mcs, self.code_block_bits(nbytes), snr_db - offset) <= self.target_bler:
+                best = mcs
+        return best
+
     @torch.no_grad()
     def transmit(self, payload: bytes | Sequence[bytes], snr_db: float | Sequence[float],
-                 mcs: int | MCS | str | Sequence[int] = "auto") -> LinkResult:
+                 mcs: int | MCS | str | Sequence[int] = "auto", feedback: bool | None = None) -> LinkResult:
         """Send payload bytes through the link.
 
         :param payload: ``bytes`` (one packet) or a list of ``bytes`` (one packet each, e.g. per image).
@@ -299,6 +336,8 @@ class DigitalLink:
         :param mcs: an MCS index (3..28), an :class:`~intelliflow.channels.mcs.MCS`, one per packet,
             or ``"auto"`` (highest rate with tabulated BLER <= ``target_bler`` at each packet's SNR;
             the most robust MCS when none qualifies).
+        :param feedback: whether the first transmissions' ACK/NACK teach the outer loop (default: when
+            ``mcs="auto"``; ``True`` for an MCS the caller chose with :meth:`mcs_for_budget`).
         :output result: :class:`LinkResult`; ``received, channel_uses = result``.
         """
         single = isinstance(payload, (bytes, bytearray, memoryview))
@@ -316,7 +355,8 @@ class DigitalLink:
             raise ConfigError(f"got {len(snrs)} SNR values for {len(packets)} packets")
         if not all(math.isfinite(s) for s in snrs):
             raise ConfigError(f"snr_db must be finite, got {snr_db!r}")
-        schemes = self.resolve_mcs(mcs, snrs)
+        schemes = self.resolve_mcs(mcs, snrs, [len(p) for p in packets])
+        learn = self.olla is not None and (isinstance(mcs, str) if feedback is None else bool(feedback))
 
         blocks: list[_Block] = []
         for i, data in enumerate(packets):
@@ -343,6 +383,13 @@ class DigitalLink:
             if attempt == 0:
                 first_errors = sum(not b.ok for b in pending)
                 first_failed = [any(not b.ok for b in blocks if b.packet == i) for i in range(len(packets))]
+                if learn:   # one outer-loop step per mean SNR for the packets sent together
+                    acks: dict[float, list[bool]] = {}
+                    for snr, failed, data in zip(snrs, first_failed, packets):
+                        if data:
+                            acks.setdefault(snr, []).append(not failed)
+                    for snr, feedback in acks.items():
+                        self.olla.update(snr, feedback)
 
         received: list[bytes | None] = []
         for i, data in enumerate(packets):

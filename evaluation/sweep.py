@@ -74,6 +74,9 @@ class _Preprocessed:
         return batch
 
 
+SETTLE = 2 ** 32 - 1   # the "batch index" whose seed settles the link's outer loop before the batches
+
+
 def batch_seed(seed: Sequence[int], batch: int) -> int:
     """The seed of one batch: a function of the run's seed, the operating point and the batch's index
     alone (numpy's ``SeedSequence``), so a batch draws the same channel noise whichever process
@@ -122,6 +125,11 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
                         pin_memory=workers > 0 and torch.cuda.is_available())
     done = []   # (batch index, per-image records) of this process
     show = progress and rank_and_world()[0] == 0
+    if seed is not None and isinstance(flow, Flow):
+        # the digital link's outer loop settles first and is frozen: every batch then meets the same link,
+        # whichever process captions it and whatever came before it
+        seed_everything(batch_seed(seed, SETTLE))
+        flow.settle_link(**caption_options)
     for b, batch in zip(mine, tqdm(loader, desc=desc, unit="batch", file=sys.stderr, disable=not show)):
         if seed is not None:
             seed_everything(batch_seed(seed, b))

@@ -197,11 +197,13 @@ class Flow(nn.Module):
         if codec.ideal_link_only and not ideal:
             raise ConfigError(f"the {codec.name} codec sends raw float32 features: it is meant for an ideal link; "
                               "use channel 'none'")
-        chosen = None if ideal else self.link.resolve_mcs(mcs, [float(snr_db)] * b)
-        budgets = None
+        chosen = budgets = None
         if channel_uses is not None:
             if ideal or not (codec.learned and codec.sends == "bytes"):
                 raise ConfigError("a channel-use budget needs a learned byte codec and a channel")
+            # the MCS comes before the payload here: the one whose budget-filling payload meets the target
+            chosen = [self.link.mcs_for_budget(float(snr_db), channel_uses) if mcs == "auto"
+                      else self.link.resolve_mcs(mcs, [float(snr_db)])[0]] * b
             budgets = [self.link.max_payload_bytes(channel_uses, m) for m in chosen]
         sent = self.device_side.encode(images, q=q, target_bytes=None if budgets is None else [max(1, x) for x in budgets])
         payloads: list[bytes | None] = list(sent.data)
@@ -210,24 +212,39 @@ class Flow(nn.Module):
         bits = [8 * len(p) if p is not None else None for p in payloads]
         rounds: list[int | None] = [None] * b
         first_failed: list[bool | None] = [None] * b
+        used_mcs: list[int | None] = [None] * b
         if ideal:
             received, uses = payloads, [None] * b
         else:
             sendable = [i for i, p in enumerate(payloads) if p is not None]
             received, uses = [None] * b, [channel_uses] * b
             if sendable:
+                # "auto": the link picks each payload's MCS for its own code blocks (and its outer loop
+                # learns from the first transmissions); a budget's MCS was picked above, the same way
                 result = self.link.transmit([payloads[i] for i in sendable], float(snr_db),
-                                            mcs=[chosen[i].index for i in sendable])
-                for i, r, u, t, f in zip(sendable, result.received, result.channel_uses_per_packet,
-                                         result.transmissions_per_packet, result.first_failed_per_packet):
-                    received[i], uses[i], rounds[i], first_failed[i] = r, u, t, f
+                                            mcs=mcs if chosen is None else [chosen[i].index for i in sendable],
+                                            feedback=mcs == "auto")
+                for i, r, u, t, f, m in zip(sendable, result.received, result.channel_uses_per_packet,
+                                            result.transmissions_per_packet, result.first_failed_per_packet,
+                                            result.mcs):
+                    received[i], uses[i], rounds[i], first_failed[i], used_mcs[i] = r, u, t, f, m
         ok = [i for i, r in enumerate(received) if r is not None]
         captions = [""] * b
         if ok:
             for i, c in zip(ok, self.receiver_side.captions([received[i] for i in ok], **generation)):
                 captions[i] = c
-        return FlowResult(captions, bits, uses, [r is None for r in received],
-                          [m.index for m in chosen] if chosen else [None] * b, rounds, first_failed)
+        if chosen is not None:   # an image that did not fit was not sent, at the MCS its budget assumed
+            used_mcs = [m if m is not None else c.index for m, c in zip(used_mcs, chosen)]
+        return FlowResult(captions, bits, uses, [r is None for r in received], used_mcs, rounds, first_failed)
+
+    def settle_link(self, snr_db: float | None = None, mcs: int | str = "auto", ideal: bool = False, **_) -> float:
+        """Before a measurement at ``snr_db``: settle the digital link's outer loop (see
+        :meth:`~intelliflow.channels.DigitalLink.settle`) and freeze it; a no-op (0) without one, for
+        symbols, over an ideal link or at a fixed MCS. Returns the offset (dB)."""
+        if ideal or snr_db is None or mcs != "auto" or self.codec.sends != "bytes" or self.channel_name == "none" \
+                or self.codec.ideal_link_only:
+            return 0.0
+        return self.link.settle(float(snr_db))
 
 
 __all__ = ["Flow", "FlowResult"]

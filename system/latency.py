@@ -20,8 +20,11 @@ Every latency is in milliseconds and broken down into ``device``, ``encode``, ``
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from intelliflow.errors import ConfigError
 from intelliflow.plots import save_figure
@@ -61,6 +64,13 @@ PRESETS = {
 }
 
 
+@lru_cache(maxsize=8)
+def _digital_link(channel: str) -> Any:
+    from intelliflow.channels import DigitalLink
+
+    return DigitalLink(channel, olla=False)
+
+
 @dataclass(frozen=True)
 class WirelessLink:
     """Device-to-edge radio: bandwidth (Hz), SNR (dB, Es/N0) and channel (``awgn`` or ``rayleigh``).
@@ -82,39 +92,38 @@ class WirelessLink:
     max_transmissions: int = 4
     harq_rtt_ms: float = 4.0
 
-    def digital_rate(self) -> tuple[float, float, int | None]:
-        """(information bit/s, BLER, MCS index) at this SNR with the adaptive MCS; (0, 1, None) in
-        outage; (bit_rate, 0, None) on a fixed-rate link."""
-        from intelliflow.channels.mcs import load_bler_table, select_mcs
-
+    def digital_rate(self, payload_bits: float = 2048) -> tuple[float, float, int | None]:
+        """(information bit/s, first-transmission BLER, MCS index) of a ``payload_bits`` packet at
+        this SNR, with the MCS link adaptation picks for its code blocks (Sionna's BLER per MCS and
+        code-block size; CRC, transport-block padding and pilots count against the rate);
+        (0, 1, None) in outage; (bit_rate, 0, None) on a fixed-rate link."""
         if self.bit_rate:
             return float(self.bit_rate), 0.0, None
-
-        mcs = select_mcs(self.snr_db, self.channel)
+        link = _digital_link(self.channel)
+        nbytes = max(1, math.ceil(float(payload_bits) / 8))
+        mcs = link.select_mcs(self.snr_db, nbytes)
         if mcs is None:
             return 0.0, 1.0, None
-        bler = load_bler_table().bler(mcs, self.snr_db, self.channel)
-        return self.bandwidth_hz * mcs.spectral_efficiency, bler, mcs.index
+        bler = link.link_adaptation.packet_bler(mcs, link.code_block_bits(nbytes), self.snr_db)
+        return self.bandwidth_hz * 8 * nbytes / link.channel_uses(nbytes, mcs), bler, mcs.index
 
-    def transmissions(self) -> tuple[float, float]:
-        """(expected transmissions, residual loss) of a transport block under HARQ: with a
-        first-transmission BLER ``p`` taken for every round (conservative: incremental redundancy
-        makes later rounds likelier to succeed), ``sum p^k`` for k < N rounds, and ``p^N`` lost."""
-        _, bler, _ = self.digital_rate()
+    def transmissions(self, payload_bits: float = 2048) -> tuple[float, float]:
+        """(expected transmissions, residual loss) of a ``payload_bits`` packet under HARQ: with
+        its first-transmission BLER ``p`` taken for every round (conservative: incremental
+        redundancy makes later rounds likelier to succeed), ``sum p^k`` for k < N rounds, and
+        ``p^N`` lost."""
+        _, bler, _ = self.digital_rate(payload_bits)
         n = max(1, int(self.max_transmissions))
         return sum(bler ** k for k in range(n)), bler ** n
 
     def digital_ms(self, payload_bits: float) -> float:
-        """Expected time to deliver ``payload_bits``: airtime (a 24-bit CRC per 256-byte block) times
-        the expected HARQ transmissions, plus a HARQ round trip per retransmission."""
-        rate, _, _ = self.digital_rate()
+        """Expected time to deliver ``payload_bits`` (plus ``overhead_bits``): airtime times the
+        expected HARQ transmissions, plus a HARQ round trip per retransmission."""
+        bits = float(payload_bits) + self.overhead_bits
+        rate, _, _ = self.digital_rate(bits)
         if rate <= 0:
             return float("inf")
-        bits = payload_bits + self.overhead_bits
-        if not self.bit_rate:  # the radio adds a CRC per code block
-            from intelliflow.channels.digital import CRC_BITS, DEFAULT_BLOCK_BITS
-            bits += CRC_BITS * max(1, -(-int(payload_bits) // DEFAULT_BLOCK_BITS))
-        expected, _ = self.transmissions()
+        expected, _ = self.transmissions(bits)
         return self.rtt_ms + 1e3 * bits / rate * expected + self.harq_rtt_ms * (expected - 1)
 
     def analog_ms(self, channel_uses: float) -> float:

@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from intelliflow.channels import (MCS_TABLE, DigitalLink, build_channel, get_mcs, load_bler_table, select_mcs,
-                                  shannon_channel_uses)
+from intelliflow.channels import MCS_TABLE, DigitalLink, build_channel, get_mcs, select_mcs, shannon_channel_uses
 from intelliflow.errors import ConfigError
 from intelliflow.seeding import seed_everything
 
@@ -119,45 +118,13 @@ def test_partial_blocks_are_padded_to_a_transport_block_size_and_stripped():
     assert plain.channel_uses(25, 9) == expected_uses(25, 9, block_bytes=25)
 
 
-def test_bler_table_file_says_how_it_was_made():
-    table = load_bler_table()
-    assert "channels_bler_tables.py" in table.data["command"]
-    assert {"awgn", "rayleigh"} <= set(table.channels)
-    assert table.mcs_indices("awgn") == [m.index for m in MCS_TABLE]
-    link = table.data["link"]
-    default = DigitalLink("awgn")
-    assert (link["block_bytes"], link["cn_update"], link["num_iter"]) == \
-        (default.block_bytes, default.cn_update, default.num_iter)
-    with pytest.raises(ConfigError, match="awgn"):
-        table.bler(5, 0.0, "ofdm-tdl")
-
-
-def test_select_mcs_is_the_highest_rate_under_the_target():
-    table = load_bler_table()
-    chosen = [select_mcs(s) for s in np.arange(-6.0, 26.0, 0.5)]
-    assert chosen[0] is None and chosen[-1].index == 28
-    rates = [m.spectral_efficiency if m else 0.0 for m in chosen]
-    assert rates == sorted(rates)                            # more SNR never picks a slower MCS
-    for snr, mcs in zip(np.arange(-6.0, 26.0, 0.5), chosen):
-        if mcs is None:
-            continue
-        assert table.bler(mcs, snr) <= 0.1
-        faster = [m for m in MCS_TABLE if m.spectral_efficiency > mcs.spectral_efficiency]
-        assert all(table.bler(m, snr) > 0.1 for m in faster)
-    # a stricter target never picks a faster MCS; fading needs more SNR for the same MCS
-    assert select_mcs(10.0, target_bler=0.01).spectral_efficiency <= select_mcs(10.0).spectral_efficiency
-    assert select_mcs(15.0, "rayleigh").spectral_efficiency < select_mcs(15.0, "awgn").spectral_efficiency
-    with pytest.raises(ConfigError, match="target_bler"):
-        select_mcs(10.0, target_bler=1.5)
-
-
 def test_auto_mcs_delivers_near_capacity_but_never_beyond():
     seed_everything(26, sionna=True)
     link = DigitalLink("awgn")
     data = payload(1024, 6)
     for snr in (2.0, 9.0, 17.0):
         result = link.transmit(data, snr, "auto")
-        assert result.mcs[0] == select_mcs(snr).index
+        assert result.mcs[0] == select_mcs(snr, block_bits=link.code_block_bits(len(data))).index
         floor = shannon_channel_uses(8 * len(data), snr, "awgn")
         assert result.channel_uses > floor
         if result.received == data:
@@ -186,14 +153,16 @@ def test_block_constants_are_the_links():
 
     link = DigitalLink("awgn")
     assert (CRC_BITS, DEFAULT_BLOCK_BYTES, DEFAULT_BLOCK_BITS) == (24, 256, 2048)
-    assert link.block_bytes == DEFAULT_BLOCK_BYTES == load_bler_table().data["link"]["block_bytes"]
+    assert link.block_bytes == DEFAULT_BLOCK_BYTES
     mcs = get_mcs(13)
     assert link.codeword_bits(DEFAULT_BLOCK_BYTES, mcs) == \
         math.ceil((DEFAULT_BLOCK_BITS + CRC_BITS) / (mcs.code_rate * mcs.bits_per_symbol) - 1e-9) * mcs.bits_per_symbol
-    # the latency model adds one CRC per code block of the link
-    fixed, adaptive = WirelessLink(bit_rate=1e6), WirelessLink(snr_db=20.0)
-    rate, bler, _ = adaptive.digital_rate()
+    # the latency model prices a payload with the link's channel uses (a CRC per code block, padding)
+    fixed, adaptive = WirelessLink(bit_rate=1e6), WirelessLink(snr_db=20.0, bandwidth_hz=1e6)
     assert fixed.digital_ms(3 * DEFAULT_BLOCK_BITS) == pytest.approx(1e3 * 3 * DEFAULT_BLOCK_BITS / 1e6)
+    rate, bler, index = adaptive.digital_rate(3 * DEFAULT_BLOCK_BITS)
+    assert index == link.select_mcs(20.0, 3 * DEFAULT_BLOCK_BYTES).index
+    assert rate == pytest.approx(1e6 * 3 * DEFAULT_BLOCK_BITS / link.channel_uses(3 * DEFAULT_BLOCK_BYTES, index))
     expected = sum(bler ** k for k in range(adaptive.max_transmissions))   # HARQ rounds
-    assert adaptive.digital_ms(3 * DEFAULT_BLOCK_BITS) == \
-        pytest.approx(1e3 * 3 * (DEFAULT_BLOCK_BITS + CRC_BITS) / rate * expected + adaptive.harq_rtt_ms * (expected - 1))
+    assert adaptive.digital_ms(3 * DEFAULT_BLOCK_BITS) == pytest.approx(
+        1e3 * link.channel_uses(3 * DEFAULT_BLOCK_BYTES, index) / 1e6 * expected + adaptive.harq_rtt_ms * (expected - 1))

@@ -78,6 +78,25 @@ def test_digital_inference_sends_the_real_payload_and_losses_give_no_caption():
     assert all(u > 0 for u in clean.channel_uses) and all(m is not None for m in clean.mcs)
     broken = link.caption(IMAGES, snr_db=-10.0, q=2.0, mcs=20)  # far below what MCS 20 needs
     assert all(broken.lost) and broken.captions == [""] * 4
+    # "auto" picks each payload's MCS for its own code blocks, not for a full 256-byte block
+    at10 = link.caption(IMAGES, snr_db=10.0, q=2.0)   # (tiny payloads would get a slower MCS than 256 bytes)
+    assert at10.mcs == [link.link.select_mcs(10.0, len(p)).index for p in payloads]
+
+
+def test_a_settled_outer_loop_is_frozen_and_the_same_for_the_same_seed():
+    model = tiny_shapes_captioner()
+    codec = digital_codec().eval()
+    codec.update()
+    flow = Flow(model, codec, {"name": "rayleigh", "csi": "estimated"})
+    offsets = []
+    for _ in range(2):
+        seed_everything(6, sionna=True)
+        offsets.append(flow.settle_link(snr_db=15.0))
+    assert offsets[0] == offsets[1] != 0.0 and flow.link.olla.frozen
+    flow.caption(IMAGES, snr_db=15.0, q=2.0)
+    assert flow.link.olla.offset(15.0) == offsets[0]              # measuring does not move it
+    assert Flow(model, codec, "awgn").settle_link(snr_db=15.0) == 0.0   # no outer loop over AWGN
+    assert flow.settle_link(snr_db=15.0, mcs=9) == 0.0 and flow.settle_link(snr_db=15.0, ideal=True) == 0.0
 
 
 def test_channel_use_budget_fits_the_payload_or_loses_the_image():

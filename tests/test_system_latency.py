@@ -23,11 +23,13 @@ def test_breakdown_adds_up_and_follows_the_units():
     split = breakdown(s, "device-edge")
     assert split["total"] == pytest.approx(sum(v for k, v in split.items() if k != "total"))
     assert split["device"] == pytest.approx(1e3 * 2e9 / PRESETS["phone"].flops_per_s)
-    rate, bler, mcs = s.wireless.digital_rate()
+    rate, bler, mcs = s.wireless.digital_rate(200)
     assert mcs is not None and 0 <= bler <= 0.1
     expected = sum(bler ** k for k in range(4))                   # HARQ: up to 4 transmissions, 4 ms apart
-    assert split["uplink"] == pytest.approx(1e3 * (200 + 24) / rate * expected + 4.0 * (expected - 1))
-    assert s.wireless.transmissions() == pytest.approx((expected, bler ** 4))
+    assert split["uplink"] == pytest.approx(1e3 * 200 / rate * expected + 4.0 * (expected - 1))
+    assert s.wireless.transmissions(200) == pytest.approx((expected, bler ** 4))
+    # a 25-byte payload pays its CRC and a short code block's worse waterfall: less rate than a full block
+    assert rate < s.wireless.digital_rate(2048)[0]
     assert breakdown(s, "cloud-only")["cloud"] == pytest.approx(1e3 * 2.2e10 / PRESETS["cloud-gpu"].flops_per_s)
     assert breakdown(s, "cloud-only")["backhaul"] == pytest.approx(20.0 + 1e3 * 8000 / 1e9)  # there and back
     outage = replace(s, wireless=WirelessLink(snr_db=-20.0))

@@ -74,36 +74,37 @@ def cmd_channels_ber(args) -> int:
 
 
 def cmd_channels_mcs(args) -> int:
-    """The MCS adaptive selection picks per SNR, its spectral efficiency and the Shannon limit."""
-    from intelliflow.channels import DigitalLink, capacity, load_bler_table
+    """The MCS link adaptation picks per SNR for a payload size, its BLER, spectral efficiency and the Shannon limit."""
+    from intelliflow.channels import ABSTRACTED_CHANNELS, DigitalLink, capacity
 
     from .common import float_list, print_json
 
     if not 0.0 < args.target_bler < 1.0:
         raise ConfigError(f"--target-bler must be in (0, 1), got {args.target_bler}")
+    if args.channel not in ABSTRACTED_CHANNELS:
+        raise ConfigError(f"--channel {args.channel!r} has no BLER abstraction; allowed: {list(ABSTRACTED_CHANNELS)}")
+    if args.payload_bytes < 1:
+        raise ConfigError(f"--payload-bytes must be at least 1, got {args.payload_bytes}")
     snrs = float_list(args.snr)
     if not snrs:
         raise ConfigError(f"--snr {args.snr!r} gives no SNR values")
-    table = load_bler_table(args.table)
-    if args.channel not in table.channels:
-        raise ConfigError(f"--channel {args.channel!r} has no BLER table; allowed: {table.channels}")
-    link = DigitalLink(table.data["channels"][args.channel].get("config", args.channel),
-                       block_bytes=int(table.data.get("link", {}).get("block_bytes", 256)),
-                       target_bler=args.target_bler, bler_table=table)
+    link = DigitalLink(args.channel, target_bler=args.target_bler, olla=False)
+    blocks = link.code_block_bits(args.payload_bytes)
     rows = []
     for snr in snrs:
-        mcs = link.select_mcs(snr)
-        rows.append({"snr_db": snr,
+        mcs = link.select_mcs(snr, args.payload_bytes)
+        rows.append({"snr_db": snr, "payload_bytes": args.payload_bytes, "code_block_bits": blocks,
                      "mcs": mcs.index if mcs else None,
                      "modulation": mcs.modulation if mcs else None,
                      "code_rate": mcs.code_rate if mcs else None,
-                     "spectral_efficiency": link.spectral_efficiency(mcs) if mcs else 0.0,
+                     "spectral_efficiency": link.spectral_efficiency(mcs, args.payload_bytes) if mcs else 0.0,
                      "shannon_limit": float(capacity(snr, args.channel)),
-                     "bler": table.bler(mcs, snr, args.channel) if mcs else None})
+                     "bler": link.link_adaptation.packet_bler(mcs, blocks, snr) if mcs else None})
     if args.json:
         print_json(rows)
         return 0
-    print(f"adaptive MCS over {args.channel} (BLER <= {args.target_bler:g}, {link.block_bytes}-byte code blocks); "
+    print(f"adaptive MCS over {args.channel} for a {args.payload_bytes}-byte payload (code blocks of {blocks} bits, "
+          f"CRC included; first-transmission BLER <= {args.target_bler:g}, Sionna's PHY abstraction); "
           f"spectral efficiency and Shannon limit in information bits per channel use")
     print(f"{'snr_db':>8} {'mcs':>4} {'modulation':>10} {'code_rate':>9} {'spectral_eff':>12} {'shannon_limit':>13} "
           f"{'bler':>8}")
@@ -138,12 +139,15 @@ def register(sub) -> None:
                    help="print a JSON list of {snr_db, ber, ber_theory, bits_simulated}")
     p.set_defaults(func=cmd_channels_ber)
 
-    p = csub.add_parser("mcs", help="adaptive MCS per SNR from the simulated BLER tables, with the Shannon limit")
-    p.add_argument("--channel", default="awgn", help="a channel with a BLER table: awgn or rayleigh (default: awgn)")
+    p = csub.add_parser("mcs", help="adaptive MCS per SNR for a payload size from Sionna's BLER tables per MCS and "
+                                    "code-block size, with the Shannon limit")
+    p.add_argument("--channel", default="awgn", help="a channel with a BLER abstraction: awgn or rayleigh (default: awgn)")
+    p.add_argument("--payload-bytes", type=int, default=256,
+                   help="payload size the MCS is chosen for (default: 256, one full code block)")
     p.add_argument("--snr", default="0:20:2",
                    help="Es/N0 values in dB: 0,5,10 or 0:20:2 (stop included); negative start: --snr=-4:20:2")
     p.add_argument("--target-bler", type=float, default=0.1, help="block error rate target (default: 0.1)")
-    p.add_argument("--table", default=None, help="BLER table JSON (default: the one shipped in the package)")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {snr_db, mcs, modulation, code_rate, "
-                                                       "spectral_efficiency, shannon_limit}")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {snr_db, payload_bytes, "
+                                                       "code_block_bits, mcs, modulation, code_rate, "
+                                                       "spectral_efficiency, shannon_limit, bler}")
     p.set_defaults(func=cmd_channels_mcs)
