@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CODECS = ("shapes-hyperprior", "mse-codec", "quantize-8", "jpeg-50", "text")
+CODECS = ("shapes-hyperprior", "mse-codec", "quantize-8", "jpeg-50", "text", "shapes-bmshj2018-2")
 
 
 def forgeries(data: bytes) -> list[tuple[str, bytes]]:
@@ -81,6 +81,7 @@ def main() -> int:
     parser.add_argument("--random", type=int, default=200, help="random insertions and blobs per file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/fuzz_payloads.json"))
+    parser.add_argument("--codecs", default=",".join(CODECS), help="comma-separated codec names (default: %(default)s)")
     args = parser.parse_args()
 
     from tqdm import tqdm
@@ -93,7 +94,7 @@ def main() -> int:
     images = [make_sample("val", i).image for i in range(args.images)]
     decoder = FileDecoder()
     report = {"images": args.images, "codecs": {}, "seed": args.seed}
-    for name in CODECS:
+    for name in args.codecs.split(","):
         honest = FileEncoder("shapes-captioner", name).encode(images)
         truth = [decoder.decode(d)[0] for d in honest]
         counts, kinds, worst_ms, worst_heap, wrong = Counter(), Counter(), 0.0, 0, []

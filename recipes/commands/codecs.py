@@ -39,8 +39,10 @@ def cmd_codecs(args) -> int:
     if shipped:
         print("shipped checkpoints (use the name wherever --codec is taken):")
         for s in shipped:
-            print(f"  {s['name']:<24} {s['codec']:<11} for {s['model']} k={s['split']}, objective {s['objective']}, "
-                  f"trained on channel {s['channel']} ({s['steps']} steps, seed {s['seed']})")
+            target = f"for {s['model']} k={s['split']}" if s["model"] else "for pictures (whole model on the server)"
+            channel = f", trained on channel {s['channel']}" if s["channel"] else ""
+            print(f"  {s['name']:<24} {s['codec']:<11} {target}, objective {s['objective']}{channel} "
+                  f"({s['steps']} steps, seed {s['seed']})")
     else:
         print("no codec checkpoints are shipped in this installation")
     return 0

@@ -19,10 +19,14 @@ def cmd_train(args) -> int:
         from intelliflow.training.codec import recipe_from_dict, train_codec
 
         final = train_codec(recipe_from_dict(data), output=args.out, resume=args.resume, stop_at=args.stop_at)
+    elif task == "image-codec":
+        from intelliflow.training.image_codec import recipe_from_dict, train_image_codec
+
+        final = train_image_codec(recipe_from_dict(data), output=args.out, resume=args.resume, stop_at=args.stop_at)
     else:
         from intelliflow.errors import ConfigError
 
-        raise ConfigError(f"recipe {args.recipe}: unknown task {task!r}; allowed: ['captioner', 'codec']")
+        raise ConfigError(f"recipe {args.recipe}: unknown task {task!r}; allowed: ['captioner', 'codec', 'image-codec']")
     print(f"trained: {final}")
     return 0
 
