@@ -24,10 +24,11 @@ from .results import clean_cider
 
 
 
-def rate_curve(rows: Sequence[dict], method: str, channel: str = "none") -> list[tuple[float, float]]:
-    """(payload bits, CIDEr-D) points of one method over one channel, sorted by bits."""
-    points = [(r["payload_bits"], r["CIDEr-D"]) for r in rows
-              if r["method"] == method and r["channel"] == channel and r["payload_bits"] and r["CIDEr-D"] is not None]
+def rate_curve(rows: Sequence[dict], method: str, channel: str = "none",
+               metric: str = "CIDEr-D") -> list[tuple[float, float]]:
+    """(payload bits, ``metric``) points of one method over one channel, sorted by bits."""
+    points = [(r["payload_bits"], r[metric]) for r in rows
+              if r["method"] == method and r["channel"] == channel and r["payload_bits"] and r.get(metric) is not None]
     return sorted(points)
 
 
@@ -47,9 +48,20 @@ def bits_to_reach(curve: Sequence[tuple[float, float]], target: float) -> float 
     return best
 
 
+def _sends_images(rows: Sequence[dict], method: str) -> bool:
+    """Whether a method's codec uploads the picture (an image baseline: JPEG, JPEG 2000, a learned image codec)."""
+    from intelliflow.codec.registry import codec_class
+
+    names = {r["codec"] for r in rows if r["method"] == method and r.get("codec")}
+    classes = [codec_class(str(n)) for n in names]
+    return bool(classes) and all(c is not None and c.takes == "image" for c in classes)
+
+
 def summarize(rows: Sequence[dict], ours: str | None = None, fraction: float = 0.95,
-              clean: float | None = None) -> list[dict]:
-    """Per method (over the ideal link): bits to reach ``fraction`` of the clean CIDEr-D, ratio to ours.
+              clean: float | None = None, semantic_target: float = 0.95) -> list[dict]:
+    """Per method (over the ideal link): bits to reach ``fraction`` of the clean CIDEr-D and to reach
+    ``semantic_target`` semantic accuracy, each with its ratio to ours; ``image`` marks the image
+    baselines (their codec uploads the picture).
 
     ``ours`` defaults to the first method whose kind is ``learned`` and whose name is not ``mse-codec``.
     """
@@ -62,35 +74,56 @@ def summarize(rows: Sequence[dict], ours: str | None = None, fraction: float = 0
     table = []
     for method in methods:
         curve = rate_curve(rows, method)
+        semantic = rate_curve(rows, method, metric="semantic_accuracy")
         best = max((q for _, q in curve), default=None)
         table.append({"method": method, "points": len(curve), "best_CIDEr-D": best,
                       "min_bits": curve[0][0] if curve else None,
-                      "bits_to_target": bits_to_reach(curve, target) if target is not None else None})
-    ours_bits = next((t["bits_to_target"] for t in table if t["method"] == ours), None)
+                      "bits_to_target": bits_to_reach(curve, target) if target is not None else None,
+                      "bits_to_semantic": bits_to_reach(semantic, semantic_target),
+                      "image": _sends_images(rows, method)})
+    for key, ratio in (("bits_to_target", "ratio_to_ours"), ("bits_to_semantic", "semantic_ratio_to_ours")):
+        ours_bits = next((t[key] for t in table if t["method"] == ours), None)
+        for t in table:
+            t[ratio] = (t[key] / ours_bits) if t[key] and ours_bits else None
     for t in table:
-        t["ratio_to_ours"] = (t["bits_to_target"] / ours_bits) if t["bits_to_target"] and ours_bits else None
         t["ours"] = t["method"] == ours
     return table
 
 
 def format_summary(table: Sequence[dict], clean: float | None, floor_bits: float | None = None,
-                   fraction: float = 0.95) -> str:
-    """The summary as a Markdown table."""
-    head = f"Target: {fraction:.0%} of the clean CIDEr-D" + (f" ({clean:.3f} -> {fraction * clean:.3f})" if clean else "")
-    lines = [head, "", "| method | best CIDEr-D | fewest bits | bits to target | x ours |", "|---|---|---|---|---|"]
+                   fraction: float = 0.95, semantic_target: float = 0.95) -> str:
+    """The summary as a Markdown table, and how ours compares with the best image baseline."""
+    head = f"Targets: {fraction:.0%} of the clean CIDEr-D" + (f" ({clean:.3f} -> {fraction * clean:.3f})" if clean else "") \
+        + f", and {semantic_target:g} semantic accuracy"
+    lines = [head, "", "| method | best CIDEr-D | fewest bits | bits to CIDEr-D target | x ours | "
+             f"bits to {semantic_target:g} sem. acc. | x ours |", "|---|---|---|---|---|---|---|"]
 
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
 
     for t in table:
-        name = f"**{t['method']}** (ours)" if t["ours"] else t["method"]
+        name = f"**{t['method']}** (ours)" if t["ours"] else t["method"] + (" (image)" if t.get("image") else "")
         reach = fmt(t["bits_to_target"], ".0f") if t["bits_to_target"] else "not reached"
+        semantic = fmt(t.get("bits_to_semantic"), ".0f") if t.get("bits_to_semantic") else "not reached"
         lines.append(f"| {name} | {fmt(t['best_CIDEr-D'], '.3f')} | {fmt(t['min_bits'], '.0f')} | {reach} | "
-                     f"{fmt(t['ratio_to_ours'], '.1f')} |")
+                     f"{fmt(t['ratio_to_ours'], '.1f')} | {semantic} | {fmt(t.get('semantic_ratio_to_ours'), '.1f')} |")
+    ours = next((t for t in table if t["ours"]), None)
+    images = [t for t in table if t.get("image")]
+    if ours and images:
+        lines.append("")
+        for key, ratio, what in (("bits_to_target", "ratio_to_ours", "the CIDEr-D target"),
+                                 ("bits_to_semantic", "semantic_ratio_to_ours", f"{semantic_target:g} semantic accuracy")):
+            reached = [t for t in images if t.get(key)]
+            if not reached or not ours.get(key):
+                lines.append(f"- {what}: no image baseline{'' if ours.get(key) else ' or ours'} reaches it")
+                continue
+            best = min(reached, key=lambda t: t[key])
+            lines.append(f"- {what}: the best image baseline is {best['method']} with {best[key]:.0f} bits; "
+                         f"ours needs {ours[key]:.0f}, {best[ratio]:.1f}x fewer")
     if floor_bits:
-        ours = next((t for t in table if t["ours"] and t["bits_to_target"]), None)
+        reached = ours if ours and ours["bits_to_target"] else None
         lines += ["", f"Semantic-entropy floor: {floor_bits:.1f} bits per image"
-                  + (f"; ours needs {ours['bits_to_target'] / floor_bits:.1f}x the floor" if ours else "")]
+                  + (f"; ours needs {reached['bits_to_target'] / floor_bits:.1f}x the floor" if reached else "")]
     return "\n".join(lines)
 
 

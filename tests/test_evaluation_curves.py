@@ -66,3 +66,32 @@ def test_the_channel_uses_panel_marks_the_shannon_limit_of_the_semantic_entropy_
     assert limits[("awgn", 0.0)] == 15.6
     assert limits[("rayleigh", 10.0)] == 15.6 / capacity(10.0, "rayleigh") > limits[("awgn", 10.0)]
     assert shannon_limits(rows, None) == []
+
+
+def test_summary_gives_bits_to_semantic_accuracy_and_the_best_image_baseline(tmp_path):
+    from intelliflow.evaluation.curves import format_summary
+
+    def r(method, codec, kind, bits, cider, semantic):
+        return {**row(method, kind, bits, cider), "codec": codec, "semantic_accuracy": semantic}
+
+    write(tmp_path / "a", [r("identity", "identity", "identity", 393216, 2.0, 0.99),
+                           r("ours", "shapes-hyperprior", "learned", 100, 1.9, 0.90),
+                           r("ours", "shapes-hyperprior", "learned", 200, 2.0, 0.98),
+                           r("jpeg", "jpeg-10", "bytes", 3000, 1.95, 0.96),
+                           r("jp2k", "jp2k-100", "bytes", 1000, 1.5, 0.90),
+                           r("jp2k", "jp2k-20", "bytes", 4000, 2.0, 0.99),
+                           r("text", "text", "bytes", 300, 2.0, 0.99)])
+    rows = load_results([tmp_path])
+    table = {t["method"]: t for t in summarize(rows, ours="ours")}
+    assert table["jpeg"]["image"] and table["jp2k"]["image"] and not table["text"]["image"]
+    assert not table["ours"]["image"]
+    assert table["ours"]["bits_to_semantic"] == pytest.approx(bits_to_reach([(100, 0.90), (200, 0.98)], 0.95))
+    assert table["jpeg"]["bits_to_semantic"] == 3000
+    assert table["jpeg"]["semantic_ratio_to_ours"] == pytest.approx(3000 / table["ours"]["bits_to_semantic"])
+    text = format_summary(list(table.values()), 2.0, 15.6)
+    # the best image baseline per target: jp2k reaches 0.95 semantic accuracy between its points, with fewer
+    # bits than jpeg; jpeg reaches the CIDEr-D target (1.9) first
+    jp2k = bits_to_reach([(1000, 0.90), (4000, 0.99)], 0.95)
+    assert f"0.95 semantic accuracy: the best image baseline is jp2k with {jp2k:.0f} bits" in text
+    assert "the CIDEr-D target: the best image baseline is jpeg with 3000 bits" in text
+    assert "| jp2k (image) |" in text and "| text |" in text

@@ -87,9 +87,15 @@ def test_quick_demo_through_the_cli(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Bits per image to reach 95 %" in out and "ours (hyperprior)" in out
+    assert "- 0.95 semantic accuracy:" in out and "- the CIDEr-D target:" in out   # ours against the best upload
+    assert "## Analog and digital at equal channel uses" in out and "Digital scores higher at" in out
     rows = read(tmp_path / "results.csv")
     methods = {r["method"] for r in rows}
-    assert {"identity", "ours (hyperprior)", "jpeg", "webp", "jp2k", "quantize", "text"} <= methods
+    assert {"identity", "ours (hyperprior)", "jpeg", "webp", "jp2k", "bmshj2018", "quantize", "text"} <= methods
+    # the learned image codec rides the same 5G link as ours, HARQ included
+    assert {r["channel"] for r in rows if r["method"] == "bmshj2018"} >= {"none", "awgn", "rayleigh"}
+    assert all(r["first_tx_loss"] != "" and r["mean_transmissions"] != "" for r in rows
+               if r["method"] == "bmshj2018" and r["channel"] != "none")
     assert {r["channel"] for r in rows} >= {"none", "awgn", "rayleigh"}
     assert (tmp_path / "curves.png").stat().st_size > 30_000 and (tmp_path / "summary.md").is_file()
 
