@@ -87,12 +87,12 @@ def demo_jobs(quick: bool) -> list[dict]:
             jobs.append({"method": "jpeg-20", "group": "jpeg", "codec": "jpeg-20", "channel": channel, "snr": snrs,
                          "limit": channel_n // 4})
             jobs.append({"method": "quantize-4", "group": "quantize", "codec": "quantize-4", "channel": channel,
-                         "snr": snrs, "limit": channel_n // 5})
+                         "snr": snrs, "limit": channel_n // 10})
             jobs.append({"method": "text", "codec": "text", "channel": channel, "snr": snrs, "limit": channel_n})
         if learned_images:   # the best image codec + 5G LDPC, over the same link, HARQ included
             middle = learned_images[len(learned_images) // 2]
             jobs.append({"method": middle, "group": "bmshj2018", "codec": middle, "channel": channel, "snr": snrs,
-                         "limit": channel_n // (4 if quick else 2)})
+                         "limit": channel_n // 4})
     return jobs
 
 
