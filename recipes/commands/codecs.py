@@ -18,7 +18,8 @@ def cmd_codecs(args) -> int:
         meta = codec_info(folder)
         shipped.append({"name": name, "codec": meta["name"], "model": meta.get("model"), "split": meta.get("split"),
                         "objective": meta.get("objective"), "channel": meta.get("channel"),
-                        "steps": meta.get("steps"), "seed": meta.get("seed"), "folder": str(folder)})
+                        "steps": meta.get("steps"), "seed": meta.get("seed"), "folder": str(folder),
+                        "lmbda": meta.get("params", {}).get("lmbda")})
     entries = registered_codecs()
     registered = [{"name": name, "takes": e.cls.takes, "sends": e.cls.sends, "learned": e.cls.learned,
                    "option": e.option, "rate_knob": e.cls.rate.name if e.cls.rate else None,
@@ -39,7 +40,8 @@ def cmd_codecs(args) -> int:
     if shipped:
         print("shipped checkpoints (use the name wherever --codec is taken):")
         for s in shipped:
-            target = f"for {s['model']} k={s['split']}" if s["model"] else "for pictures (whole model on the server)"
+            target = f"for {s['model']} k={s['split']}" if s["model"] else \
+                f"for pictures (whole model on the server), lambda {s['lmbda']:g}"
             channel = f", trained on channel {s['channel']}" if s["channel"] else ""
             print(f"  {s['name']:<24} {s['codec']:<11} {target}, objective {s['objective']}{channel} "
                   f"({s['steps']} steps, seed {s['seed']})")
