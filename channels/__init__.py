@@ -38,7 +38,12 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'intelliflow.channels' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    found = importlib.import_module(f".{module}", __name__)
+    if _EXPORTS.get(module) == module:
+        # importing a submodule binds its name on the package: where the package exports a function of
+        # that name (``capacity`` in ``capacity.py``), the name must stay the function
+        globals()[module] = getattr(found, module)
+    value = getattr(found, name)
     globals()[name] = value
     return value
 

@@ -68,3 +68,15 @@ def test_awgn_link_is_within_3_db_of_capacity_at_10_percent_bler_and_short_block
     short = [la.threshold_db(m, [code_block_bits(24)]) - la.threshold_db(m, [code_block_bits(256)])
              for m in MCS_TABLE]
     assert np.mean(short) > 0.5 and min(short) > -0.1, short
+
+
+def test_capacity_stays_the_function_whichever_name_of_its_module_is_imported_first():
+    import subprocess
+    import sys
+
+    code = ("from intelliflow.channels import shannon_limit_db\n"
+            "from intelliflow.channels import capacity\n"
+            "print(callable(capacity), round(capacity(0.0), 6))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert out.stdout.split() == ["True", "1.0"]
