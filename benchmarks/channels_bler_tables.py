@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from intelliflow.channels import code_block_bits
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "channels" / "data" / "bler_tables.json"
 BLOCK_BYTES = (4, 12, 24, 48, 128, 256)
@@ -55,7 +57,7 @@ class Scanner:
 
     def point(self, link, mcs: int, snr: float) -> tuple[int, int]:
         errors = sent = 0
-        batch = max(16, min(64, 16 * 2072 // (8 * link.block_bytes + 24)))
+        batch = max(16, min(64, 16 * code_block_bits(256) // code_block_bits(link.block_bytes)))
         while errors < self.min_errors and sent < self.max_blocks:
             n = min(batch, self.max_blocks - sent)
             payload = self.rng.integers(0, 256, link.block_bytes * n, dtype=np.uint8).tobytes()
@@ -145,7 +147,7 @@ def main(argv=None) -> int:
         curves = {b: scanner.curve(links[b], index, start, args.fine, args.coarse) for b in sizes}
         grid = sorted({s for c in curves.values() for s in c})
         table[index] = {"SNR_db": grid,
-                        "CBS": {8 * b + 24: {"BLER": on_grid(curves[b], grid)} for b in sizes}}
+                        "CBS": {code_block_bits(b): {"BLER": on_grid(curves[b], grid)} for b in sizes}}
         print(f"MCS {index:2d} {mcs.modulation:>5} R={mcs.code_rate:.3f}: {len(grid)} SNR points "
               f"{grid[0]:.2f}..{grid[-1]:.2f} dB, {time.time() - t0:.1f} s", flush=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from intelliflow.devices import device_string
 from intelliflow.errors import ConfigError
 
-from .link_adaptation import LinkAdaptation, OuterLoop, code_block_bits
+from .link_adaptation import CRC_BITS, LinkAdaptation, OuterLoop, code_block_bits
 from .mcs import MCS, MCS_TABLE, get_mcs
 
 __all__ = ["DigitalLink", "LinkResult", "CN_UPDATES", "HARQ_MODES", "RV_SEQUENCE", "CRC_BITS",
@@ -28,7 +29,6 @@ CN_UPDATES = ("boxplus-phi", "boxplus", "minsum", "offset-minsum")
 HARQ_MODES = ("ir", "chase", "arq")
 RV_SEQUENCE = (0, 2, 3, 1)  # redundancy versions of successive HARQ-IR transmissions (TS 38.321)
 CRC_DEGREE = "CRC24A"
-CRC_BITS = 24  # parity bits CRC24A adds to every code block
 DEFAULT_BLOCK_BYTES = 256  # payload bytes per code block of a DigitalLink
 DEFAULT_BLOCK_BITS = 8 * DEFAULT_BLOCK_BYTES
 # Transport block sizes up to 3824 bits (TS 38.214 Table 5.1.3.2-1), in bytes: a code block is
@@ -183,7 +183,7 @@ class DigitalLink:
     def codeword_bits(payload_bytes: int, mcs: int | MCS) -> int:
         """Coded bits ``n`` of one code block carrying ``payload_bytes`` bytes at ``mcs``."""
         mcs = get_mcs(mcs)
-        k = 8 * payload_bytes + CRC_BITS
+        k = code_block_bits(payload_bytes)
         m = mcs.bits_per_symbol
         return int(math.ceil(k / (mcs.code_rate * m) - 1e-9)) * m
 
@@ -220,16 +220,20 @@ class DigitalLink:
         padding included: the code-block sizes its BLER depends on."""
         return [code_block_bits(self.padded_size(b)) for b in self.block_sizes(payload_bytes)]
 
-    @property
+    @cached_property
     def link_adaptation(self) -> LinkAdaptation:
-        """BLER per MCS and code-block size over this link's channel (Sionna's PHY abstraction)."""
+        """BLER per MCS and code-block size over this link's channel (Sionna's PHY abstraction; built
+        on first use, so a link over a channel without one still sends at a given MCS)."""
         return LinkAdaptation(self.channel, self.target_bler)
+
+    def _adapted_snr(self, snr_db: float) -> float:
+        """The SNR the MCS is chosen at: ``snr_db`` less the outer loop's offset, when it is on."""
+        return snr_db - (self.olla.offset(snr_db) if self.olla else 0.0)
 
     def select_mcs(self, snr_db: float, payload_bytes: int = DEFAULT_BLOCK_BYTES) -> MCS | None:
         """Highest-rate MCS whose first-transmission BLER for a ``payload_bytes`` packet at
         ``snr_db`` (less the outer loop's offset, when on) is at most ``target_bler``."""
-        offset = self.olla.offset(snr_db) if self.olla else 0.0
-        return self.link_adaptation.select(self.code_block_bits(payload_bytes), snr_db - offset)
+        return self.link_adaptation.select(self.code_block_bits(payload_bytes), self._adapted_snr(snr_db))
 
     def settle(self, snr_db: float, payload_bytes: int = 32, packets: int = 320, batch: int = 32) -> float:
         """Bring the outer loop to its steady state at ``snr_db`` with ``packets`` random probe payloads
@@ -263,7 +267,7 @@ class DigitalLink:
         from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
 
         def make() -> dict:
-            k = 8 * nbytes + CRC_BITS
+            k = code_block_bits(nbytes)
             crc = CRCEncoder(CRC_DEGREE, k=8 * nbytes, device=self._dev)
             enc = LDPC5GEncoder(k, self.codeword_bits(nbytes, mcs), num_bits_per_symbol=mcs.bits_per_symbol,
                                 device=self._dev)
@@ -317,12 +321,11 @@ class DigitalLink:
         """For a payload that will fill ``channel_uses`` (one transmission): the highest-rate MCS whose
         budget-filling payload meets ``target_bler`` at ``snr_db`` (less the outer loop's offset);
         the most robust MCS when none does."""
-        offset = self.olla.offset(snr_db) if self.olla else 0.0
-        la, best = self.link_adaptation, MCS_TABLE[0]
+        la, best, snr = self.link_adaptation, MCS_TABLE[0], self._adapted_snr(snr_db)
         for mcs in MCS_TABLE:
             nbytes = self.max_payload_bytes(channel_uses, mcs)
             if nbytes and mcs.spectral_efficiency > best.spectral_efficiency \
-                    and la.packet_bler(mcs, self.code_block_bits(nbytes), snr_db - offset) <= self.target_bler:
+                    and la.packet_bler(mcs, self.code_block_bits(nbytes), snr) <= self.target_bler:
                 best = mcs
         return best
 
@@ -388,8 +391,8 @@ class DigitalLink:
                     for snr, failed, data in zip(snrs, first_failed, packets):
                         if data:
                             acks.setdefault(snr, []).append(not failed)
-                    for snr, feedback in acks.items():
-                        self.olla.update(snr, feedback)
+                    for snr, packet_acks in acks.items():
+                        self.olla.update(snr, packet_acks)
 
         received: list[bytes | None] = []
         for i, data in enumerate(packets):

@@ -59,10 +59,11 @@ from intelliflow.errors import ConfigError
 from .mcs import MCS, MCS_TABLE, get_mcs
 from .registry import channel_name
 
-__all__ = ["LinkAdaptation", "OuterLoop", "select_mcs", "code_block_bits", "ABSTRACTED_CHANNELS",
+__all__ = ["LinkAdaptation", "OuterLoop", "select_mcs", "code_block_bits", "ABSTRACTED_CHANNELS", "CRC_BITS",
            "TABLE_PATH", "shipped_sionna_bler"]
 
 ABSTRACTED_CHANNELS = ("awgn", "rayleigh")
+CRC_BITS = 24  # parity bits CRC24A adds to every code block of the link (part of the LDPC information bits)
 TABLE_PATH = Path(__file__).resolve().parent / "data" / "bler_tables.json"
 TABLE_KEYS = {"category": 1, "table_index": 1}   # PDSCH, MCS table 1 (TS 38.214 Table 5.1.3.1-1)
 _CBS_GRID = (24, 2073, 8)          # every 8 b + 24 up to the largest simulated size (then clamped)
@@ -76,7 +77,7 @@ _G_DB = 10.0 * np.log10(np.sqrt(_G_EDGES[:-1] * _G_EDGES[1:]))
 def code_block_bits(payload_bytes: int) -> int:
     """LDPC information bits of a code block carrying ``payload_bytes`` bytes (its CRC24A included):
     the code-block size Sionna's tables are indexed by."""
-    return 8 * int(payload_bytes) + 24
+    return 8 * int(payload_bytes) + CRC_BITS
 
 
 @lru_cache(maxsize=2)

@@ -112,7 +112,10 @@ class WirelessLink:
         its first-transmission BLER ``p`` taken for every round (conservative: incremental
         redundancy makes later rounds likelier to succeed), ``sum p^k`` for k < N rounds, and
         ``p^N`` lost."""
-        _, bler, _ = self.digital_rate(payload_bits)
+        return self._harq_rounds(self.digital_rate(payload_bits)[1])
+
+    def _harq_rounds(self, bler: float) -> tuple[float, float]:
+        """(expected transmissions, residual loss) for a first-transmission BLER (see :meth:`transmissions`)."""
         n = max(1, int(self.max_transmissions))
         return sum(bler ** k for k in range(n)), bler ** n
 
@@ -120,10 +123,10 @@ class WirelessLink:
         """Expected time to deliver ``payload_bits`` (plus ``overhead_bits``): airtime times the
         expected HARQ transmissions, plus a HARQ round trip per retransmission."""
         bits = float(payload_bits) + self.overhead_bits
-        rate, _, _ = self.digital_rate(bits)
+        rate, bler, _ = self.digital_rate(bits)
         if rate <= 0:
             return float("inf")
-        expected, _ = self.transmissions(bits)
+        expected, _ = self._harq_rounds(bler)
         return self.rtt_ms + 1e3 * bits / rate * expected + self.harq_rtt_ms * (expected - 1)
 
     def analog_ms(self, channel_uses: float) -> float:
