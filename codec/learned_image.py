@@ -165,8 +165,3 @@ class LearnedImageCodec(ScaleHyperprior, Codec):
             out = self.decompress([[y], [z]], (packet.height // 4, packet.width // 4))
             pictures.extend(to_images(out["x_hat"][..., :h, :w]))
         return pictures
-
-    def rd_forward(self, x: torch.Tensor) -> dict:
-        """Training: pictures [B, 3, H, W] in [0, 1] (sides multiples of 64) -> CompressAI's
-        ``{"x_hat", "likelihoods"}`` (the noise proxy in train mode)."""
-        return self(x)

@@ -25,9 +25,6 @@ from intelliflow.distributed import distributed
 from intelliflow.errors import ConfigError
 from intelliflow.training import LoopConfig, Step, TrainState, lr_schedule, train_loop
 
-# the entropy coder's tables: built by update(), unused in training, left out of checkpoints
-_ENTROPY_TABLES = ("._quantized_cdf", "._offset", "._cdf_length", ".scale_table")
-
 
 @dataclass
 class ImageCodecTraining:
@@ -85,7 +82,7 @@ def _train(recipe: ImageCodecRecipe, out: Path, resume: bool, stop_at: int | Non
     from intelliflow.codec.persistence import save_codec
     from intelliflow.seeding import seed_everything
 
-    from .codec import _Images
+    from .codec import _ENTROPY_TABLES, _Images
 
     t = recipe.train
     if t.threads:
@@ -105,7 +102,7 @@ def _train(recipe: ImageCodecRecipe, out: Path, resume: bool, stop_at: int | Non
 
     def step_fn(batch: dict, step: int) -> Step:
         x = to_tensor(batch["images"])
-        losses = criterion(codec.rd_forward(x), x)
+        losses = criterion(codec(x), x)   # CompressAI's forward: x_hat and likelihoods, the noise proxy
         aux_loss = codec.aux_loss()
         psnr = -10 * torch.log10(losses["mse_loss"].detach().clamp_min(1e-10))
         return Step(losses["loss"] + aux_loss, {"bpp": losses["bpp_loss"].detach(), "psnr_db": psnr,
