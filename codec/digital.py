@@ -57,6 +57,7 @@ with warnings.catch_warnings():  # compressai 1.2.6's video models use deprecate
 from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 
 from . import bitstream
+from .entropy_coding import Tables, entropy_coder
 from .interface import (Codec, GridCodecConfig, RateKnob, check_batch, check_expected, crop_grid, grid_padding,
                         pad_grid, reduce_layers)
 from .registry import register_codec
@@ -73,12 +74,23 @@ class FeatureCodecConfig(GridCodecConfig):
     latent_channels: int = 64
     hyper_channels: int = 64
     rate_points: int = 6
+    #: the quantisation gain of every latent channel never falls as q rises (the log-gain at point 0
+    #: plus non-negative steps), so the rate rises with q; ``False``: one free gain vector per point
+    #: (codecs trained before this option, whose neighbouring points could cross)
+    monotonic_gains: bool = True
+    #: the entropy coder of the payload body (:mod:`intelliflow.codec.entropy_coding`): ``range``
+    #: (constriction's range coder, about 16 bits over the information) or ``rans`` (CompressAI's)
+    entropy_coder: str = "range"
 
     def __post_init__(self):
         super().__post_init__()
         for name in ("latent_channels", "hyper_channels", "rate_points"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"codec {name} must be positive, got {getattr(self, name)}")
+        from .entropy_coding import ENTROPY_CODERS
+
+        if self.entropy_coder not in ENTROPY_CODERS:
+            raise ConfigError(f"codec entropy_coder must be one of {', '.join(ENTROPY_CODERS)}, got {self.entropy_coder!r}")
         if self.rate_points > 16:
             raise ConfigError(f"codec rate_points must be at most 16 (the header stores q in 1/16 steps), "
                               f"got {self.rate_points}")
@@ -108,7 +120,7 @@ def _synthesis(c: FeatureCodecConfig, expand: nn.Module | None, width: int) -> n
 class FeatureCodec(CompressionModel, Codec):
     """Shared machinery: transforms, variable-rate gains, payload format, rate estimates."""
 
-    takes, sends, learned = "features", "bytes", True
+    takes, sends, learned, streams = "features", "bytes", True, True
     rate = RateKnob("q", 0.0, None, "rate point (0 .. rate_points - 1)")
 
     def __init__(self, config: FeatureCodecConfig | None = None):
@@ -119,10 +131,18 @@ class FeatureCodec(CompressionModel, Codec):
         self.g_a = _analysis(c, reduce, width)
         self.g_s = _synthesis(c, expand, width)
         # log-gains per rate point, increasing with q at initialisation (finer quantisation)
-        init = torch.linspace(-3.0, 2.0, c.rate_points)[:, None].expand(-1, c.latent_channels)
-        self.log_gain = nn.Parameter(init.clone() * math.log(2))
-        self.log_inv_gain = nn.Parameter(-init.clone() * math.log(2))
+        init = torch.linspace(-3.0, 2.0, c.rate_points)[:, None].expand(-1, c.latent_channels) * math.log(2)
+        if c.monotonic_gains:   # log-gain at point 0 [M] + softplus(steps) [R - 1, M], each step >= 0
+            self.log_gain_start = nn.Parameter(init[0].clone())
+            step = math.log(2) * 5.0 / max(c.rate_points - 1, 1)
+            self.log_gain_steps = nn.Parameter(torch.full((c.rate_points - 1, c.latent_channels),
+                                                          math.log(math.expm1(step))))
+        else:
+            self.log_gain = nn.Parameter(init.clone())
+        self.log_inv_gain = nn.Parameter(-init.clone())
         self._fingerprint: bytes | None = None
+        self._coding_tables: dict | None = None
+        self.coder = entropy_coder(c.entropy_coder)
 
     # ------------------------------------------------------------------ rate points
     @property
@@ -142,12 +162,20 @@ class FeatureCodec(CompressionModel, Codec):
             raise ConfigError(f"rate point q must lie in [0, {self.max_q}], got {q.tolist()}")
         return q
 
+    def log_gains(self) -> torch.Tensor:
+        """The quantisation log-gain of every rate point and latent channel [R, M]."""
+        if not self.config.monotonic_gains:
+            return self.log_gain
+        steps = nn.functional.softplus(self.log_gain_steps)
+        return torch.cat([self.log_gain_start[None], self.log_gain_start[None] + steps.cumsum(0)])
+
     def gains(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image gain and inverse gain [B, M, 1, 1] at rate points ``q`` [B] (log-linear interpolation)."""
         lo = q.floor().long().clamp(max=self.config.rate_points - 1)
         hi = (lo + 1).clamp(max=self.config.rate_points - 1)
         t = (q - lo.float())[:, None]
-        g = (1 - t) * self.log_gain[lo] + t * self.log_gain[hi]
+        log_gain = self.log_gains()
+        g = (1 - t) * log_gain[lo] + t * log_gain[hi]
         ig = (1 - t) * self.log_inv_gain[lo] + t * self.log_inv_gain[hi]
         return g.exp()[..., None, None], ig.exp()[..., None, None]
 
@@ -194,11 +222,11 @@ class FeatureCodec(CompressionModel, Codec):
         """Build the entropy coder's tables (call after training and before ``compress``)."""
         if scale_table is None:
             scale_table = torch.exp(torch.linspace(math.log(SCALES_MIN), math.log(SCALES_MAX), SCALES_LEVELS))
-        self._fingerprint = None
+        self._fingerprint = self._coding_tables = None
         return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
 
     def load_state_dict(self, state_dict, strict: bool = True):
-        self._fingerprint = None
+        self._fingerprint = self._coding_tables = None
         return super().load_state_dict(state_dict, strict=strict)
 
     @property
@@ -209,6 +237,14 @@ class FeatureCodec(CompressionModel, Codec):
             self._fingerprint = bitstream.fingerprint(self.registered_name, json.dumps(asdict(self.config), sort_keys=True),
                                                       *tensors)
         return self._fingerprint
+
+    def tables(self, name: str) -> Tables:
+        """The entropy coder's tables of the entropy model ``name`` (built by :meth:`update`)."""
+        if self._coding_tables is None:
+            self._coding_tables = {}
+        if name not in self._coding_tables:
+            self._coding_tables[name] = Tables.of(getattr(self, name))
+        return self._coding_tables[name]
 
     def _tables_ready(self) -> None:
         for name in ("entropy_bottleneck", "gaussian_conditional"):
@@ -223,37 +259,57 @@ class FeatureCodec(CompressionModel, Codec):
         return {"f_hat": coded["f_hat"], "likelihoods": coded["likelihoods"],
                 "bits": self.likelihood_bits(coded["likelihoods"]), "aux_loss": self.aux_loss()}
 
-    def encode(self, features: torch.Tensor, q=None, target_bytes=None) -> list[bytes]:
+    def encode(self, features: torch.Tensor, q=None, target_bytes=None,
+               stream: bitstream.StreamContext | None = None) -> list[bytes]:
         """Device side: features [B, D, H, W] -> one payload per image (see :meth:`compress`)."""
-        return self.compress(features, q=q, target_bytes=target_bytes)
+        return self.compress(features, q=q, target_bytes=target_bytes, stream=stream)
 
-    def decode(self, payloads: Sequence[bytes], expected: tuple[int, int, int] | None = None, **_) -> torch.Tensor:
+    def decode(self, payloads: Sequence[bytes], expected: tuple[int, int, int] | None = None,
+               stream: bitstream.StreamContext | None = None, **_) -> torch.Tensor:
         """Receiver side: payloads -> features [B, D, H, W] (see :meth:`decompress`)."""
-        return self.decompress(payloads, expected=expected)
+        return self.decompress(payloads, expected=expected, stream=stream)
+
+    def stream_context(self, grid: tuple[int, int], q: float | None = None, check: bool = False
+                       ) -> bitstream.StreamContext:
+        if q is not None:
+            q = float(self._q_tensor(q, 1, "cpu")[0])
+        # CompressAI's rANS decoder reads past the end of a damaged stream: its payloads keep their check
+        return bitstream.StreamContext(self.payload_id, int(grid[0]), int(grid[1]),
+                                       None if q is None else int(round(q * 16)), check or self.coder.name == "rans")
 
     @torch.no_grad()
-    def compress(self, f: torch.Tensor, q=None, target_bytes: int | Sequence[int] | None = None) -> list[bytes]:
-        """Features [B, D, H, W] -> one self-contained payload per image.
+    def compress(self, f: torch.Tensor, q=None, target_bytes: int | Sequence[int] | None = None,
+                 stream: bitstream.StreamContext | None = None) -> list[bytes]:
+        """Features [B, D, H, W] -> one payload per image: self-contained, or the body (and what the
+        context leaves to it) of a stream's payload under ``stream`` (:meth:`stream_context`).
 
-        Give a rate point ``q`` (number or [B] tensor, default the highest) or ``target_bytes`` (per
-        image): then each image gets the highest rate point, in 1/16 steps, whose payload fits.
+        Give a rate point ``q`` (number or [B] tensor, default the highest; a stream with its own
+        rate point takes that one) or ``target_bytes`` (per image): then each image gets the
+        highest rate point, in 1/16 steps, whose payload fits.
         """
         self._check_features(f)
         self._tables_ready()
+        if stream is not None and stream.q16 is not None:
+            if target_bytes is not None:
+                raise ConfigError("a stream agreed at one rate point takes no byte budget: agree it with q=None")
+            if q is not None and not torch.equal(torch.as_tensor(q, dtype=torch.float32).mul(16).round().long()
+                                                 .expand(f.shape[0]), torch.full((f.shape[0],), stream.q16)):
+                raise ConfigError(f"the stream was agreed at q={stream.q16 / 16}, not q={q}")
+            q = stream.q16 / 16
         if target_bytes is not None:
-            return self._compress_to_budget(f, target_bytes)
+            return self._compress_to_budget(f, target_bytes, stream)
         q16 = (self._q_tensor(q, f.shape[0], f.device) * 16).round().long()
-        return self._compress_q16(f, q16)
+        return self._compress_q16(f, q16, stream)
 
-    def _compress_q16(self, f: torch.Tensor, q16: torch.Tensor) -> list[bytes]:
+    def _compress_q16(self, f: torch.Tensor, q16: torch.Tensor, stream=None) -> list[bytes]:
         gain, _ = self.gains(q16.float() / 16)
         y = self.g_a(pad_grid(f, self.step)[0]) * gain
         streams = self._entropy_compress(y)
         h, w = f.shape[-2:]  # the header holds the feature grid; the latent grid follows from it
-        return [bitstream.pack(self.payload_id, int(q16[i]), h, w, streams[i], self.fingerprint)
+        return [bitstream.pack(self.payload_id, int(q16[i]), h, w, streams[i], self.fingerprint, stream)
                 for i in range(f.shape[0])]
 
-    def _compress_to_budget(self, f: torch.Tensor, target_bytes) -> list[bytes]:
+    def _compress_to_budget(self, f: torch.Tensor, target_bytes, stream=None) -> list[bytes]:
         budgets = [int(target_bytes)] * f.shape[0] if isinstance(target_bytes, (int, float)) else list(target_bytes)
         if len(budgets) != f.shape[0]:
             raise ShapeError(f"target_bytes needs one budget per image ({f.shape[0]}), got {len(budgets)}")
@@ -262,10 +318,10 @@ class FeatureCodec(CompressionModel, Codec):
         for i in range(f.shape[0]):
             x = f[i:i + 1]
             lo, hi = 0, top  # find the largest q16 whose payload fits (rate grows with q)
-            best = self._compress_q16(x, torch.tensor([0]))[0]
+            best = self._compress_q16(x, torch.tensor([0]), stream)[0]
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                payload = self._compress_q16(x, torch.tensor([mid]))[0]
+                payload = self._compress_q16(x, torch.tensor([mid]), stream)[0]
                 if len(payload) <= budgets[i]:
                     lo, best = mid, payload
                 else:
@@ -274,21 +330,24 @@ class FeatureCodec(CompressionModel, Codec):
         return out
 
     @torch.no_grad()
-    def decompress(self, payloads: Sequence[bytes], expected: tuple[int, int, int] | None = None) -> torch.Tensor:
-        """Payloads -> features [B, D, H, W]. Damaged or foreign payloads raise :class:`BitstreamError`.
+    def decompress(self, payloads: Sequence[bytes], expected: tuple[int, int, int] | None = None,
+                   stream: bitstream.StreamContext | None = None) -> torch.Tensor:
+        """Payloads -> features [B, D, H, W]. Damaged or foreign payloads raise :class:`BitstreamError`
+        (in a stream without a check per payload, damage the link did not catch decodes to something).
 
         :param expected: the feature shape ``(D, H, W)`` the receiver needs; a payload whose header
-            declares another feature grid is refused before entropy decoding.
+            (or stream) declares another feature grid is refused before entropy decoding.
+        :param stream: the :class:`~intelliflow.codec.bitstream.StreamContext` the payloads were coded in.
         """
         payloads = check_batch(payloads, "decompress")
         self._tables_ready()
         outputs = []
-        device = self.log_gain.device
+        device = self.log_inv_gain.device
         if expected is not None and expected[0] != self.config.in_channels:
             raise ConfigError(f"this codec codes {self.config.in_channels}-wide features, the receiver expects "
                               f"{expected[0]}")
         for data in payloads:
-            packet = bitstream.unpack(data, self.payload_id, self.fingerprint)
+            packet = bitstream.unpack(data, self.payload_id, self.fingerprint, stream)
             if packet.q16 > self.max_q * 16:
                 raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
             grid = (packet.height, packet.width)
@@ -325,10 +384,23 @@ class FactorizedFeatureCodec(FeatureCodec):
         return y_hat, {"y": likelihoods}
 
     def _entropy_compress(self, y):
-        return self.entropy_bottleneck.compress(y)
+        eb = self.entropy_bottleneck
+        symbols = eb.quantize(y, "symbols", eb._get_medians().detach().reshape(1, -1, 1, 1))
+        indexes = eb._build_indexes(symbols.size())
+        streams = []
+        for i in range(y.shape[0]):
+            encoder = self.coder.encoder()
+            encoder.encode(symbols[i].reshape(-1).tolist(), indexes[i].reshape(-1).tolist(),
+                           self.tables("entropy_bottleneck"))
+            streams.append(encoder.finish())
+        return streams
 
     def _entropy_decompress(self, stream, size):
-        return self.entropy_bottleneck.decompress([stream], size)
+        eb = self.entropy_bottleneck
+        indexes = eb._build_indexes((1, self.config.latent_channels, *size))
+        values = self.coder.decoder(stream).decode(indexes.reshape(-1).tolist(), self.tables("entropy_bottleneck"))
+        symbols = torch.tensor(values, dtype=torch.float32, device=self.log_inv_gain.device).reshape(indexes.shape)
+        return eb.dequantize(symbols, eb._get_medians().detach().reshape(1, -1, 1, 1))
 
 
 @register_codec("hyperprior", config=FeatureCodecConfig, payload_id=2)
@@ -392,13 +464,8 @@ class HyperpriorFeatureCodec(FeatureCodec):
         y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         return y_hat, {"y": y_likelihoods, "z": z_likelihoods}
 
-    # z and y share one rANS stream (CompressAI's BufferedRansEncoder / RansDecoder.decode_stream, as
-    # its autoregressive models do): one 8-byte rANS flush per image instead of two.
-    @staticmethod
-    def _tables(module) -> tuple[list, list, list]:
-        return (module._quantized_cdf.tolist(), module._cdf_length.reshape(-1).int().tolist(),
-                module._offset.reshape(-1).int().tolist())
-
+    # z and y share one entropy-coded stream (as CompressAI's autoregressive models share one rANS
+    # stream): one coder termination per image instead of two.
     def _z_medians(self) -> torch.Tensor:
         """The hyper-latent's per-channel medians [1, C, 1, 1], the offset of its symbols."""
         return self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
@@ -413,39 +480,33 @@ class HyperpriorFeatureCodec(FeatureCodec):
         """
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z_shape = (1, self.config.hyper_channels, *size)
-        z_hat = eb.dequantize(torch.tensor(z_values, dtype=torch.float32, device=self.log_gain.device)
+        z_hat = eb.dequantize(torch.tensor(z_values, dtype=torch.float32, device=self.log_inv_gain.device)
                               .reshape(z_shape), self._z_medians())
         scales, means = self._coded_params(z_hat)
         return gc.build_indexes(scales.to(gc.scale_table.device)).to(means.device), means
 
     def _entropy_compress(self, y):
-        from compressai.ans import BufferedRansEncoder
-
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z_symbols = eb.quantize(self.h_a(y), "symbols", self._z_medians())
         z_indexes = eb._build_indexes(z_symbols.size())
-        z_tables, y_tables = self._tables(eb), self._tables(gc)
         streams = []
         for i in range(y.shape[0]):
             z_values = z_symbols[i].reshape(-1).int().tolist()
             y_indexes, means = self._y_entropy_params(z_values, tuple(y.shape[-2:]))
             y_symbols = gc.quantize(y[i:i + 1], "symbols", means)
-            encoder = BufferedRansEncoder()
-            encoder.encode_with_indexes(z_values, z_indexes[i].reshape(-1).int().tolist(), *z_tables)
-            encoder.encode_with_indexes(y_symbols.reshape(-1).int().tolist(), y_indexes.reshape(-1).int().tolist(),
-                                        *y_tables)
-            streams.append(encoder.flush())
+            encoder = self.coder.encoder()
+            encoder.encode(z_values, z_indexes[i].reshape(-1).int().tolist(), self.tables("entropy_bottleneck"))
+            encoder.encode(y_symbols.reshape(-1).int().tolist(), y_indexes.reshape(-1).int().tolist(),
+                           self.tables("gaussian_conditional"))
+            streams.append(encoder.finish())
         return streams
 
     def _entropy_decompress(self, stream, size):
-        from compressai.ans import RansDecoder
-
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-        decoder = RansDecoder()
-        decoder.set_stream(stream)
+        decoder = self.coder.decoder(stream)
         z_indexes = eb._build_indexes((1, self.config.hyper_channels, *size))
-        z_values = decoder.decode_stream(z_indexes.reshape(-1).int().tolist(), *self._tables(eb))
+        z_values = decoder.decode(z_indexes.reshape(-1).int().tolist(), self.tables("entropy_bottleneck"))
         y_indexes, means = self._y_entropy_params(z_values, size)
-        y_values = decoder.decode_stream(y_indexes.reshape(-1).int().tolist(), *self._tables(gc))
-        y_symbols = torch.tensor(y_values, dtype=torch.float32, device=self.log_gain.device).reshape(y_indexes.shape)
+        y_values = decoder.decode(y_indexes.reshape(-1).int().tolist(), self.tables("gaussian_conditional"))
+        y_symbols = torch.tensor(y_values, dtype=torch.float32, device=self.log_inv_gain.device).reshape(y_indexes.shape)
         return gc.dequantize(y_symbols, means)
