@@ -68,6 +68,9 @@ class Codec:
     registered_name: ClassVar[str] = ""
     #: the 4-bit kind in the payload header (:mod:`intelliflow.codec.bitstream`), where the codec writes one
     payload_id: ClassVar[int | None] = None
+    #: the codec's payloads have a per-image header that a stream context can replace (stream mode:
+    #: :meth:`stream_context`; ``encode`` and ``decode`` then take ``stream=``)
+    streams: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ the two calls
     def encode(self, x: Any, **options) -> Any:
@@ -96,6 +99,14 @@ class Codec:
         if self.sends == "symbols":
             return "analog"
         return "learned" if self.learned else "bytes"
+
+    def stream_context(self, grid: tuple[int, int], q: float | None = None, check: bool = False):
+        """Stream mode (:class:`~intelliflow.codec.bitstream.StreamContext`): what sender and receiver
+        agree once for a stream of feature grids ``grid`` = (H, W), at rate point ``q`` for every
+        image (``None``: each payload carries its own, as a byte budget needs), with a check per
+        payload or not (``check=False`` where the link checks). ``None`` for a codec whose payloads
+        are always self-contained (see :attr:`streams`)."""
+        return None
 
     def rate_range(self) -> tuple[float, float] | None:
         """The rate knob's range on this codec (inclusive), ``None`` without a knob."""

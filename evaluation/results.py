@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 from intelliflow.errors import DatasetNotFoundError
 
-COLUMNS = ["method", "dataset", "model", "split", "codec", "kind", "channel", "snr_db", "rate_point", "symbols",
+COLUMNS = ["method", "dataset", "model", "split", "codec", "kind", "framing", "channel", "snr_db", "rate_point", "symbols",
            "payload_bits", "channel_uses", "mcs", "loss_rate", "first_tx_loss", "mean_transmissions", "BLEU-1", "BLEU-4", "CIDEr-D", "ROUGE-L",
            "METEOR", "semantic_accuracy", "relation_accuracy", "exact_match", "n_images"]
 #: the columns that hold numbers

@@ -179,7 +179,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
              max_new_tokens: int = 32, meteor="auto", rate_points: list[float] | None = None,
              symbols: list[int] | None = None, mcs: int | str = "auto", channel_uses: int | None = None,
              progress: bool = True, method: str | None = None, seed: int = 0, workers: int = 0,
-             device: str | None = None, harq: int = 4) -> list[dict]:
+             device: str | None = None, harq: int = 4, framing: str = "stream") -> list[dict]:
     """Evaluate one model/codec/channel at every SNR (and rate point or bandwidth): one results row
     (:mod:`intelliflow.evaluation.results`) per point; with ``out``, write ``results.csv`` and
     ``captions.json`` there.
@@ -200,6 +200,10 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
         first transmission failed), ``mean_transmissions`` and ``loss_rate`` (lost after the last).
     :param device: where the model and codec run (``"cpu"``, ``"cuda:1"``); default: a process's own
         GPU when there is CUDA (the rank's, under ``torchrun``), else the CPU.
+    :param framing: ``"stream"`` (default): ``payload_bits`` is what a stream sends per image, the
+        context (model, split, codec, grid, rate point) agreed once per connection and the link
+        checking each code block; ``"file"``: self-contained payloads with their header and CRC-16,
+        as ``.iflow`` files hold them (:class:`~intelliflow.flow.Flow`). Rows say which (``framing``).
     :param seed: seeds torch and Sionna (channel noise, fading) so a run can be repeated exactly;
         each batch is reseeded from it, the operating point and the batch's index.
 
@@ -230,7 +234,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
         raise ConfigError(f"{codec} is an analog codec: give a channel (awgn, rayleigh, ofdm-tdl) and --snr")
     seed_everything(seed, sionna=channel_config["name"] != "none")
     split_model = load_split_model(model, split=split)
-    flow = Flow(split_model, codec_object, channel_config, link={"max_transmissions": harq}).eval()
+    flow = Flow(split_model, codec_object, channel_config, link={"max_transmissions": harq}, framing=framing).eval()
     data = open_dataset(dataset, limit=limit)
     generation = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
     label, channel_label = method or codec, channel_config["name"]
@@ -249,7 +253,8 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
                 continue
             scores = score(done.results, done.references, done.scenes, meteor=meteor)
             row = {"method": label, "dataset": dataset, "model": model, "split": split_model.split, "codec": codec,
-                   "kind": codec_object.family, "channel": channel_label, "snr_db": point["snr_db"],
+                   "kind": codec_object.family, "framing": framing if codec_object.streams else "file",
+                   "channel": channel_label, "snr_db": point["snr_db"],
                    "rate_point": knob.get("q"), "symbols": knob.get("symbols"),
                    "payload_bits": sum(done.bits) / len(done.bits) if done.bits else None,
                    "channel_uses": sum(done.channel_uses) / len(done.channel_uses) if done.channel_uses else None,

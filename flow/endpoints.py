@@ -124,13 +124,17 @@ class Device:
         return grid, (prefix if self.model.prefix_tokens else None)
 
     @torch.no_grad()
-    def encode_input(self, x: Any, prefix: torch.Tensor | None = None, **options) -> Sent:
+    def encode_input(self, x: Any, prefix: torch.Tensor | None = None, stream=None, **options) -> Sent:
         """The codec's encoder on what :meth:`codec_input` returned.
 
+        :param stream: a :class:`~intelliflow.codec.bitstream.StreamContext` from the codec's
+            ``stream_context`` (stream mode), or ``None``: self-contained payloads.
         :param options: the codec's rate knob (``q``, ``symbols``), ``target_bytes`` (per image,
             the prefix part included) and ``snr_db``; those the codec does not take are ignored.
         """
         options = self.codec.rate_options(**options)
+        if stream is not None:
+            options["stream"] = stream
         if self.codec.sends == "symbols":
             return Sent(self.codec.encode(x, **options), prefix)
         if prefix is None:
@@ -142,9 +146,9 @@ class Device:
             options["target_bytes"] = [max(1, int(t) - len(p)) for t, p in zip(budgets, parts)]
         return Sent([p + payload for p, payload in zip(parts, self.codec.encode(x, **options))])
 
-    def encode(self, images: Sequence, **options) -> Sent:
-        """PIL images -> :class:`Sent` (see :meth:`encode_input` for ``options``)."""
-        return self.encode_input(*self.codec_input(images), **options)
+    def encode(self, images: Sequence, stream=None, **options) -> Sent:
+        """PIL images -> :class:`Sent` (see :meth:`encode_input` for ``stream`` and ``options``)."""
+        return self.encode_input(*self.codec_input(images), stream=stream, **options)
 
 
 class Receiver:
@@ -163,12 +167,13 @@ class Receiver:
 
     @torch.no_grad()
     def decode(self, received, snr_db=None, noise: torch.Tensor | None = None,
-               prefix: torch.Tensor | None = None) -> Any:
+               prefix: torch.Tensor | None = None, stream=None) -> Any:
         """What came off the link -> the model's input: features [B, N, D], images or captions.
 
         :param received: payloads (``list[bytes]``) or received symbols [B, n] (complex);
         :param snr_db, noise: the analog channel's SNR and per-symbol noise level [B, n];
-        :param prefix: the prefix tokens that travelled clean beside symbols.
+        :param prefix: the prefix tokens that travelled clean beside symbols;
+        :param stream: the stream context the payloads were coded in (stream mode), else ``None``.
         """
         codec, model = self.codec, self.model
         if codec.takes != "features":
@@ -178,7 +183,8 @@ class Receiver:
         else:  # shapes are checked against the model before any decoding work
             if model.prefix_tokens:
                 prefix, received = PrefixTokens.split(received, expected=(model.prefix_tokens, model.feature_dim))
-            grid = codec.decode(received, expected=(model.feature_dim, *model.feature_grid))
+            grid = codec.decode(received, expected=(model.feature_dim, *model.feature_grid),
+                                **({"stream": stream} if stream is not None else {}))
         device = self._device
         features = grid_to_tokens(grid.to(device), None if prefix is None else prefix.to(device))
         model.check_features(features)
@@ -201,6 +207,6 @@ class Receiver:
         return [item for part in parts for item in part]
 
     def captions(self, received, snr_db=None, noise: torch.Tensor | None = None,
-                 prefix: torch.Tensor | None = None, **generation) -> list[str]:
+                 prefix: torch.Tensor | None = None, stream=None, **generation) -> list[str]:
         """What came off the link -> one caption per image."""
-        return self.finish(self.decode(received, snr_db, noise=noise, prefix=prefix), **generation)
+        return self.finish(self.decode(received, snr_db, noise=noise, prefix=prefix, stream=stream), **generation)

@@ -81,6 +81,12 @@ class Flow(nn.Module):
         payloads at inference when the channel is not ``none`` (e.g. ``{"num_iter": 12}``); by
         default HARQ as a 5G link runs it (:data:`DEFAULT_LINK`: up to 4 transmissions with
         incremental redundancy), ``{"max_transmissions": 1}`` sends each block once.
+    :param framing: how byte payloads are framed at inference: ``"stream"`` (default: model, split,
+        codec, grid and rate point are agreed once per connection, so a payload is the codec's body,
+        plus a rate-point byte where a budget picks it per image; no check inside, the link checks
+        each code block) or ``"file"`` (self-contained payloads, each with its header and CRC-16, as
+        ``.iflow`` files carry them). Codecs without a per-image header (images, captions) send the
+        same bytes either way (:mod:`intelliflow.codec.bitstream`).
 
     .. code-block:: python
 
@@ -90,7 +96,7 @@ class Flow(nn.Module):
     """
 
     def __init__(self, model, codec=None, channel: Any = "none", trainable: str = "none",
-                 link: dict | None = None):
+                 link: dict | None = None, framing: str = "stream"):
         super().__init__()
         from intelliflow.channels import build_channel
         from intelliflow.channels.analog import AnalogChannel
@@ -104,6 +110,9 @@ class Flow(nn.Module):
         if trainable not in ("none", "tail", "all"):
             raise ConfigError(f"trainable must be 'none', 'tail' or 'all', got {trainable!r}")
         self.trainable = trainable
+        if framing not in ("stream", "file"):
+            raise ConfigError(f"framing must be 'stream' or 'file', got {framing!r}")
+        self.framing = framing
         self.train_head = trainable == "all"
         self.link_options = {**DEFAULT_LINK, **(link or {})}
         self._link = None
@@ -170,6 +179,20 @@ class Flow(nn.Module):
             self._link = DigitalLink(self.channel, **self.link_options)
         return self._link
 
+    def stream_context(self, q=None, per_image: bool = False):
+        """The stream context :meth:`caption` codes in (``None``: self-contained payloads, under
+        ``framing="file"`` or for a codec without stream mode): the model's feature grid and the
+        rate point ``q`` (a number; ``None`` the codec's default), or the rate point per payload
+        where ``per_image`` (a byte budget) or ``q`` is a tensor."""
+        codec = self.codec
+        if self.framing != "stream" or not codec.streams:
+            return None
+        if per_image or isinstance(q, torch.Tensor) and q.dim() > 0:
+            q = None
+        elif q is None and codec.rate is not None and codec.rate.name == "q":
+            q = codec.rate_range()[1]
+        return codec.stream_context(self.model.feature_grid, q)
+
     @torch.no_grad()
     def caption(self, images: Sequence, snr_db: float | None = None, q=None, symbols: int | None = None,
                 mcs: int | str = "auto", channel_uses: int | None = None, ideal: bool = False,
@@ -205,7 +228,9 @@ class Flow(nn.Module):
             chosen = [self.link.mcs_for_budget(float(snr_db), channel_uses) if mcs == "auto"
                       else self.link.resolve_mcs(mcs, [float(snr_db)])[0]] * b
             budgets = [self.link.max_payload_bytes(channel_uses, m) for m in chosen]
-        sent = self.device_side.encode(images, q=q, target_bytes=None if budgets is None else [max(1, x) for x in budgets])
+        stream = self.stream_context(q, per_image=budgets is not None)
+        sent = self.device_side.encode(images, stream=stream, q=q,
+                                       target_bytes=None if budgets is None else [max(1, x) for x in budgets])
         payloads: list[bytes | None] = list(sent.data)
         if budgets is not None:  # an image whose smallest payload does not fit is not sent
             payloads = [p if len(p) <= x else None for p, x in zip(payloads, budgets)]
@@ -231,7 +256,7 @@ class Flow(nn.Module):
         ok = [i for i, r in enumerate(received) if r is not None]
         captions = [""] * b
         if ok:
-            for i, c in zip(ok, self.receiver_side.captions([received[i] for i in ok], **generation)):
+            for i, c in zip(ok, self.receiver_side.captions([received[i] for i in ok], stream=stream, **generation)):
                 captions[i] = c
         if chosen is not None:   # an image that did not fit was not sent, at the MCS its budget assumed
             used_mcs = [m if m is not None else c.index for m, c in zip(used_mcs, chosen)]

@@ -22,7 +22,7 @@ def cmd_eval(args) -> int:
                     rate_points=float_list(args.rate_points) if args.rate_points else None,
                     symbols=[int(v) for v in float_list(args.symbols)] if args.symbols else None,
                     mcs=mcs, channel_uses=args.channel_uses, method=args.method, workers=args.workers,
-                    device=args.device, harq=args.harq)
+                    device=args.device, harq=args.harq, framing=args.framing)
     if int(os.environ.get("RANK", "0")):   # under torchrun rank 0 reports
         return 0
     keys = ("snr_db", "rate_point", "symbols", "payload_bits", "channel_uses", "loss_rate", "CIDEr-D", "BLEU-4",
@@ -30,6 +30,9 @@ def cmd_eval(args) -> int:
     print(" ".join(f"{k:>14}" for k in keys))
     for row in rows:
         print(" ".join(f"{row[k]:>14.4f}" if isinstance(row[k], float) else f"{row[k]!s:>14}" for k in keys))
+    if args.framing == "stream" and any(row.get("framing") == "stream" for row in rows):
+        print("payload_bits: what a stream sends per image (context agreed once per connection, the link "
+              "checks each block); --framing file gives the self-contained figure (header and CRC per payload)")
     print(f"wrote {Path(args.out) / 'results.csv'} and {Path(args.out) / 'captions.json'}")
     return 0
 
@@ -96,6 +99,9 @@ def register(sub) -> None:
                    "incremental redundancy, 5G-like; 1: no retransmission)")
     p.add_argument("--channel-uses", type=int, default=None,
                    help="channel-use budget per image for a learned digital codec (its rate adapts to fit)")
+    p.add_argument("--framing", choices=("stream", "file"), default="stream",
+                   help="stream (default): payload_bits is what a stream sends per image, the context agreed once "
+                        "per connection; file: self-contained payloads (header and CRC-16 each), as .iflow files")
     p.add_argument("--method", default=None, help="label of this method in results and plots (default: the codec)")
     p.add_argument("--dataset", default="shapes:test", help="dataset spec (default: shapes:test)")
     p.add_argument("--out", required=True, help="output folder for results.csv and captions.json")
