@@ -1,8 +1,9 @@
 """The device side of a real split deployment: head + codec here, the caption from an edge service.
 
 ``EdgeClient`` speaks the protocol of :mod:`intelliflow.deploy.service` (``POST /caption`` with one
-``.iflow`` file; keep-alive, one connection per thread). ``SplitDevice`` runs the model's head and
-the codec on images, sends each payload and times every stage::
+``.iflow`` file, or in stream mode the handshake ``POST /stream`` once per connection and then each
+image's bare stream payload; keep-alive, one connection per thread). ``SplitDevice`` runs the
+model's head and the codec on images, sends each payload and times every stage::
 
     device = SplitDevice("shapes-captioner", "shapes-hyperprior", EdgeClient("http://edge:8080"))
     device.caption([image])[0]  # {"caption": ..., "bits": ..., "device_ms": ..., "encode_ms": ...,
@@ -23,7 +24,7 @@ from intelliflow.errors import ConfigError, ServiceError
 from intelliflow.flow import Device
 
 from .auth import Credentials
-from .container import pack_iflow
+from .container import pack_iflow, pack_stream_file
 from .files import byte_codec
 
 
@@ -122,6 +123,36 @@ class EdgeClient:
         return {**data, "roundtrip_ms": 1e3 * (time.perf_counter() - start)}
 
 
+    def caption_stream(self, payload: bytes, handshake: bytes) -> dict:
+        """Stream mode: send one bare stream payload, agreeing the stream first on this thread's
+        connection (``handshake``: a stream file with no image, see
+        :meth:`SplitDevice.handshake`) where it has not been agreed, or was lost with a reconnect."""
+        from .service import STREAM_PAYLOAD
+
+        start = time.perf_counter()
+        for attempt in (0, 1):
+            conn = self._connection()
+            if getattr(conn, "intelliflow_stream", None) != handshake:
+                headers = {"Content-Type": "application/octet-stream"}
+                if self.credentials is not None:
+                    headers.update(self.credentials.headers(bytes(handshake)))
+                status, data = self._request("POST", "/stream", body=bytes(handshake), headers=headers)
+                if status != 200:
+                    raise ServiceError(f"edge service answered {status} to the stream handshake: {data.get('error', data)}")
+                self._connection().intelliflow_stream = handshake
+            headers = {"Content-Type": STREAM_PAYLOAD}
+            if self.credentials is not None:
+                headers.update(self.credentials.headers(bytes(payload)))
+            status, data = self._request("POST", "/caption", body=bytes(payload), headers=headers)
+            if status == 409 and not attempt:   # the connection was renewed: agree again
+                self._connection().intelliflow_stream = None
+                continue
+            if status != 200:
+                raise ServiceError(f"edge service answered {status}: {data.get('error', data)}")
+            return {**data, "roundtrip_ms": 1e3 * (time.perf_counter() - start)}
+        raise ServiceError("edge service lost the stream twice")
+
+
 class SplitDevice:
     """Head + codec on this machine; the tail on an edge service. One image at a time, timed.
 
@@ -129,10 +160,12 @@ class SplitDevice:
     :param codec: codec name (the edge must serve the same codec)
     :param client: an :class:`EdgeClient`, or the edge's URL
     :param compress_options: the codec's rate knob, e.g. ``{"q": rate point}`` for a learned codec
+    :param stream: stream mode (the context agreed once per connection, each request the codec's
+        bare payload); ``None`` (default): on where the codec has a stream mode, else ``.iflow`` files
     """
 
     def __init__(self, model: str, codec: str, client: EdgeClient | str, split: int | None = None,
-                 compress_options: dict | None = None):
+                 compress_options: dict | None = None, stream: bool | None = None):
         from intelliflow.models import load_split_model
 
         self.model_name, self.codec_name = str(model), str(codec)
@@ -141,15 +174,35 @@ class SplitDevice:
         self.device = Device(self.model, self.codec)
         self.client = client if isinstance(client, EdgeClient) else EdgeClient(client)
         self.compress_options = dict(compress_options or {})
+        if stream and not self.codec.streams:
+            raise ConfigError(f"{codec} has no stream mode (its payloads are self-contained): use stream=False")
+        self.stream = None
+        if stream or (stream is None and self.codec.streams):
+            per_image = self.compress_options.get("target_bytes") is not None
+            q = None if per_image else self.compress_options.get("q", self.codec.rate_range()[1])
+            self.stream = self.codec.stream_context(self.model.feature_grid, q=q)
+
+    @property
+    def handshake(self) -> bytes | None:
+        """The stream handshake (a stream file with no image), ``None`` outside stream mode."""
+        if self.stream is None:
+            return None
+        from intelliflow.codec.bitstream import stream_header
+
+        return pack_stream_file(self.model_name, self.model.split, self.codec_name,
+                                stream_header(self.stream, self.codec.fingerprint), [])
 
     @torch.no_grad()
     def encode(self, image) -> tuple[bytes, float, float]:
-        """One PIL image -> (``.iflow`` bytes, device ms, encode ms)."""
+        """One PIL image -> (what goes on the wire: an ``.iflow`` file, or the bare stream payload in
+        stream mode; device ms; encode ms)."""
         t0 = time.perf_counter()
         x, prefix = self.device.codec_input([image])  # the head (nothing for an upload, the whole model for text)
         t1 = time.perf_counter()
-        (payload,) = self.device.encode_input(x, prefix, **self.compress_options).data
+        (payload,) = self.device.encode_input(x, prefix, stream=self.stream, **self.compress_options).data
         t2 = time.perf_counter()
+        if self.stream is not None:
+            return payload, 1e3 * (t1 - t0), 1e3 * (t2 - t1)
         return pack_iflow(self.model_name, self.model.split, self.codec_name, payload), 1e3 * (t1 - t0), 1e3 * (t2 - t1)
 
     def caption_one(self, image, client: EdgeClient | None = None) -> dict:
@@ -158,7 +211,8 @@ class SplitDevice:
         ``client`` (default: this device's)."""
         start = time.perf_counter()
         data, device_ms, encode_ms = self.encode(image)
-        answer = (client or self.client).caption(data)
+        client = client or self.client
+        answer = client.caption(data) if self.stream is None else client.caption_stream(data, self.handshake)
         return {**answer, "wire_bytes": len(data), "device_ms": device_ms, "encode_ms": encode_ms,
                 "total_ms": 1e3 * (time.perf_counter() - start)}
 

@@ -11,6 +11,17 @@
     ...              the codec's payload (its own header and check included)
     last 4 bytes     CRC-32 of every byte before it, the header included
 
+A **stream file** (``.iflows``) holds many images of one stream (:mod:`intelliflow.codec.bitstream`,
+stream mode): what every image shares is written once, each image carries only its payload::
+
+    bytes 0-1        b"IS"
+    byte 2           format version (1)
+    varint + ASCII   model identifier; varint split point k; varint + ASCII codec identifier
+    varint + bytes   the codec's stream header (kind, rate point, grid, flags, its own CRC-16
+                     keyed by the codec's fingerprint: another codec refuses the whole file)
+    per image        varint length + the stream payload (the codec's body, nothing repeated)
+    last 4 bytes     CRC-32 of every byte before it
+
 Names are identifiers, never paths: a folder travels as its last component, and the receiver
 maps identifiers to what its operator configured (or to shipped names); it never loads a
 folder a file names. The CRC-32 catches accidents (bit errors, truncation, a spliced header) so
@@ -31,6 +42,8 @@ from intelliflow.errors import BitstreamError, ConfigError
 
 MAGIC = b"IF"
 VERSION = 2
+STREAM_MAGIC = b"IS"
+STREAM_VERSION = 1
 MAX_NAME = 128
 CHECK_BYTES = 4
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
@@ -64,41 +77,94 @@ class IflowFile:
         return 8 * len(self.payload)
 
 
-def pack_iflow(model: str, split: int, codec: str, payload: bytes) -> bytes:
-    """Header + payload + check (see the module docstring); names become identifiers."""
+@dataclass(frozen=True)
+class IflowStream:
+    """A parsed stream file: what decodes it, the codec's stream header, one payload per image."""
+
+    model: str
+    split: int
+    codec: str
+    header: bytes
+    payloads: list[bytes]
+
+    @property
+    def bits(self) -> list[int]:
+        """Payload bits per image (what crosses the link for it in the stream)."""
+        return [8 * len(p) for p in self.payloads]
+
+
+def _names(model: str, split: int, codec: str) -> bytes:
     def name(text: str) -> bytes:
         raw = identifier(text).encode("ascii")
         return write_varint(len(raw)) + raw
 
-    data = MAGIC + bytes([VERSION]) + name(model) + write_varint(int(split)) + name(codec) + bytes(payload)
+    return name(model) + write_varint(int(split)) + name(codec)
+
+
+def pack_iflow(model: str, split: int, codec: str, payload: bytes) -> bytes:
+    """Header + payload + check (see the module docstring); names become identifiers."""
+    data = MAGIC + bytes([VERSION]) + _names(model, split, codec) + bytes(payload)
     return data + zlib.crc32(data).to_bytes(CHECK_BYTES, "big")
 
 
-def unpack_iflow(data: bytes) -> IflowFile:
-    """Parse an ``.iflow`` file; anything malformed is a :class:`BitstreamError`."""
-    data = bytes(data)
-    if data[:2] != MAGIC:
-        raise BitstreamError("not an .iflow file (missing the 'IF' magic)")
-    if len(data) < 3 or data[2] != VERSION:
-        raise BitstreamError(f"unsupported .iflow version {data[2] if len(data) > 2 else 'none'}; this reader knows "
-                             f"{VERSION} (re-encode the image)")
-    if len(data) < 3 + CHECK_BYTES or zlib.crc32(data[:-CHECK_BYTES]).to_bytes(CHECK_BYTES, "big") != data[-CHECK_BYTES:]:
-        raise BitstreamError(".iflow file failed its integrity check (CRC-32): damaged or truncated, header or payload")
-    data = data[:-CHECK_BYTES]
-    pos = 3
+def pack_stream_file(model: str, split: int, codec: str, header: bytes, payloads: list[bytes]) -> bytes:
+    """A stream file (see the module docstring): ``header`` is the codec's stream header
+    (:func:`intelliflow.codec.bitstream.stream_header`), ``payloads`` its stream payloads."""
+    data = STREAM_MAGIC + bytes([STREAM_VERSION]) + _names(model, split, codec) + write_varint(len(header)) + header
+    data += b"".join(write_varint(len(p)) + bytes(p) for p in payloads)
+    return data + zlib.crc32(data).to_bytes(CHECK_BYTES, "big")
 
+
+def _checked(data: bytes, magic: bytes, version: int, what: str) -> bytes:
+    if data[:2] != magic:
+        raise BitstreamError(f"not an {what} file (missing the {magic.decode()!r} magic)")
+    if len(data) < 3 or data[2] != version:
+        raise BitstreamError(f"unsupported {what} version {data[2] if len(data) > 2 else 'none'}; this reader knows "
+                             f"{version} (re-encode the images)")
+    if len(data) < 3 + CHECK_BYTES or zlib.crc32(data[:-CHECK_BYTES]).to_bytes(CHECK_BYTES, "big") != data[-CHECK_BYTES:]:
+        raise BitstreamError(f"{what} file failed its integrity check (CRC-32): damaged or truncated, header or payload")
+    return data[:-CHECK_BYTES]
+
+
+def _read_names(data: bytes, pos: int, what: str) -> tuple[str, int, str, int]:
     def name(pos):
         length, pos = read_varint(data, pos)
         if length > MAX_NAME or pos + length > len(data):
-            raise BitstreamError("truncated .iflow header (a name runs past the end)")
+            raise BitstreamError(f"truncated {what} header (a name runs past the end)")
         text = data[pos:pos + length].decode("ascii", errors="replace")
         if not IDENTIFIER.fullmatch(text):
-            raise BitstreamError(f"a name in the .iflow header is not an identifier: {text[:40]!r}")
+            raise BitstreamError(f"a name in the {what} header is not an identifier: {text[:40]!r}")
         return text, pos + length
 
     model, pos = name(pos)
     split, pos = read_varint(data, pos)
     codec, pos = name(pos)
+    return model, split, codec, pos
+
+
+def unpack_iflow(data: bytes) -> IflowFile:
+    """Parse an ``.iflow`` file; anything malformed is a :class:`BitstreamError`."""
+    data = _checked(bytes(data), MAGIC, VERSION, ".iflow")
+    model, split, codec, pos = _read_names(data, 3, ".iflow")
     if pos >= len(data):
         raise BitstreamError(".iflow file has a header but no payload")
     return IflowFile(model, split, codec, data[pos:])
+
+
+def unpack_stream_file(data: bytes) -> IflowStream:
+    """Parse a stream file (``.iflows``; with no payload, the edge service's stream handshake);
+    anything malformed is a :class:`BitstreamError`."""
+    data = _checked(bytes(data), STREAM_MAGIC, STREAM_VERSION, ".iflows")
+    model, split, codec, pos = _read_names(data, 3, ".iflows")
+    length, pos = read_varint(data, pos)
+    if pos + length > len(data):
+        raise BitstreamError("truncated .iflows file: the stream header runs past the end")
+    header, pos = data[pos:pos + length], pos + length
+    payloads = []
+    while pos < len(data):
+        length, pos = read_varint(data, pos)
+        if pos + length > len(data):
+            raise BitstreamError(f"truncated .iflows file: payload {len(payloads)} runs past the end")
+        payloads.append(data[pos:pos + length])
+        pos += length
+    return IflowStream(model, split, codec, header, payloads)

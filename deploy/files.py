@@ -16,7 +16,9 @@ from intelliflow.errors import ConfigError, PayloadMismatchError, RegistryError
 from intelliflow.flow import Device, Receiver
 from intelliflow.models import load_split_model, shipped_models
 
-from .container import identifier, pack_iflow, unpack_iflow
+from intelliflow.codec.bitstream import read_stream_header, stream_header
+
+from .container import identifier, pack_iflow, pack_stream_file, unpack_iflow, unpack_stream_file
 
 
 def byte_codec(name: str, what: str = "this", folders: bool = True):
@@ -44,6 +46,18 @@ class FileEncoder:
     def encode(self, images: Sequence) -> list[bytes]:
         return [pack_iflow(self.model_name, self.model.split, self.codec_name, payload)
                 for payload in self.device.encode(images, **self.options).data]
+
+    def encode_stream(self, images: Sequence) -> bytes:
+        """PIL images -> one stream file (``.iflows``): the context written once, then each image's
+        stream payload (the codec's body). Needs a codec with stream mode (``codec.streams``)."""
+        codec = self.device.codec
+        if not codec.streams:
+            raise ConfigError(f"{self.codec_name} has no per-image header to share: its payloads are self-contained; "
+                              "write .iflow files")
+        stream = codec.stream_context(self.model.feature_grid, q=self.options.get("q", codec.rate_range()[1]))
+        payloads = self.device.encode(images, stream=stream, **self.options).data
+        return pack_stream_file(self.model_name, self.model.split, self.codec_name,
+                                stream_header(stream, codec.fingerprint), payloads)
 
 
 class FileDecoder:
@@ -97,3 +111,20 @@ class FileDecoder:
         parsed = unpack_iflow(data)
         receiver = self.receiver(parsed.model, parsed.split, parsed.codec)
         return receiver.captions([parsed.payload])[0], parsed.bits
+
+    def decode_stream(self, data: bytes) -> list[tuple[str, int]]:
+        """A stream file -> (caption, payload bits) per image; a header for another codec (or its
+        other weights) is a :class:`~intelliflow.errors.PayloadMismatchError` before any image."""
+        from intelliflow.errors import BitstreamError
+
+        parsed = unpack_stream_file(data)
+        receiver = self.receiver(parsed.model, parsed.split, parsed.codec)
+        codec = receiver.codec
+        if not codec.streams:
+            raise PayloadMismatchError(f"codec {parsed.codec!r} has no stream mode: this is not its stream file")
+        try:
+            stream = read_stream_header(parsed.header, codec.payload_id, codec.fingerprint)
+        except BitstreamError as exc:
+            raise PayloadMismatchError(f"the stream was not written by this receiver's {parsed.codec!r}: {exc}") from exc
+        captions = receiver.captions(parsed.payloads, stream=stream)
+        return list(zip(captions, parsed.bits))

@@ -8,6 +8,14 @@ Wire protocol (one image per request, HTTP/1.1, keep-alive):
   ``{"caption": str, "bits": int, "batch": int, "edge_ms": float}``: ``bits`` is the payload
   the codec produced (header excluded), ``batch`` how many requests shared the tail's forward
   pass, ``edge_ms`` the time from arrival to answer.
+- **Stream mode**, per connection: ``POST /stream`` with a stream file that holds no image
+  (:func:`~intelliflow.deploy.container.pack_stream_file` with no payloads: model, split, codec
+  and the codec's stream header, which fixes the grid and rate point and is checked against the
+  service's codec weights) agrees the context once; the answer is JSON ``{"stream": {...}}``. Each
+  ``POST /caption`` on the same connection with ``Content-Type: application/x-intelliflow-stream``
+  then carries only the image's stream payload (the codec's body: no container, no header, no
+  check; TCP checks the bytes), answered as above. A stream payload on a connection that agreed no
+  stream is 409.
 - ``GET /health`` answers 200 ``{"status": "ready", ...}`` once the model and codec are loaded,
   503 ``{"status": "loading"}`` before.
 - Every refusal is JSON ``{"error": message}``, and the service keeps serving. The sender's
@@ -49,10 +57,12 @@ from intelliflow.errors import BitstreamError, IntelliflowError, PayloadMismatch
 from intelliflow.flow import Receiver
 
 from .auth import Credentials
-from .container import identifier, unpack_iflow
+from .container import identifier, unpack_iflow, unpack_stream_file
 from .files import byte_codec
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+#: the Content-Type of a bare stream payload (after ``POST /stream`` on the same connection)
+STREAM_PAYLOAD = "application/x-intelliflow-stream"
 _DRAIN_BYTES = 16 << 20  # an oversized body is read and dropped up to this much before the 413
 
 
@@ -135,24 +145,54 @@ class EdgeService:
         with self._count_lock:
             self.failed += 1
 
-    def submit(self, data: bytes) -> Future:
-        """Check one ``.iflow`` file against what this service serves, decode it (in the caller's
-        thread: a bad payload never reaches the batch worker) and queue it for the tail."""
-        arrived = time.perf_counter()
-        parsed = unpack_iflow(data)
+    def _check_names(self, parsed) -> None:
         wanted = (identifier(self.model_name), self.model.split, canonical_name(self.codec_name))
         got = (parsed.model, parsed.split, canonical_name(parsed.codec))
         if got != wanted:
             raise PayloadMismatchError(
                 f"this service finishes model {wanted[0]!r} at split {wanted[1]} with codec {self.codec_name!r}; "
                 f"the payload is for model {parsed.model!r} at split {parsed.split} with codec {parsed.codec!r}")
+
+    def agree_stream(self, data: bytes):
+        """The stream handshake: a stream file with no image -> the
+        :class:`~intelliflow.codec.bitstream.StreamContext` this connection's payloads are coded in.
+        Another model, split or codec (or the same codec's name with other weights) is a
+        :class:`PayloadMismatchError`."""
+        from intelliflow.codec.bitstream import read_stream_header
+
+        parsed = unpack_stream_file(data)
+        self._check_names(parsed)
+        if not self.codec.streams:
+            raise PayloadMismatchError(f"codec {self.codec_name!r} has no stream mode: send .iflow files")
+        if parsed.payloads:
+            raise BitstreamError("the stream handshake carries no image: send each payload to POST /caption")
         try:
-            decoded = self.receiver.decode([parsed.payload])
+            stream = read_stream_header(parsed.header, self.codec.payload_id, self.codec.fingerprint)
+        except BitstreamError as exc:
+            raise PayloadMismatchError(f"the stream was not agreed for this service's {self.codec_name!r}: {exc}") from exc
+        if (stream.height, stream.width) != tuple(self.model.feature_grid):
+            raise PayloadMismatchError(f"the stream's grid {stream.height}x{stream.width} is not the model's "
+                                       f"{'x'.join(map(str, self.model.feature_grid))}")
+        return stream
+
+    def submit(self, data: bytes, stream=None) -> Future:
+        """Check one ``.iflow`` file (or, under ``stream``, one stream payload: see
+        :meth:`agree_stream`) against what this service serves, decode it (in the caller's thread:
+        a bad payload never reaches the batch worker) and queue it for the tail."""
+        arrived = time.perf_counter()
+        if stream is None:
+            parsed = unpack_iflow(data)
+            self._check_names(parsed)
+            payload, bits = parsed.payload, parsed.bits
+        else:
+            payload, bits = bytes(data), 8 * len(data)
+        try:
+            decoded = self.receiver.decode([payload], stream=stream)
         except IntelliflowError:
             raise
         except Exception as exc:  # a codec library choking on garbage is still the payload's fault
             raise BitstreamError(f"the payload does not decode: {exc}") from exc
-        job = _Job(decoded, parsed.bits, arrived)
+        job = _Job(decoded, bits, arrived)
         self._queue.put_nowait(job)  # queue.Full when overloaded: the server answers 503
         return job.future
 
@@ -285,12 +325,16 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._refuse(HTTPStatus.NOT_FOUND, f"no such path {self.path!r}: use POST /caption or GET /health")
 
+    #: the stream this connection agreed (``POST /stream``), or ``None``
+    stream = None
+
     def do_POST(self):  # noqa: N802
-        if self.path.split("?")[0] != "/caption":
+        path = self.path.split("?")[0]
+        if path not in ("/caption", "/stream"):
             length = self.headers.get("Content-Length", "0")
             self._discard(min(int(length) if length.isdigit() else 0, _DRAIN_BYTES))
-            return self._refuse(HTTPStatus.NOT_FOUND, f"no such path {self.path!r}: POST /caption takes an .iflow file",
-                                close=True)
+            return self._refuse(HTTPStatus.NOT_FOUND, f"no such path {self.path!r}: POST /caption takes an .iflow file "
+                                "(or a stream payload), POST /stream agrees a stream", close=True)
         lengths = self.headers.get_all("Content-Length") or []
         if "Transfer-Encoding" in self.headers:  # with or beside a length: ambiguous framing, refused
             return self._refuse(HTTPStatus.BAD_REQUEST, "Transfer-Encoding is not accepted: send a Content-Length",
@@ -321,13 +365,27 @@ class _Handler(BaseHTTPRequestHandler):
                                 f"truncated body: Content-Length says {length} bytes, {len(body)} arrived", close=True)
         if credentials is not None and (reason := credentials.refusal_of_body(self.headers, body)) is not None:
             return self._refuse(HTTPStatus.UNAUTHORIZED, reason, close=True)
-        if kind != "application/octet-stream":
+        streamed = kind == STREAM_PAYLOAD and path == "/caption"
+        if kind != "application/octet-stream" and not streamed:
             return self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                                f"Content-Type {kind!r}: send the .iflow file as application/octet-stream")
+                                f"Content-Type {kind!r}: send the .iflow file as application/octet-stream "
+                                f"(a stream payload as {STREAM_PAYLOAD})")
         if not self.service.ready:
             return self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "the model is still loading; retry after GET /health is 200")
+        if streamed and self.stream is None:
+            return self._refuse(HTTPStatus.CONFLICT, "no stream was agreed on this connection: POST /stream first")
+        if path == "/stream":
+            try:
+                self.stream = self.service.agree_stream(body)
+            except IntelliflowError as exc:
+                status = next((s for t, s in _STATUS.items() if type(exc) is t), HTTPStatus.BAD_REQUEST)
+                return self._refuse(status, str(exc))
+            c = self.stream
+            return self._answer(HTTPStatus.OK, {"stream": {"grid": [c.height, c.width], "check": c.check,
+                                                           "q": None if c.q16 is None else c.q16 / 16}})
         try:
-            result = self.service.submit(body).result(timeout=self.server.answer_timeout_s)  # type: ignore[attr-defined]
+            result = self.service.submit(body, self.stream if streamed else None).result(
+                timeout=self.server.answer_timeout_s)  # type: ignore[attr-defined]
         except queue.Full:
             return self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "the service is overloaded; retry later")
         except FutureTimeout:

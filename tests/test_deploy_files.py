@@ -29,6 +29,45 @@ def test_container_round_trip_and_errors():
             unpack_iflow(bad)
 
 
+def test_stream_file_round_trip_and_errors():
+    from intelliflow.deploy.container import pack_stream_file, unpack_stream_file
+
+    data = pack_stream_file("shapes-captioner", 4, "shapes-hyperprior", b"HEAD", [b"\x01\x02", b"", b"x" * 300])
+    parsed = unpack_stream_file(data)
+    assert (parsed.model, parsed.split, parsed.codec, parsed.header) == ("shapes-captioner", 4, "shapes-hyperprior", b"HEAD")
+    assert parsed.payloads == [b"\x01\x02", b"", b"x" * 300] and parsed.bits == [16, 0, 2400]
+    assert unpack_stream_file(pack_stream_file("m", 0, "c", b"H", [])).payloads == []   # the service's handshake
+    for bad in (b"", data[:-1], b"IF" + data[2:], data[:5] + bytes([data[5] ^ 1]) + data[6:]):
+        with pytest.raises(BitstreamError):
+            unpack_stream_file(bad)
+
+
+def test_a_stream_file_holds_the_same_captions_without_repeating_the_context(setup, capsys):
+    from intelliflow.codec import resolve_codec
+    from intelliflow.codec.bitstream import StreamContext, stream_header
+    from intelliflow.deploy.container import pack_stream_file, unpack_stream_file
+    from intelliflow.deploy.files import FileDecoder
+    from intelliflow.errors import PayloadMismatchError
+
+    images = [str(setup / "img0.png"), str(setup / "img1.png")]
+    codec = ["--codec", "shapes-hyperprior", "--q", "2"]
+    assert main(["encode", *images, *codec, "--out", str(setup / "single")]) == 0
+    assert main(["encode", *images, *codec, "--stream", str(setup / "all.iflows")]) == 0
+    capsys.readouterr()
+    assert main(["decode", *map(str, sorted((setup / "single").glob("*.iflow"))), "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert main(["decode", str(setup / "all.iflows"), "--json"]) == 0
+    streamed = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in streamed] == [f"{setup / 'all.iflows'}[{i}]" for i in range(2)]
+    assert [r["caption"] for r in streamed] == [r["caption"] for r in single]
+    assert [r["bits"] for r in streamed] == [r["bits"] - 48 for r in single]   # no header, no CRC-16 per image
+    # a stream header keyed by other weights (the mse-codec's) is refused before any image
+    parsed = unpack_stream_file((setup / "all.iflows").read_bytes())
+    foreign = stream_header(StreamContext(2, 8, 8, 32), resolve_codec("shapes-mse-codec").fingerprint)
+    with pytest.raises(PayloadMismatchError, match="not written by"):
+        FileDecoder().decode_stream(pack_stream_file(parsed.model, parsed.split, parsed.codec, foreign, parsed.payloads))
+
+
 @pytest.mark.parametrize("codec", ["identity", "quantize-8", "jpeg-90", "text"])
 def test_encode_then_decode_gives_the_clean_caption(setup, codec, capsys):
     out = setup / f"out-{codec}"

@@ -38,7 +38,7 @@ def edge():
 
 @pytest.fixture(scope="module")
 def device(edge):
-    return SplitDevice(MODEL, CODEC, edge[1])
+    return SplitDevice(MODEL, CODEC, edge[1], stream=False)   # one .iflow file per request
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,32 @@ def test_the_edge_finishes_the_same_caption_as_the_local_decoder(device, images)
         assert (answer["caption"], answer["bits"]) == decoder.decode(data)
         assert answer["wire_bytes"] == len(data) and answer["bits"] == 8 * len(unpack_iflow(data).payload)
         assert answer["roundtrip_ms"] >= answer["edge_ms"] > 0
+
+
+def test_stream_mode_agrees_once_per_connection_and_sends_bare_payloads(edge, device, images):
+    server, client = edge
+    streamer = SplitDevice(MODEL, CODEC, client)            # stream mode: the codec has one
+    assert streamer.stream is not None and device.stream is None
+    answers, files = streamer.caption(images[:4]), device.caption(images[:4])
+    assert [a["caption"] for a in answers] == [f["caption"] for f in files]
+    # the container and the codec's 4-byte header and CRC-16 stay off the wire
+    assert [a["bits"] for a in answers] == [f["bits"] - 48 for f in files]
+    assert all(a["wire_bytes"] == a["bits"] // 8 for a in answers)
+    payload, _, _ = streamer.encode(images[0])
+    head = (b"POST /caption HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-intelliflow-stream\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(payload))
+    assert raw_request(server, head, payload)[0] == 409      # no stream agreed on this connection
+    # a connection renewed behind the client's back: the 409 makes it agree again, once
+    fresh = EdgeClient(server.url)
+    fresh._connection().intelliflow_stream = streamer.handshake
+    assert fresh.caption_stream(payload, streamer.handshake)["caption"] == answers[0]["caption"]
+    # a handshake for another split point is refused at once, before any image
+    from intelliflow.codec.bitstream import stream_header
+    from intelliflow.deploy.container import pack_stream_file
+
+    other = pack_stream_file(MODEL, 2, CODEC, stream_header(streamer.stream, streamer.codec.fingerprint), [])
+    with pytest.raises(ServiceError, match="422"):
+        EdgeClient(server.url).caption_stream(payload, other)
 
 
 def test_bad_requests_get_4xx_with_a_message_and_the_service_goes_on(edge, device, images):
@@ -146,10 +172,12 @@ def test_caption_command_talks_to_the_edge(edge, tmp_path, capsys):
         paths.append(str(tmp_path / f"img{i}.png"))
     assert main(["caption", *paths, "--edge", server.url, "--codec", CODEC, "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    local = SplitDevice(MODEL, CODEC, server.url)
+    local = SplitDevice(MODEL, CODEC, server.url, stream=False)
     assert [r["caption"] for r in rows] == [FileDecoder().decode(local.encode(make_sample("test", i).image)[0])[0]
                                            for i in range(2)]
     assert all(r["bits"] > 0 and r["total_ms"] >= r["roundtrip_ms"] for r in rows)
+    assert main(["caption", *paths, "--edge", server.url, "--codec", CODEC, "--framing", "file", "--json"]) == 0
+    assert [r["bits"] for r in json.loads(capsys.readouterr().out)] == [r["bits"] + 48 for r in rows]
     # a device with another codec is refused by the edge, with its message
     assert main(["caption", paths[0], "--edge", server.url, "--codec", "mse-codec"]) == 2
     assert "answered 422" in capsys.readouterr().err
@@ -175,7 +203,7 @@ def test_serve_command_starts_answers_and_stops_on_sigterm():
     try:
         client = EdgeClient(f"http://127.0.0.1:{port}")
         client.wait_ready(timeout=120)
-        data, _, _ = SplitDevice(MODEL, CODEC, client).encode(make_sample("test", 3).image)
+        data, _, _ = SplitDevice(MODEL, CODEC, client, stream=False).encode(make_sample("test", 3).image)
         assert client.caption(data)["caption"] == FileDecoder().decode(data)[0]
     finally:
         proc.send_signal(signal.SIGTERM)

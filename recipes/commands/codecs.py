@@ -55,6 +55,12 @@ def cmd_encode(args) -> int:
     ``--overwrite``; an input that fails is reported and the others are still encoded (exit 2)."""
     from intelliflow.deploy.files import FileEncoder
 
+    if args.stream:
+        return _encode_stream(args)
+    if args.out is None:
+        from intelliflow.errors import ConfigError
+
+        raise ConfigError("give --out (a folder for one .iflow file per image) or --stream FILE.iflows")
     out, failures = Path(args.out), InputFailures("encode")
     targets: dict[Path, str] = {}
     for path in args.images:  # every output is checked before anything is written
@@ -75,17 +81,44 @@ def cmd_encode(args) -> int:
     return failures.status
 
 
+def _encode_stream(args) -> int:
+    """``encode --stream FILE``: every readable image into one stream file (the context written once)."""
+    from intelliflow.deploy.files import FileEncoder
+
+    target, failures = Path(args.stream), InputFailures("encode")
+    if target.exists() and not args.overwrite:
+        raise FileExistsError(f"{target} exists: give --overwrite to replace it, or another --stream")
+    images = []
+    for path in args.images:
+        with failures.of(path):
+            images.append(read_image(path))
+    if not images:
+        return failures.status
+    encoder = FileEncoder(args.model, args.codec, split=args.split, **({"q": args.q} if args.q is not None else {}))
+    data = encoder.encode_stream(images)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    print(f"{target}  {len(data)} bytes for {len(images)} images")
+    return failures.status
+
+
 def cmd_decode(args) -> int:
     """Receiver: .iflow files -> captions; a damaged file is reported and the others still decode (exit 2)."""
+    from intelliflow.deploy.container import STREAM_MAGIC
     from intelliflow.deploy.files import FileDecoder
 
     decoder, failures, rows = FileDecoder(model=args.model, codec=args.codec), InputFailures("decode"), []
     for path in args.files:
         with failures.of(path):
-            caption, bits = decoder.decode(Path(path).read_bytes())
-            rows.append({"file": str(path), "caption": caption, "bits": bits})
-            if not args.json:
-                print(f"{path}: {caption}  ({bits} bits)")
+            data = Path(path).read_bytes()
+            if data[:2] == STREAM_MAGIC:   # a stream file: one caption per image in it
+                decoded = [(f"{path}[{i}]", c, b) for i, (c, b) in enumerate(decoder.decode_stream(data))]
+            else:
+                decoded = [(str(path), *decoder.decode(data))]
+            for name, caption, bits in decoded:
+                rows.append({"file": name, "caption": caption, "bits": bits})
+                if not args.json:
+                    print(f"{name}: {caption}  ({bits} bits)")
     if args.json:
         print_json(rows)
     return failures.status
@@ -106,12 +139,15 @@ def register(sub) -> None:
     p.add_argument("--codec", required=True, help="codec: a baseline (quantize-8, jpeg-75, text, mse-codec), "
                                                    "a shipped codec (intelliflow codecs) or a checkpoint folder")
     p.add_argument("--q", type=float, default=None, help="rate point of a learned codec (default: its highest)")
-    p.add_argument("--out", required=True, help="folder for the .iflow files")
+    p.add_argument("--out", default=None, help="folder for the .iflow files (one self-contained file per image)")
+    p.add_argument("--stream", default=None, metavar="FILE",
+                   help="instead, write every image into one stream file (.iflows): model, split, codec, grid and "
+                        "rate point once, then each image's bare payload")
     p.add_argument("--overwrite", action="store_true", help="replace .iflow files that exist already")
     p.set_defaults(func=cmd_encode)
 
 
-    p = sub.add_parser("decode", help="receiver: .iflow files -> captions")
+    p = sub.add_parser("decode", help="receiver: .iflow (and .iflows stream) files -> captions")
     p.add_argument("files", nargs="+")
     p.add_argument("--model", default=None, help="the model this receiver serves (name or folder); files name "
                                                  "models by identifier and never make it load a folder (default: "

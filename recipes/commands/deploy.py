@@ -67,7 +67,8 @@ def cmd_caption(args) -> int:
 
         client = EdgeClient(args.edge, credentials=credentials_from_env())
         device = SplitDevice(args.model, args.codec, client, split=args.split,
-                             compress_options={"q": args.q} if args.q is not None else None)
+                             compress_options={"q": args.q} if args.q is not None else None,
+                             stream=None if args.framing == "stream" else False)
         device.client.wait_ready(timeout=args.wait)
         for path, image in images:
             with failures.of(path):
@@ -86,7 +87,7 @@ def cmd_caption(args) -> int:
 def register(sub) -> None:
     """Add this group's commands to the main parser's sub-parsers."""
     p = sub.add_parser("serve", help="edge side of a split deployment: HTTP service finishing captions "
-                                     "(POST /caption with an .iflow body, GET /health)",
+                                     "(POST /caption with an .iflow body or a stream payload, POST /stream, GET /health)",
                        epilog="Every device is served by default. With INTELLIFLOW_TOKEN=<secret> in the environment "
                               "only requests carrying Authorization: Bearer <secret> are; with "
                               "INTELLIFLOW_HMAC_KEY=<secret>, only requests signed with it (an HMAC-SHA256 of a "
@@ -119,6 +120,9 @@ def register(sub) -> None:
     p.add_argument("--codec", default="shapes-hyperprior", help="with --edge: the codec the edge serves")
     p.add_argument("--q", type=float, default=None,
                    help="with --edge: rate point of a learned codec (default: its highest)")
+    p.add_argument("--framing", choices=("stream", "file"), default="stream",
+                   help="with --edge: stream (default where the codec has a stream mode: the context agreed once per "
+                        "connection, each request the bare payload) or file (an .iflow file per request)")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the edge to be ready")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_caption)
