@@ -78,9 +78,10 @@ class FeatureCodecConfig(GridCodecConfig):
     #: plus non-negative steps), so the rate rises with q; ``False``: one free gain vector per point
     #: (codecs trained before this option, whose neighbouring points could cross)
     monotonic_gains: bool = True
-    #: the entropy coder of the payload body (:mod:`intelliflow.codec.entropy_coding`): ``range``
-    #: (constriction's range coder, about 16 bits over the information) or ``rans`` (CompressAI's)
-    entropy_coder: str = "range"
+    #: the entropy coder of the payload body (:mod:`intelliflow.codec.entropy_coding`):
+    #: ``arithmetic`` (within a few bits of the information), ``range`` (constriction's, about 16
+    #: bits over it) or ``rans`` (CompressAI's, about 45)
+    entropy_coder: str = "arithmetic"
 
     def __post_init__(self):
         super().__post_init__()

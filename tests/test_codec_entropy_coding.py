@@ -35,7 +35,7 @@ def test_symbols_round_trip_exactly_escapes_included(name):
     assert decoder.decode([0] * 37, tables) == second.tolist()
 
 
-def test_the_range_coder_costs_less_than_rans_over_the_information():
+def test_the_arithmetic_coder_ends_within_a_byte_and_the_range_coder_within_a_word():
     tables = _gaussian_tables()
     rng = np.random.default_rng(1)
     excess = {name: [] for name in ENTROPY_CODERS}
@@ -50,9 +50,11 @@ def test_the_range_coder_costs_less_than_rans_over_the_information():
             excess[name].append(8 * len(encoder.finish()) - info)
     assert 0 <= np.mean(excess["range"]) <= 32          # one sealing word at most, 16 bits on average
     assert np.mean(excess["rans"]) >= np.mean(excess["range"]) + 16
+    assert -1 <= np.mean(excess["arithmetic"]) <= 6 and max(excess["arithmetic"]) <= 10   # a byte's padding, about
 
 
-def test_a_damaged_range_stream_is_refused_or_decodes_to_something_without_crashing():
+@pytest.mark.parametrize("name", ["arithmetic", "range"])
+def test_a_damaged_stream_is_refused_or_decodes_to_something_without_crashing(name):
     tables = _gaussian_tables()
     with pytest.raises(BitstreamError, match="32-bit words"):
         entropy_coder("range").decoder(b"\x01\x02\x03")
@@ -60,14 +62,14 @@ def test_a_damaged_range_stream_is_refused_or_decodes_to_something_without_crash
     for _ in range(50):
         garbage = rng.integers(0, 256, size=4 * int(rng.integers(0, 6)), dtype=np.uint8).tobytes()
         try:
-            out = entropy_coder("range").decoder(garbage).decode([0, 1, 2, 3, 4] * 20, tables)
+            out = entropy_coder(name).decoder(garbage).decode([0, 1, 2, 3, 4] * 20, tables)
         except BitstreamError:
             continue
         assert len(out) == 100
 
 
 def test_an_unknown_coder_is_a_config_error():
-    with pytest.raises(ConfigError, match="range, rans"):
+    with pytest.raises(ConfigError, match="arithmetic, range, rans"):
         entropy_coder("huffman")
     from intelliflow.codec.digital import FeatureCodecConfig
 
