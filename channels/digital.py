@@ -188,9 +188,11 @@ class DigitalLink:
         return int(math.ceil(k / (mcs.code_rate * m) - 1e-9)) * m
 
     def block_sizes(self, payload_bytes: int) -> list[int]:
-        """Payload bytes of each code block of a packet of ``payload_bytes`` bytes (before padding)."""
+        """Payload bytes of each code block of a packet of ``payload_bytes`` bytes (before padding); an
+        empty payload (a stream image whose body codes to nothing) is still one block: its CRC tells the
+        receiver the image arrived."""
         full, rest = divmod(int(payload_bytes), self.block_bytes)
-        return [self.block_bytes] * full + ([rest] if rest else [])
+        return [self.block_bytes] * full + ([rest] if rest or not full else [])   # an empty payload: one block, its CRC
 
     def padded_size(self, block_bytes: int) -> int:
         """Bytes a code block of ``block_bytes`` occupies: the next transport block size (``TBS_BYTES``)
