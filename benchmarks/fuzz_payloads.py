@@ -20,6 +20,13 @@ refuses, so those are counted, not failed), with the slowest decode, the largest
 codec's files (``ru_maxrss``; it bounds every single file's peak, torch's allocations included).
 PASS also needs every decode under 1 s and that rise under 100 MB.
 
+Codecs with a stream mode are fuzzed as streams too: a ``.iflows`` stream file of the images
+(mutated as above: its CRC-32 must refuse every damaged file, no wrong caption), and each image's
+bare stream payload as it crosses a link (no check of its own: over the 5G link the CRC-24A of
+every code block is the check), decoded by the receiver in the stream's context: a damaged bare
+payload may decode to another caption (counted, ``wrong_caption``), but never to a traceback, a
+slow decode or a memory blow-up.
+
     python benchmarks/fuzz_payloads.py [--images 4] [--random 200] [--out benchmarks/results/fuzz_payloads.json]
 """
 
@@ -58,10 +65,14 @@ def forgeries(data: bytes) -> list[tuple[str, bytes]]:
     return out
 
 
-def mutations(data: bytes, rng: random.Random, n_random: int, payload_bits: int = 256) -> list[tuple[str, bytes]]:
+def mutations(data: bytes, rng: random.Random, n_random: int, payload_bits: int = 256,
+              header: int | None = None, forged: bool = True) -> list[tuple[str, bytes]]:
+    """Bit flips of the header and the first payload bytes, truncations, insertions, blobs (and, for
+    ``.iflow`` files, forgeries); ``header``: its bytes (default: an ``.iflow`` file's)."""
     from intelliflow.deploy.container import unpack_iflow
 
-    header = len(data) - len(unpack_iflow(data).payload) - 4
+    if header is None:
+        header = len(data) - len(unpack_iflow(data).payload) - 4
     out = []
     for i in range(8 * min(len(data), header + payload_bits // 8)):
         flipped = bytearray(data)
@@ -71,8 +82,47 @@ def mutations(data: bytes, rng: random.Random, n_random: int, payload_bits: int 
     for _ in range(n_random):
         at = rng.randrange(len(data) + 1)
         out.append(("insertion", data[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))) + data[at:]))
-        out.append(("blob", bytes(rng.randrange(256) for _ in range(rng.randint(1, 2 * len(data))))))
-    return out + forgeries(data)
+        out.append(("blob", bytes(rng.randrange(256) for _ in range(rng.randint(1, 2 * len(data) + 1)))))
+    return out + (forgeries(data) if forged else [])
+
+
+def run_cases(cases, decode, truth, name: str) -> dict:
+    """Decode every (source, kind, bytes) case; count outcomes, time, heap and RSS (see the docstring)."""
+    from tqdm import tqdm
+
+    from intelliflow.errors import IntelliflowError
+
+    counts, kinds, worst_ms, worst_heap, wrong = Counter(), Counter(), 0.0, 0, []
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # kB, after the honest decodes
+    for src, kind, bad in tqdm(cases, desc=name, unit="file", file=sys.stderr):
+        tracemalloc.start()
+        start = time.perf_counter()
+        try:
+            caption = decode(bad)
+            outcome = "same_caption" if caption == truth[src] else "wrong_caption"
+            if outcome == "wrong_caption":
+                wrong.append({"mutation": kind, "caption": caption, "source": truth[src]})
+        except IntelliflowError:
+            outcome = "refused"
+        except Exception as exc:  # noqa: BLE001 - what the benchmark counts
+            outcome = "traceback"
+            wrong.append({"mutation": kind, "error": f"{type(exc).__name__}: {exc}"[:200]})
+        worst_ms = max(worst_ms, 1e3 * (time.perf_counter() - start))
+        worst_heap = max(worst_heap, tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        group = "forged" if kind.startswith("forged") else "damaged"
+        counts[(group, outcome)] += 1
+        kinds[kind.split(" ")[0] if group == "damaged" else "forged"] += 1
+    outcomes = {group: {o: n for (g, o), n in sorted(counts.items()) if g == group} for group in ("damaged", "forged")}
+    result = {"files": len(cases), "mutations": dict(kinds), "outcomes": outcomes,
+              "slowest_ms": round(worst_ms, 1), "largest_heap_mb": round(worst_heap / 2**20, 2),
+              "peak_rss_rise_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024, 1),
+              "first_bad": wrong[:5]}
+    print(f"{name:<30} {len(cases):>6} files: " + "; ".join(
+        f"{group}: " + ", ".join(f"{k} {v}" for k, v in o.items()) for group, o in outcomes.items() if o)
+        + f"; slowest {worst_ms:.0f} ms, heap peak {worst_heap / 2**20:.1f} MB, peak RSS rise "
+        f"{result['peak_rss_rise_mb']:.1f} MB", flush=True)
+    return result
 
 
 def main() -> int:
@@ -84,60 +134,55 @@ def main() -> int:
     parser.add_argument("--codecs", default=",".join(CODECS), help="comma-separated codec names (default: %(default)s)")
     args = parser.parse_args()
 
-    from tqdm import tqdm
-
     from intelliflow.data.shapes import make_sample
     from intelliflow.deploy.files import FileDecoder, FileEncoder
-    from intelliflow.errors import IntelliflowError
+    from intelliflow.flow import Receiver
 
     rng = random.Random(args.seed)
     images = [make_sample("val", i).image for i in range(args.images)]
     decoder = FileDecoder()
-    report = {"images": args.images, "codecs": {}, "seed": args.seed}
+    report = {"images": args.images, "codecs": {}, "streams": {}, "seed": args.seed}
     for name in args.codecs.split(","):
-        honest = FileEncoder("shapes-captioner", name).encode(images)
+        encoder = FileEncoder("shapes-captioner", name)
+        honest = encoder.encode(images)
         truth = [decoder.decode(d)[0] for d in honest]
-        counts, kinds, worst_ms, worst_heap, wrong = Counter(), Counter(), 0.0, 0, []
         cases = [(src, kind, bad) for src, data in enumerate(honest) for kind, bad in mutations(data, rng, args.random)]
-        peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # kB, after the honest decodes
-        for src, kind, bad in tqdm(cases, desc=name, unit="file", file=sys.stderr):
-            tracemalloc.start()
-            start = time.perf_counter()
-            try:
-                caption = decoder.decode(bad)[0]
-                outcome = "same_caption" if caption == truth[src] else "wrong_caption"
-                if outcome == "wrong_caption":
-                    wrong.append({"mutation": kind, "caption": caption, "source": truth[src]})
-            except IntelliflowError:
-                outcome = "refused"
-            except Exception as exc:  # noqa: BLE001 - what the benchmark counts
-                outcome = "traceback"
-                wrong.append({"mutation": kind, "error": f"{type(exc).__name__}: {exc}"[:200]})
-            worst_ms = max(worst_ms, 1e3 * (time.perf_counter() - start))
-            worst_heap = max(worst_heap, tracemalloc.get_traced_memory()[1])
-            tracemalloc.stop()
-            group = "forged" if kind.startswith("forged") else "damaged"
-            counts[(group, outcome)] += 1
-            kinds[kind.split(" ")[0] if group == "damaged" else "forged"] += 1
-        outcomes = {group: {o: n for (g, o), n in sorted(counts.items()) if g == group} for group in ("damaged", "forged")}
-        report["codecs"][name] = {"files": len(cases), "mutations": dict(kinds), "outcomes": outcomes,
-                                  "slowest_ms": round(worst_ms, 1), "largest_heap_mb": round(worst_heap / 2**20, 2),
-                                  "peak_rss_rise_mb": round(
-                                      (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024, 1),
-                                  "first_bad": wrong[:5]}
-        print(f"{name:<18} {len(cases):>6} files: " + "; ".join(
-            f"{group}: " + ", ".join(f"{k} {v}" for k, v in o.items()) for group, o in outcomes.items())
-            + f"; slowest {worst_ms:.0f} ms, heap peak {worst_heap / 2**20:.1f} MB, peak RSS rise "
-            f"{report['codecs'][name]['peak_rss_rise_mb']:.1f} MB", flush=True)
+        report["codecs"][name] = run_cases(cases, lambda bad: decoder.decode(bad)[0], truth, name)
+        codec = encoder.device.codec
+        if not codec.streams:
+            continue
+        # a stream file: every image in one file, its CRC-32 over all of it
+        whole = encoder.encode_stream(images)
+        stream_truth = [[c for c, _ in decoder.decode_stream(whole)]]
+        from intelliflow.codec.bitstream import write_varint
+        from intelliflow.deploy.container import unpack_stream_file
+
+        head = len(whole) - 4 - sum(len(write_varint(len(p))) + len(p) for p in unpack_stream_file(whole).payloads)
+        cases = [(0, kind, bad) for kind, bad in mutations(whole, rng, args.random, header=head, forged=False)]
+        stream_file = run_cases(cases, lambda bad: [c for c, _ in decoder.decode_stream(bad)], stream_truth,
+                                f"{name} .iflows")
+        # bare stream payloads as a link carries them: no check of their own
+        stream = codec.stream_context(encoder.model.feature_grid, q=codec.rate_range()[1])
+        receiver = Receiver(encoder.model, codec)
+        bare = encoder.device.encode(images, stream=stream).data
+        bare_truth = receiver.captions(bare, stream=stream)
+        cases = [(src, kind, bad) for src, data in enumerate(bare)
+                 for kind, bad in mutations(data, rng, args.random, header=0, forged=False)]
+        bare_payloads = run_cases(cases, lambda bad: receiver.captions([bad], stream=stream)[0], bare_truth,
+                                  f"{name} bare stream payloads")
+        report["streams"][name] = {"stream_file": stream_file, "bare_payloads": bare_payloads}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    bad = sum(c["outcomes"]["damaged"].get("wrong_caption", 0) + c["outcomes"]["damaged"].get("traceback", 0)
-              + c["outcomes"]["forged"].get("traceback", 0) for c in report["codecs"].values())
-    limits = sum(c["slowest_ms"] >= 1000 or c["peak_rss_rise_mb"] >= 100 for c in report["codecs"].values())
+    checked = [*report["codecs"].values(), *(s["stream_file"] for s in report["streams"].values())]
+    every = [*checked, *(s["bare_payloads"] for s in report["streams"].values())]
+    bad = sum(c["outcomes"]["damaged"].get("wrong_caption", 0) for c in checked) \
+        + sum(c["outcomes"]["damaged"].get("traceback", 0) + c["outcomes"]["forged"].get("traceback", 0) for c in every)
+    limits = sum(c["slowest_ms"] >= 1000 or c["peak_rss_rise_mb"] >= 100 for c in every)
     bad += limits
     print(f"{'PASS' if not bad else 'FAIL'}: {bad - limits} wrong captions from damaged files or tracebacks, {limits} "
-          f"codecs over 1 s or 100 MB; wrote {out}")
+          f"codecs over 1 s or 100 MB (damaged bare stream payloads may decode to other captions: the link checks "
+          f"them); wrote {out}")
     return 0 if not bad else 1
 
 

@@ -42,8 +42,8 @@ def test_digital_codec_over_awgn_rate_points_and_the_budget_cliff(tmp_path):
     assert evaluate(codec="shapes-hyperprior", channel="awgn", snr=[6.0], out=tmp_path / "d",
                     limit=6, meteor=False, rate_points=[5.0], progress=False, seed=3) == again  # seeded: repeatable
     budget = evaluate(codec="shapes-hyperprior", channel="awgn", snr=[-6.0, 20.0],
-                      out=tmp_path / "b", limit=6, meteor=False, channel_uses=128, progress=False)
-    assert budget[0]["loss_rate"] == 1.0 and budget[0]["CIDEr-D"] == 0.0       # the cliff: nothing fits (4 bytes at MCS 3)
+                      out=tmp_path / "b", limit=6, meteor=False, channel_uses=96, progress=False)
+    assert budget[0]["loss_rate"] == 1.0 and budget[0]["CIDEr-D"] == 0.0       # the cliff: nothing fits (no byte at MCS 3)
     assert budget[1]["loss_rate"] < 0.5 and budget[1]["payload_bits"] > high[1.0]["payload_bits"]
     assert len(read(tmp_path / "b" / "results.csv")) == 2
 
