@@ -12,12 +12,14 @@ codecs)::
   prior, one learned density per channel).
 - :class:`HyperpriorFeatureCodec`: a mean-scale hyperprior: ``z = h_a(y)`` goes through an
   ``EntropyBottleneck``, ``h_s(ẑ)`` gives the means and scales of a ``GaussianConditional`` for ``ŷ``;
-  ``ẑ`` and ``ŷ`` share one rANS stream.
+  ``ẑ`` and ``ŷ`` share one entropy-coded stream (:mod:`intelliflow.codec.entropy_coding`).
 
 The rate point ``q`` is continuous in ``[0, rate_points - 1]``: integer points have their own
-learned gain vectors, points between them interpolate the log-gains, so one trained codec covers
-the whole rate-quality curve. ``compress`` takes ``q`` or a byte budget per image; every payload is
-self-contained (:mod:`intelliflow.codec.bitstream`) and decoding is bit-exact: ``decompress``
+learned gain vectors (monotonic in q with ``monotonic_gains``), points between them interpolate the
+log-gains, so one trained codec covers the whole rate-quality curve. ``compress`` takes ``q`` or a
+byte budget per image; a payload is self-contained, or a stream's body under a
+:class:`~intelliflow.codec.bitstream.StreamContext` (:mod:`intelliflow.codec.bitstream`), and
+decoding is bit-exact: ``decompress``
 returns exactly what ``forward`` returns in eval mode.
 
 Both implement :class:`~intelliflow.codec.interface.Codec` (takes features, sends bytes, rate knob
