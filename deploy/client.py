@@ -110,18 +110,21 @@ class EdgeClient:
                 raise ServiceError(f"the edge service at {self.url} was not ready within {timeout:g} s")
             time.sleep(0.1)
 
+    def _post(self, path: str, body: bytes, content_type: str = "application/octet-stream"):
+        """(status, parsed JSON) of a POST, signed or carrying the token where the service asks for one."""
+        headers = {"Content-Type": content_type}
+        if self.credentials is not None:
+            headers.update(self.credentials.headers(bytes(body)))
+        return self._request("POST", path, body=bytes(body), headers=headers)
+
     def caption(self, iflow: bytes) -> dict:
         """Send one ``.iflow`` file; ``{"caption", "bits", "batch", "edge_ms", "roundtrip_ms"}``.
         A refusal raises :class:`ServiceError` with the service's status and message."""
         start = time.perf_counter()
-        headers = {"Content-Type": "application/octet-stream"}
-        if self.credentials is not None:
-            headers.update(self.credentials.headers(bytes(iflow)))
-        status, data = self._request("POST", "/caption", body=bytes(iflow), headers=headers)
+        status, data = self._post("/caption", iflow)
         if status != 200:
             raise ServiceError(f"edge service answered {status}: {data.get('error', data)}")
         return {**data, "roundtrip_ms": 1e3 * (time.perf_counter() - start)}
-
 
     def caption_stream(self, payload: bytes, handshake: bytes) -> dict:
         """Stream mode: send one bare stream payload, agreeing the stream first on this thread's
@@ -133,17 +136,11 @@ class EdgeClient:
         for attempt in (0, 1):
             conn = self._connection()
             if getattr(conn, "intelliflow_stream", None) != handshake:
-                headers = {"Content-Type": "application/octet-stream"}
-                if self.credentials is not None:
-                    headers.update(self.credentials.headers(bytes(handshake)))
-                status, data = self._request("POST", "/stream", body=bytes(handshake), headers=headers)
+                status, data = self._post("/stream", handshake)
                 if status != 200:
                     raise ServiceError(f"edge service answered {status} to the stream handshake: {data.get('error', data)}")
                 self._connection().intelliflow_stream = handshake
-            headers = {"Content-Type": STREAM_PAYLOAD}
-            if self.credentials is not None:
-                headers.update(self.credentials.headers(bytes(payload)))
-            status, data = self._request("POST", "/caption", body=bytes(payload), headers=headers)
+            status, data = self._post("/caption", payload, STREAM_PAYLOAD)
             if status == 409 and not attempt:   # the connection was renewed: agree again
                 self._connection().intelliflow_stream = None
                 continue
