@@ -33,7 +33,8 @@ any integer latents, exactly.
 
 from __future__ import annotations
 
-from typing import Sequence
+from bisect import bisect_right
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -62,10 +63,6 @@ class Tables:
     def of(cls, module) -> "Tables":
         """The tables of a CompressAI entropy model (``EntropyBottleneck``, ``GaussianConditional``)."""
         return cls(module._quantized_cdf.cpu().numpy(), module._cdf_length.cpu().numpy(), module._offset.cpu().numpy())
-
-    def cdf_lists(self) -> list[list[int]]:
-        """The CDF rows as Python lists (the arithmetic coder's integer arithmetic)."""
-        return self.as_lists()[0]
 
     def as_lists(self) -> tuple[list, list, list]:
         """(cdfs, lengths, offsets) as CompressAI's C++ coder takes them."""
@@ -106,6 +103,25 @@ def _bypass_chunks(raw: int) -> list[int]:
         count -= _BYPASS_MAX
     out.append(count)
     return out + [(raw >> (j * _BYPASS_BITS)) & _BYPASS_MAX for j in range(n)]
+
+
+def _read_bypass(next_chunk: Callable[[], int], coder: str) -> int:
+    """The inverse of :func:`_bypass_chunks`: one escaped value's raw code from its 4-bit chunks."""
+    n = count = next_chunk()
+    while count == _BYPASS_MAX:
+        count = next_chunk()
+        n += count
+        if n > 64 // _BYPASS_BITS:   # no latent needs more than 64 bits: the stream is damaged
+            raise BitstreamError(f"the {coder}-coded stream is damaged: an escaped value too long")
+    raw = 0
+    for j in range(n):
+        raw |= next_chunk() << (j * _BYPASS_BITS)
+    return raw
+
+
+def _unescape(raw: int, max_value: int) -> int:
+    """The table symbol an escaped value stands for: CompressAI's mapping (:func:`_split_escapes`), undone."""
+    return -(raw + 1) // 2 if raw % 2 else max_value + raw // 2
 
 
 class _RansEncoder:
@@ -170,18 +186,6 @@ class _RangeDecoder:
     def _next_chunk(self) -> int:
         return int(self._decoder.decode(self._uniform))
 
-    def _bypass(self) -> int:
-        n = count = self._next_chunk()
-        while count == _BYPASS_MAX:
-            count = self._next_chunk()
-            n += count
-            if n > 64 // _BYPASS_BITS:   # no latent needs more than 64 bits: the stream is damaged
-                raise BitstreamError("the range-coded stream is damaged: an escaped value too long")
-        raw = 0
-        for j in range(n):
-            raw |= self._next_chunk() << (j * _BYPASS_BITS)
-        return raw
-
     def decode(self, indexes: Sequence[int], tables: Tables) -> list[int]:
         indexes = np.asarray(indexes, dtype=np.int64)
         if not len(indexes):
@@ -190,9 +194,8 @@ class _RangeDecoder:
             coded = self._decoder.decode(self._model, tables.pmf()[indexes]).astype(np.int64)
             max_value = tables.lengths[indexes] - 2
             value = coded.copy()
-            for i in np.flatnonzero(coded == max_value):   # CompressAI's mapping of escaped values, undone
-                raw = self._bypass()
-                value[i] = -(raw + 1) // 2 if raw % 2 else max_value[i] + raw // 2
+            for i in np.flatnonzero(coded == max_value):
+                value[i] = _unescape(_read_bypass(self._next_chunk, "range"), int(max_value[i]))
         except (RuntimeError, ValueError, AssertionError) as exc:
             raise BitstreamError(f"the range-coded stream is damaged: {exc}") from exc
         return (value + tables.offsets[indexes]).tolist()
@@ -246,7 +249,7 @@ class _ArithmeticEncoder:
         if not len(symbols):
             return
         coded, escaped = _split_escapes(symbols, indexes, tables)
-        cdf = tables.cdf_lists()
+        cdf = tables.as_lists()[0]
         for s, t in zip(coded.tolist(), indexes.tolist()):
             row = cdf[t]
             self._code(row[s], row[s + 1])
@@ -288,8 +291,6 @@ class _ArithmeticDecoder:
 
     def _symbol(self, row: list[int], stop: int) -> int:
         """The symbol whose frequency interval holds the value (rows: CompressAI's CDF, ``stop`` entries)."""
-        from bisect import bisect_right
-
         span = self.high - self.low + 1
         target = min(max((((self.value - self.low + 1) << _CDF_BITS) - 1) // span, 0), (1 << _CDF_BITS) - 1)
         s = min(bisect_right(row, target, 0, stop) - 1, stop - 2)
@@ -313,30 +314,17 @@ class _ArithmeticDecoder:
             self.high = (self.high << 1) | 1
             self.value = (self.value << 1) | self._bit()
 
-    def _bypass(self) -> int:
-        chunk = lambda: self._symbol(_UNIFORM16, len(_UNIFORM16))  # noqa: E731
-        n = count = chunk()
-        while count == _BYPASS_MAX:
-            count = chunk()
-            n += count
-            if n > 64 // _BYPASS_BITS:
-                raise BitstreamError("the arithmetic-coded stream is damaged: an escaped value too long")
-        raw = 0
-        for j in range(n):
-            raw |= chunk() << (j * _BYPASS_BITS)
-        return raw
+    def _next_chunk(self) -> int:
+        return self._symbol(_UNIFORM16, len(_UNIFORM16))
 
     def decode(self, indexes: Sequence[int], tables: Tables) -> list[int]:
-        cdf, lengths, offsets = tables.cdf_lists(), tables.lengths.tolist(), tables.offsets.tolist()
-        values = []
-        for t in map(int, indexes):
-            values.append(self._symbol(cdf[t], lengths[t]))
+        cdf, lengths, offsets = tables.as_lists()
+        indexes = [int(t) for t in indexes]
+        values = [self._symbol(cdf[t], lengths[t]) for t in indexes]
         out = []
-        for v, t in zip(values, map(int, indexes)):
-            max_value = lengths[t] - 2
-            if v == max_value:   # CompressAI's mapping of escaped values, undone
-                raw = self._bypass()
-                v = -(raw + 1) // 2 if raw % 2 else max_value + raw // 2
+        for v, t in zip(values, indexes):   # a call's escaped values follow all its symbols
+            if v == lengths[t] - 2:
+                v = _unescape(_read_bypass(self._next_chunk, "arithmetic"), lengths[t] - 2)
             out.append(v + offsets[t])
         return out
 
