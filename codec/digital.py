@@ -295,8 +295,7 @@ class FeatureCodec(CompressionModel, Codec):
         if stream is not None and stream.q16 is not None:
             if target_bytes is not None:
                 raise ConfigError("a stream agreed at one rate point takes no byte budget: agree it with q=None")
-            if q is not None and not torch.equal(torch.as_tensor(q, dtype=torch.float32).mul(16).round().long()
-                                                 .expand(f.shape[0]), torch.full((f.shape[0],), stream.q16)):
+            if q is not None and ((self._q_tensor(q, f.shape[0], "cpu") * 16).round().long() != stream.q16).any():
                 raise ConfigError(f"the stream was agreed at q={stream.q16 / 16}, not q={q}")
             q = stream.q16 / 16
         if target_bytes is not None:
