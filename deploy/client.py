@@ -166,8 +166,10 @@ class SplitDevice:
         from intelliflow.models import load_split_model
 
         self.model_name, self.codec_name = str(model), str(codec)
-        self.model = load_split_model(model, split=split).eval()
+        from intelliflow.flow.endpoints import split_for
+
         self.codec = byte_codec(codec, "an edge service")
+        self.model = load_split_model(model, split=split_for(self.codec, str(model), split)).eval()
         self.device = Device(self.model, self.codec)
         self.client = client if isinstance(client, EdgeClient) else EdgeClient(client)
         self.compress_options = dict(compress_options or {})

@@ -14,6 +14,7 @@ from intelliflow.codec import resolve_codec
 from intelliflow.codec.registry import canonical_name
 from intelliflow.errors import ConfigError, PayloadMismatchError, RegistryError
 from intelliflow.flow import Device, Receiver
+from intelliflow.flow.endpoints import split_for
 from intelliflow.models import load_split_model, shipped_models
 
 from intelliflow.codec.bitstream import read_stream_header, stream_header
@@ -40,8 +41,9 @@ class FileEncoder:
 
     def __init__(self, model: str, codec: str, split: int | None = None, **options):
         self.model_name, self.codec_name, self.options = str(model), str(codec), options
-        self.model = load_split_model(model, split=split).eval()
-        self.device = Device(self.model, byte_codec(codec, "an .iflow file"))
+        codec_object = byte_codec(codec, "an .iflow file")
+        self.model = load_split_model(model, split=split_for(codec_object, self.model_name, split)).eval()
+        self.device = Device(self.model, codec_object)
 
     def encode(self, images: Sequence) -> list[bytes]:
         return [pack_iflow(self.model_name, self.model.split, self.codec_name, payload)

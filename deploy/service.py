@@ -55,6 +55,7 @@ import torch
 from intelliflow.codec.registry import canonical_name
 from intelliflow.errors import BitstreamError, IntelliflowError, PayloadMismatchError
 from intelliflow.flow import Receiver
+from intelliflow.flow.endpoints import split_for
 
 from .auth import Credentials
 from .container import identifier, unpack_iflow, unpack_stream_file
@@ -108,8 +109,9 @@ class EdgeService:
         try:
             if self.threads:
                 torch.set_num_threads(int(self.threads))
-            self.model = load_split_model(self.model_name, split=self.requested_split).eval()
             self.codec = byte_codec(self.codec_name, "an HTTP service")
+            self.model = load_split_model(self.model_name, split=split_for(self.codec, self.model_name,
+                                                                           self.requested_split)).eval()
             self.receiver = Receiver(self.model, self.codec)
         except BaseException as exc:
             self._load_error = exc

@@ -5,6 +5,8 @@
   interpolated along its rate curve (log-linear in bits); ``None`` when it never gets there.
 - :func:`summarize`: for each method, the bits to reach 95 % of the clean CIDEr-D and the ratio
   to ours.
+- :func:`split_table` / :func:`plot_split_table`: the split point as an axis: bits at the targets
+  and the device's FLOPs per (codec, split point).
 - :func:`plot_curves`: one PNG with CIDEr-D and semantic accuracy against payload bits (log axis,
   the semantic-entropy floor marked), CIDEr-D against SNR, and against channel uses, one line per
   method (and channel).
@@ -13,8 +15,9 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -222,6 +225,120 @@ def plot_curves(rows: Sequence[dict], path: str | Path, floor_bits: float | None
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def codec_family(method: str) -> str:
+    """A codec trained at several split points, by one name: ``shapes-hyperprior-k2`` ->
+    ``shapes-hyperprior`` (the ``-k<split>`` suffix the shipped split-point codecs carry)."""
+    return re.sub(r"-k\d+$", "", str(method))
+
+
+def split_table(rows: Sequence[dict], device_flops: Mapping[int, float], codec_flops: Mapping[str, float] | None = None,
+                fraction: float = 0.95, clean: float | None = None, semantic_target: float = 0.95,
+                baseline: str | None = None) -> list[dict]:
+    """The split point as an axis: per (method, split) over the ideal link, the bits to reach
+    ``fraction`` of the clean CIDEr-D and ``semantic_target`` semantic accuracy, and what the device
+    computes there (the model's head, ``device_flops[split]``, plus the codec's encoder,
+    ``codec_flops[method]``).
+
+    Rows of one method at several split points (an ``intelliflow eval --split`` each) count apart.
+    ``baseline`` (a codec family, e.g. ``shapes-mse-codec``) adds ``x_baseline``: the baseline's bits
+    at the same split and target over this row's (how many times fewer bits this method needs).
+    Sorted by family, then split.
+    """
+    clean = clean if clean is not None else clean_cider(rows)
+    codec_flops = dict(codec_flops or {})
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        if r.get("channel") == "none" and r.get("split") not in (None, "") and r.get("kind") != "identity":
+            groups.setdefault((r["method"], int(r["split"])), []).append(r)
+    table = []
+    for (method, split), members in groups.items():
+        cider, semantic = rate_curve(members, method), rate_curve(members, method, metric="semantic_accuracy")
+        head = device_flops.get(split)
+        table.append({"family": codec_family(method), "method": method, "split": split,
+                      "head_flops": head, "codec_flops": codec_flops.get(method, 0.0),
+                      "device_flops": None if head is None else head + codec_flops.get(method, 0.0),
+                      "best_CIDEr-D": max((q for _, q in cider), default=None),
+                      "bits_to_target": bits_to_reach(cider, fraction * clean) if clean else None,
+                      "bits_to_semantic": bits_to_reach(semantic, semantic_target)})
+    table.sort(key=lambda t: (t["family"], t["split"]))
+    if baseline is not None:
+        base = {t["split"]: t for t in table if t["family"] == codec_family(baseline)}
+        for t in table:
+            b = base.get(t["split"])
+            for key, out in (("bits_to_target", "x_baseline"), ("bits_to_semantic", "x_baseline_semantic")):
+                t[out] = (b[key] / t[key]) if b and b.get(key) and t.get(key) else None
+    return table
+
+
+def format_split_table(table: Sequence[dict], floor_bits: float | None = None) -> str:
+    """:func:`split_table` as a Markdown table (``not reached`` where a curve stays under a target)."""
+    def fmt(v, spec, missing="n/a"):
+        return missing if v is None else format(v, spec)
+
+    baseline = any("x_baseline" in t for t in table)
+    head = "| codec | split k | device MFLOP (head + encoder) | bits to CIDEr-D target | bits to sem. target |"
+    rule = "|---|---|---|---|---|"
+    if baseline:
+        head, rule = head + " x fewer than baseline (CIDEr-D / sem.) |", rule + "---|"
+    if floor_bits:
+        head, rule = head + " x floor |", rule + "---|"
+    lines = [head, rule]
+    for t in table:
+        flops = "n/a" if t["device_flops"] is None else \
+            f"{t['device_flops'] / 1e6:.0f} ({t['head_flops'] / 1e6:.0f} + {t['codec_flops'] / 1e6:.0f})"
+        line = (f"| {t['method']} | {t['split']} | {flops} | {fmt(t['bits_to_target'], '.1f', 'not reached')} | "
+                f"{fmt(t['bits_to_semantic'], '.1f', 'not reached')} |")
+        if baseline:
+            line += f" {fmt(t.get('x_baseline'), '.1f')} / {fmt(t.get('x_baseline_semantic'), '.1f')} |"
+        if floor_bits:
+            worst = max(t["bits_to_target"] or math.inf, t["bits_to_semantic"] or math.inf)
+            line += f" {fmt(None if math.isinf(worst) else worst / floor_bits, '.2f')} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot_split_table(table: Sequence[dict], path: str | Path, floor_bits: float | None = None, title: str = "") -> Path:
+    """Bits at the targets and device compute against the split point, one line per codec family:
+    left, bits per image to reach the CIDEr-D target (solid) and the semantic target (dashed), log
+    axis, the semantic-entropy floor marked; right, the device's MFLOP per image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_bits, ax_flops) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = iter(plt.get_cmap("tab10").colors * 4)
+    for family in dict.fromkeys(t["family"] for t in table):
+        members = sorted((t for t in table if t["family"] == family), key=lambda t: t["split"])
+        color = next(colors)
+        for key, style, what in (("bits_to_target", "o-", "CIDEr-D target"), ("bits_to_semantic", "s--", "sem. target")):
+            pts = [(t["split"], t[key]) for t in members if t[key]]
+            if pts:
+                ax_bits.plot(*zip(*pts), style, color=color, label=f"{family}: {what}")
+        pts = [(t["split"], t["device_flops"] / 1e6) for t in members if t["device_flops"] is not None]
+        if pts:
+            ax_flops.plot(*zip(*pts), "o-", color=color, label=family)
+    if floor_bits:
+        ax_bits.axhline(floor_bits, color="k", ls=":", lw=1)
+        ax_bits.text(ax_bits.get_xlim()[0], floor_bits, " semantic-entropy floor", va="bottom", fontsize=8)
+    splits = sorted({t["split"] for t in table})
+    for ax in (ax_bits, ax_flops):
+        ax.set_xticks(splits)
+        ax.set_xlabel("split point k (encoder layers on the device)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    ax_bits.set_yscale("log")
+    ax_bits.set_ylabel("bits per image at the target")
+    ax_bits.set_title("payload to reach 95 % of clean CIDEr-D / 0.95 sem. acc.")
+    ax_flops.set_ylabel("device MFLOP per image (head + codec encoder)")
+    ax_flops.set_title("what the device computes")
+    ax_flops.set_ylim(bottom=0)
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)

@@ -218,6 +218,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
     from intelliflow.devices import rank_device
     from intelliflow.distributed import distributed, gather
     from intelliflow.flow import Flow
+    from intelliflow.flow.endpoints import split_for
     from intelliflow.models import load_split_model
     from intelliflow.seeding import seed_everything
 
@@ -233,7 +234,7 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
     if analog and channel_config["name"] == "none":
         raise ConfigError(f"{codec} is an analog codec: give a channel (awgn, rayleigh, ofdm-tdl) and --snr")
     seed_everything(seed, sionna=channel_config["name"] != "none")
-    split_model = load_split_model(model, split=split)
+    split_model = load_split_model(model, split=split_for(codec_object, model, split))
     flow = Flow(split_model, codec_object, channel_config, link={"max_transmissions": harq}, framing=framing).eval()
     data = open_dataset(dataset, limit=limit)
     generation = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}

@@ -19,6 +19,7 @@ they travel clean, in training as at inference.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -27,6 +28,39 @@ from intelliflow.codec.baselines import QuantizeCodec
 from intelliflow.codec.bitstream import read_varint, write_varint
 from intelliflow.errors import BitstreamError, ConfigError
 from intelliflow.models import grid_to_tokens, tokens_to_grid
+
+
+def trained_split(codec, model_name: str | None = None) -> int | None:
+    """The split point a learned codec was trained for (its checkpoint's ``split``), or ``None`` for
+    codecs that code any split (fixed baselines, image and caption codecs) and for a codec trained
+    for another model than ``model_name`` (``None``: any model)."""
+    trained = getattr(codec, "trained_for", {}) or {}
+    if trained.get("split") is None:
+        return None
+    trained_model = trained.get("model")
+    if model_name is not None and trained_model is not None \
+            and Path(str(trained_model)).name != Path(str(model_name)).name:  # a folder counts by its name
+        return None
+    return int(trained["split"])
+
+
+def split_for(codec, model_name: str, split: int | None) -> int | None:
+    """The split point to load ``model_name`` at for ``codec``: ``split`` where given, else the one the
+    codec was trained for, else ``None`` (the model's default)."""
+    return split if split is not None else trained_split(codec, model_name)
+
+
+def check_split(model, codec) -> None:
+    """Refuse a learned codec on another split point than it was trained for: its features would have
+    the same shape and decode to nonsense, silently."""
+    if codec is None or getattr(codec, "takes", "features") != "features":
+        return
+    trained = trained_split(codec, getattr(model, "name", None))
+    if trained is not None and getattr(model, "split", trained) != trained:
+        raise ConfigError(f"codec {getattr(codec, 'name', type(codec).__name__)!r} was trained for split {trained} "
+                          f"of {codec.trained_for.get('model', 'its model')}, but the model is split at {model.split}: "
+                          f"load the model with split={trained} (--split {trained}), or train a codec for split "
+                          f"{model.split}")
 
 
 class PrefixTokens:
@@ -101,6 +135,7 @@ class Device:
     """
 
     def __init__(self, model, codec):
+        check_split(model, codec)
         self.model, self.codec = model, codec
 
     @torch.no_grad()
@@ -159,6 +194,7 @@ class Receiver:
     """
 
     def __init__(self, model, codec):
+        check_split(model, codec)
         self.model, self.codec = model, codec
 
     @property

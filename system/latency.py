@@ -53,6 +53,9 @@ class NodeProfile:
 #: Effective throughputs, stated with their assumption (datasheet peak x a typical utilisation of
 #: batch-1 transformer inference). Replace them with your own measurements in a YAML profile.
 PRESETS = {
+    "wearable": NodeProfile("wearable", 10e9, 512e6,
+                            "watch or IoT-class SoC with a micro-NPU (Arm Ethos-U65 class, ~0.5 TOP/s int8 peak): "
+                            "~10 GFLOP/s reached on a batch-1 transformer layer, where the NPU runs it at all"),
     "phone": NodeProfile("phone", 0.4e12, 8e9,
                          "phone-class SoC GPU/NPU: ~2 TFLOP/s FP16 peak (e.g. Adreno 740), ~20 % reached at batch 1"),
     "jetson": NodeProfile("jetson", 2.0e12, 8e9,

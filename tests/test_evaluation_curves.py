@@ -95,3 +95,27 @@ def test_summary_gives_bits_to_semantic_accuracy_and_the_best_image_baseline(tmp
     assert f"0.95 semantic accuracy: the best image baseline is jp2k with {jp2k:.0f} bits" in text
     assert "the CIDEr-D target: the best image baseline is jpeg with 3000 bits" in text
     assert "| jp2k (image) |" in text and "| text |" in text
+
+
+def test_split_table_counts_each_split_apart_and_compares_with_the_baseline_at_the_same_split(tmp_path):
+    from intelliflow.evaluation.curves import format_split_table, plot_split_table, split_table
+
+    def at(method, split, bits, cider):
+        return {**row(method, "learned", bits, cider), "split": split}
+
+    rows = [{**row("identity", "identity", 393216, 2.0), "split": 4},
+            at("ours", 4, 40, 1.0), at("ours", 4, 80, 2.0),
+            at("ours-k0", 0, 100, 1.0), at("ours-k0", 0, 400, 2.0),
+            at("mse-k0", 0, 1000, 1.0), at("mse-k0", 0, 4000, 2.0),
+            at("mse", 4, 400, 1.0), at("mse", 4, 800, 1.5)]            # never reaches the target at k=4
+    table = split_table(rows, {0: 25e6, 4: 250e6}, {"ours": 5e6, "ours-k0": 5e6}, baseline="mse")
+    assert [(t["family"], t["split"]) for t in table] == [("mse", 0), ("mse", 4), ("ours", 0), ("ours", 4)]
+    by = {(t["family"], t["split"]): t for t in table}
+    assert by[("ours", 0)]["bits_to_target"] == pytest.approx(100 * 4 ** 0.9)     # 1.9 on its own curve
+    assert by[("ours", 4)]["bits_to_target"] == pytest.approx(40 * 2 ** 0.9)
+    assert by[("ours", 0)]["x_baseline"] == pytest.approx(10.0)                   # mse-k0 needs 10x the bits
+    assert by[("ours", 4)]["x_baseline"] is None and by[("mse", 4)]["bits_to_target"] is None
+    assert by[("ours", 0)]["device_flops"] == 30e6 and by[("mse", 4)]["device_flops"] == 250e6
+    text = format_split_table(table, floor_bits=15.6)
+    assert "| ours-k0 | 0 | 30 (25 + 5) |" in text and "not reached" in text
+    assert plot_split_table(table, tmp_path / "k.png", floor_bits=15.6).stat().st_size > 10_000

@@ -161,3 +161,22 @@ def test_prefix_tokens_travel_the_same_way_in_training_and_at_inference(tmp_path
     hat, _ = PrefixTokens.train_roundtrip(f[:, :1])
     hat.sum().backward()
     assert torch.equal(f.grad[:, :1], torch.ones_like(f[:, :1]))  # straight-through gradient
+
+
+def test_a_learned_codec_runs_only_at_the_split_it_was_trained_for_and_picks_it_by_default():
+    from intelliflow.codec import resolve_codec
+    from intelliflow.flow.endpoints import Receiver, split_for
+    from intelliflow.models import load_split_model
+
+    codec = resolve_codec("shapes-hyperprior")                  # trained for shapes-captioner at split 4
+    assert split_for(codec, "shapes-captioner", None) == 4
+    assert split_for(codec, "shapes-captioner", 2) == 2          # what the user asks for wins, then is checked
+    assert split_for(codec, "another-model", None) is None       # a codec trained for another model sets nothing
+    assert split_for(resolve_codec("quantize-8"), "shapes-captioner", None) is None  # fixed codecs code any split
+    model = load_split_model("shapes-captioner", split=2)
+    for side in (Device, Receiver, lambda m, c: Flow(m, c)):
+        with pytest.raises(ConfigError, match="trained for split 4 .* split at 2: load the model with split=4"):
+            side(model, codec)
+    Device(model, resolve_codec("quantize-8"))                   # no trained split: any split point
+    image = make_sample("test", 0).image
+    assert Device(load_split_model("shapes-captioner", split=4), codec).encode([image], q=2.0).bits[0] > 0
