@@ -108,6 +108,19 @@ class Codec:
         are always self-contained (see :attr:`streams`)."""
         return None
 
+    def stream_for(self, grid: tuple[int, int], q=None, target_bytes=None, check: bool = False):
+        """The stream context a sender agrees for encoding with these rate options (the one place the
+        default is decided): the rate point per payload where a byte budget picks it image by image
+        (``target_bytes``) or ``q`` is a per-image sequence or tensor; else ``q``, by default the
+        codec's highest. ``None`` for a codec without stream mode."""
+        if not self.streams:
+            return None
+        if target_bytes is not None or getattr(q, "ndim", 0) > 0 or isinstance(q, (list, tuple)):
+            q = None
+        elif q is None and self.rate is not None and self.rate.name == "q":
+            q = self.rate_range()[1]
+        return self.stream_context(grid, q=q, check=check)
+
     def rate_range(self) -> tuple[float, float] | None:
         """The rate knob's range on this codec (inclusive), ``None`` without a knob."""
         if self.rate is None:

@@ -177,9 +177,7 @@ class SplitDevice:
             raise ConfigError(f"{codec} has no stream mode (its payloads are self-contained): use stream=False")
         self.stream = None
         if stream or (stream is None and self.codec.streams):
-            per_image = self.compress_options.get("target_bytes") is not None
-            q = None if per_image else self.compress_options.get("q", self.codec.rate_range()[1])
-            self.stream = self.codec.stream_context(self.model.feature_grid, q=q)
+            self.stream = self.codec.stream_for(self.model.feature_grid, **self.codec.rate_options(**self.compress_options))
 
     @property
     def handshake(self) -> bytes | None:

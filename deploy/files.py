@@ -56,7 +56,7 @@ class FileEncoder:
         if not codec.streams:
             raise ConfigError(f"{self.codec_name} has no per-image header to share: its payloads are self-contained; "
                               "write .iflow files")
-        stream = codec.stream_context(self.model.feature_grid, q=self.options.get("q", codec.rate_range()[1]))
+        stream = codec.stream_for(self.model.feature_grid, **codec.rate_options(**self.options))
         payloads = self.device.encode(images, stream=stream, **self.options).data
         return pack_stream_file(self.model_name, self.model.split, self.codec_name,
                                 stream_header(stream, codec.fingerprint), payloads)

@@ -184,14 +184,9 @@ class Flow(nn.Module):
         ``framing="file"`` or for a codec without stream mode): the model's feature grid and the
         rate point ``q`` (a number; ``None`` the codec's default), or the rate point per payload
         where ``per_image`` (a byte budget) or ``q`` is a tensor."""
-        codec = self.codec
-        if self.framing != "stream" or not codec.streams:
+        if self.framing != "stream":
             return None
-        if per_image or isinstance(q, torch.Tensor) and q.dim() > 0:
-            q = None
-        elif q is None and codec.rate is not None and codec.rate.name == "q":
-            q = codec.rate_range()[1]
-        return codec.stream_context(self.model.feature_grid, q)
+        return self.codec.stream_for(self.model.feature_grid, q=q, target_bytes=True if per_image else None)
 
     @torch.no_grad()
     def caption(self, images: Sequence, snr_db: float | None = None, q=None, symbols: int | None = None,

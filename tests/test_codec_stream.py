@@ -93,3 +93,21 @@ def test_compressais_rans_keeps_a_check_in_a_stream(codec):
     rans = copy.deepcopy(codec)
     rans.coder = entropy_coder("rans")
     assert rans.stream_context((8, 8), q=1.0).check
+
+
+def test_the_sender_default_context_is_decided_in_one_place(codec):
+    top = codec.rate_range()[1]
+    assert codec.stream_for((8, 8)).q16 == round(16 * top)                       # no option: the highest point
+    assert codec.stream_for((8, 8), q=1.5).q16 == 24
+    assert codec.stream_for((8, 8), target_bytes=40).q16 is None                  # a budget: q per payload
+    assert codec.stream_for((8, 8), q=torch.tensor([0.0, 1.0])).q16 is None       # a q per image too
+    assert codec.stream_for((8, 8), q=torch.tensor(1.0)).q16 == 16                # a 0-d tensor is one point
+    f = features()
+    budget = 1 + max(len(p) for p in codec.encode(f, q=1.0, stream=codec.stream_for((8, 8), q=1.0)))
+    per_image = codec.stream_for((8, 8), target_bytes=budget)
+    budgeted = codec.encode(f, target_bytes=budget, stream=per_image)
+    assert all(len(p) <= budget for p in budgeted) and all(p[0] >= 16 for p in budgeted)   # q >= 1 in 1/16 steps
+    assert torch.equal(codec.decode(budgeted, stream=per_image), codec.decode(codec.encode(f, target_bytes=budget + 5)))  # file: 4-byte header + CRC-16, stream: 1 byte of q
+    from intelliflow.codec.baselines import QuantizeCodec
+
+    assert QuantizeCodec(bits=8).stream_for((8, 8)) is None                      # self-contained payloads only
