@@ -86,3 +86,21 @@ def test_plan_command_prints_the_choice_and_replans(tmp_path, capsys):
                  "--codec-flops", "0"]) == 0
     out = capsys.readouterr().out
     assert "re-planned" in out and "choice:" in out
+
+
+def test_the_planner_chooses_the_split_point_from_the_device_and_the_link():
+    costs = {0: SplitCost(split=0, device_flops=2.5e7, server_flops=2.9e8, device_params=1.4e5, server_params=3.6e6),
+             4: SplitCost(split=4, device_flops=2.5e8, server_flops=6.3e7, device_params=1.9e6, server_params=1.8e6)}
+    table = [row("identity", "identity", 393216, 2.0),
+             dict(row("ours-k0", "learned", 400, 2.0), split=0, rate_point=3),   # cheap head, more bits
+             dict(row("ours", "learned", 50, 2.0), split=4, rate_point=1)]       # dear head, few bits
+    def choice(device, bit_rate):
+        plan = Planner(table, costs, device=device).plan(WirelessLink(bit_rate=bit_rate))
+        edge = {o.candidate.split: o for o in plan.options if o.candidate.paradigm == "device-edge"}
+        assert set(edge) == {0, 4} and not any(o.rejected for o in edge.values())
+        # each split is priced with its own head: the device's compute differs by its FLOPs
+        assert edge[4].ms["device"] / edge[0].ms["device"] == pytest.approx(10.0, rel=0.01)
+        return min(edge.values(), key=lambda o: o.total).candidate.split
+    slow = NodeProfile("mcu", 1e9)
+    assert choice(slow, 1e6) == 0              # 225 ms of head saved beat 350 bits at 1 Mbit/s
+    assert choice(PRESETS["phone"], 2e4) == 4  # on a fast device over 20 kbit/s the bits decide
