@@ -84,9 +84,20 @@ class FeatureCodecConfig(GridCodecConfig):
     #: ``arithmetic`` (within a few bits of the information), ``range`` (constriction's, about 16
     #: bits over it) or ``rans`` (CompressAI's, about 45)
     entropy_coder: str = "arithmetic"
+    #: ``[H, W]``: the codec holds the mean of the training features on that grid ([D, H, W], set
+    #: once from the first training batches), codes each image's difference from it and adds it back.
+    #: What every image shares (at an early split point mostly the positional embedding, which a
+    #: convolutional decoder cannot synthesise by position) then costs no bits. The codec takes
+    #: that grid only. ``None``: features are coded as they are.
+    mean_grid: tuple[int, int] | None = None
 
     def __post_init__(self):
         super().__post_init__()
+        if self.mean_grid is not None:
+            grid = tuple(int(v) for v in self.mean_grid)
+            if len(grid) != 2 or not all(0 < v < 256 for v in grid):
+                raise ConfigError(f"codec mean_grid must be [H, W] with H and W in 1..255, got {self.mean_grid!r}")
+            self.mean_grid = grid
         for name in ("latent_channels", "hyper_channels", "rate_points"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"codec {name} must be positive, got {getattr(self, name)}")
@@ -146,6 +157,23 @@ class FeatureCodec(CompressionModel, Codec):
         self._fingerprint: bytes | None = None
         self._coding_tables: dict | None = None
         self.coder = entropy_coder(c.entropy_coder)
+        if c.mean_grid is not None:
+            self.register_buffer("feature_mean", torch.zeros(c.in_channels, *c.mean_grid))
+
+    def set_feature_mean(self, features: torch.Tensor) -> None:
+        """Store the mean of training features [N, D, H, W] (on the ``mean_grid``) as the part every
+        image shares: coded images are differences from it (only for a codec with ``mean_grid``)."""
+        if self.config.mean_grid is None:
+            raise ConfigError("this codec has no mean_grid: it codes features as they are")
+        self._check_features(features)
+        self.feature_mean.copy_(features.detach().float().mean(0))
+        self._fingerprint = None   # the mean is part of the weights the fingerprint digests
+
+    def _centre(self, f: torch.Tensor) -> torch.Tensor:
+        return f - self.feature_mean.to(f.dtype) if self.config.mean_grid is not None else f
+
+    def _uncentre(self, f: torch.Tensor) -> torch.Tensor:
+        return f + self.feature_mean.to(f.dtype) if self.config.mean_grid is not None else f
 
     # ------------------------------------------------------------------ rate points
     @property
@@ -192,6 +220,10 @@ class FeatureCodec(CompressionModel, Codec):
         if f.dim() != 4 or f.shape[1] != self.config.in_channels or not 0 < f.shape[2] < 256 or not 0 < f.shape[3] < 256:
             raise ShapeError(f"features must be [B, {self.config.in_channels}, H, W] with H and W in 1..255, "
                              f"got {list(f.shape)}")
+        if self.config.mean_grid is not None and tuple(f.shape[-2:]) != self.config.mean_grid:
+            raise ShapeError(f"this codec codes differences from its training features' mean on the "
+                             f"{self.config.mean_grid[0]}x{self.config.mean_grid[1]} grid, got a "
+                             f"{f.shape[-2]}x{f.shape[-1]} grid")
 
     # ------------------------------------------------------------------ training / estimation
     def forward(self, f: torch.Tensor, q=None) -> dict:
@@ -204,11 +236,12 @@ class FeatureCodec(CompressionModel, Codec):
         """
         self._check_features(f)
         gain, inv_gain = self.gains(self._q_tensor(q, f.shape[0], f.device))
-        padded, pad = pad_grid(f, self.step)
+        padded, pad = pad_grid(self._centre(f), self.step)
         y = self.g_a(padded) * gain
         with torch.autocast(y.device.type, enabled=False):   # the entropy model in full precision, always
             y_hat, likelihoods = self._entropy_forward(y if y.dtype in (torch.float32, torch.float64) else y.float())
-        return {"f_hat": crop_grid(self.g_s(y_hat * inv_gain), pad), "likelihoods": likelihoods, "y_hat": y_hat}
+        return {"f_hat": self._uncentre(crop_grid(self.g_s(y_hat * inv_gain), pad)), "likelihoods": likelihoods,
+                "y_hat": y_hat}
 
     @staticmethod
     def likelihood_bits(likelihoods: dict) -> torch.Tensor:
@@ -305,7 +338,7 @@ class FeatureCodec(CompressionModel, Codec):
 
     def _compress_q16(self, f: torch.Tensor, q16: torch.Tensor, stream=None) -> list[bytes]:
         gain, _ = self.gains(q16.float() / 16)
-        y = self.g_a(pad_grid(f, self.step)[0]) * gain
+        y = self.g_a(pad_grid(self._centre(f), self.step)[0]) * gain
         streams = self._entropy_compress(y)
         h, w = f.shape[-2:]  # the header holds the feature grid; the latent grid follows from it
         return [bitstream.pack(self.payload_id, int(q16[i]), h, w, streams[i], self.fingerprint, stream)
@@ -354,10 +387,13 @@ class FeatureCodec(CompressionModel, Codec):
                 raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
             grid = (packet.height, packet.width)
             check_expected(grid, None if expected is None else tuple(expected[1:]), "a feature grid of")
+            if self.config.mean_grid is not None and grid != self.config.mean_grid:
+                raise BitstreamError(f"the payload declares a {grid[0]}x{grid[1]} grid; this codec codes only "
+                                     f"{self.config.mean_grid[0]}x{self.config.mean_grid[1]}")
             pad, latent = grid_padding(*grid, self.step)
             y_hat = self._entropy_decompress(packet.body, latent)
             _, inv_gain = self.gains(torch.tensor([packet.q16 / 16], device=device))
-            outputs.append(crop_grid(self.g_s(y_hat * inv_gain), pad))
+            outputs.append(self._uncentre(crop_grid(self.g_s(y_hat * inv_gain), pad)))
         return torch.cat(outputs)
 
     # ------------------------------------------------------------------ per entropy model

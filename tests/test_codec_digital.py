@@ -308,3 +308,48 @@ def test_a_1x1_reduction_makes_wide_features_cheaper_and_still_codes_exactly(nam
     payloads = reduced.compress(f, q=1)
     assert torch.equal(reduced.decompress(payloads, expected=(512, 27, 27)),
                        torch.cat([reduced(f[i:i + 1], q=1)["f_hat"] for i in range(2)]))
+
+
+def test_a_mean_grid_codec_sends_only_what_differs_from_the_training_features_mean(tmp_path):
+    from dataclasses import replace
+
+    from intelliflow.codec.bitstream import pack
+    from intelliflow.codec.persistence import load_codec, save_codec
+
+    shared = 5.0 * torch.randn(CONFIG.in_channels, 8, 8, generator=torch.Generator().manual_seed(1))
+    plain = HyperpriorFeatureCodec(CONFIG).eval()
+    torch.manual_seed(0)
+    centred = HyperpriorFeatureCodec(replace(CONFIG, mean_grid=[8, 8])).eval()
+    assert centred.config.mean_grid == (8, 8)
+    centred.load_state_dict({**plain.state_dict(), "feature_mean": centred.feature_mean}, strict=True)
+    f = features() + shared                               # a large part every image shares
+    centred.set_feature_mean(f)
+    assert torch.allclose(centred.feature_mean, f.mean(0), atol=1e-5)
+    plain.update(), centred.update()
+    # the same (untrained) transforms code the differences, and the mean comes back at decoding
+    payloads = centred.encode(f, q=1.0)
+    decoded = centred.decode(payloads)
+    assert torch.allclose(decoded, centred(f, q=1.0)["f_hat"], atol=1e-4)   # coding = the eval forward
+    assert (decoded - f).pow(2).mean() < 0.2 * (plain.decode(plain.encode(f, q=1.0)) - f).pow(2).mean()
+    # the mean is part of the weights: saved, loaded, and in the fingerprint
+    save_codec(centred, tmp_path / "c")
+    loaded = load_codec(tmp_path / "c")
+    assert torch.equal(loaded.feature_mean, centred.feature_mean) and loaded.fingerprint == centred.fingerprint
+    assert torch.equal(loaded.decode(payloads), decoded)
+    other = copy.deepcopy(centred)
+    other.set_feature_mean(f + 1.0)
+    assert other.fingerprint != centred.fingerprint
+    # only its grid: features or a (re-checked) payload on another grid are refused
+    with pytest.raises(ShapeError, match="8x8 grid, got a 4x4"):
+        centred.encode(features()[..., :4, :4])
+    body = bitstream_body(payloads[0])
+    with pytest.raises(BitstreamError, match="4x4 grid"):
+        centred.decode([pack(centred.payload_id, 16, 4, 4, body, centred.fingerprint)])
+    with pytest.raises(ConfigError, match="mean_grid"):
+        plain.set_feature_mean(f)
+    with pytest.raises(ConfigError, match="mean_grid must be"):
+        FeatureCodecConfig(mean_grid=[8])
+
+
+def bitstream_body(payload):
+    return payload[4:-2]      # a self-contained payload: 4-byte header, body, CRC-16

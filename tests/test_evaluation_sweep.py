@@ -22,6 +22,7 @@ def test_codecs_lists_the_shipped_checkpoints(capsys):
     names = {s["name"]: s for s in info["shipped_checkpoints"]}
     assert {"shapes-hyperprior", "shapes-jscc-awgn"} <= set(names)
     assert names["shapes-hyperprior"]["objective"] == "caption" and names["shapes-hyperprior"]["split"] == 4
+    assert names["shapes-hyperprior-k2"]["split"] == 2          # one checkpoint per split point
     assert {"factorized", "hyperprior", "jscc", "jpeg", "webp", "quantize", "mse-codec", "text",
             "identity"} <= set(info["registered"])
 
@@ -177,3 +178,10 @@ def test_the_device_takes_preprocessed_pixels_only_for_a_feature_codec():
         assert device.encode(pixels, q=2).data == device.encode(images, q=2).data
         with pytest.raises(ConfigError, match="not preprocessed pixels"):
             Device(model, resolve_codec("jpeg-50")).encode(pixels)
+
+
+def test_eval_loads_the_model_at_the_split_the_codec_was_trained_for(tmp_path):
+    rows = evaluate(codec="shapes-hyperprior-k2", rate_points=[2.0], out=tmp_path / "k2", limit=4, meteor=False)
+    assert [r["split"] for r in rows] == [2] and rows[0]["CIDEr-D"] > 1.0     # the k=2 codec at k=2 captions
+    with pytest.raises(ConfigError, match="trained for split 2 .* split at 4"):
+        evaluate(codec="shapes-hyperprior-k2", split=4, rate_points=[2.0], out=tmp_path / "k4", limit=4)

@@ -219,6 +219,9 @@ def _build(recipe: CodecRecipe, device: torch.device):
     return model, codec, flow
 
 
+MEAN_BATCHES = 8   # training batches whose features give a mean_grid codec its mean
+
+
 def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | None, rank: int, world: int) -> Path:
     from intelliflow.codec.persistence import save_codec
     from .losses import draw_rate_points, draw_snr
@@ -231,6 +234,16 @@ def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | No
     device = rank_device(rank)
     model, codec, flow = _build(recipe, device)
     digital = flow.kind == "learned"
+    if getattr(codec.config, "mean_grid", None) is not None and not recipe.init_from:
+        # the features every image shares, from the run's first training images (the same on every
+        # rank; a resumed run gets the stored mean back with the checkpoint)
+        from intelliflow.models import tokens_to_grid
+
+        images, grids = _Images(recipe.data, t.batch_size, recipe.seed, 0, 0), []
+        for _ in range(MEAN_BATCHES):
+            tokens = flow.features(model.preprocess(next(images)["images"]).to(device))
+            grids.append(tokens_to_grid(tokens, model.feature_grid, model.prefix_tokens)[0])
+        codec.set_feature_mean(torch.cat(grids))
 
     main_params = [p for n, p in flow.named_parameters() if p.requires_grad and not n.endswith(".quantiles")]
     groups = [{"params": main_params, "lr": t.lr, "weight_decay": 0.0}]
