@@ -9,10 +9,11 @@ model.split=K``); ``intelliflow eval`` loads the model at that split by itself. 
 the first ``--images`` of shapes:test over an ideal link in stream framing at q = 0, step, ..., 5
 (plus the clean features once). Writes to ``--out``:
 
-- ``results.csv`` (all rows, as ``intelliflow eval`` writes them) and ``split_table.csv`` /
-  ``summary.json``: per codec and split, bits to 95 % of the clean CIDEr-D and to 0.95 semantic
-  accuracy, the device's FLOPs (head + codec encoder), and how many times fewer bits ours needs
-  than the mse-codec at the same split (the target: at least 3x at k <= 2);
+- ``<codec>/results.csv``, as ``intelliflow eval`` writes them (``intelliflow plan --results OUT``
+  reads them all; ``--reuse`` reads them back instead of evaluating again);
+- ``split_table.csv`` and ``summary.json``: per codec and split, bits to 95 % of the clean CIDEr-D
+  and to 0.95 semantic accuracy, the device's FLOPs (head + codec encoder), and how many times
+  fewer bits ours needs than the mse-codec at the same split (the target: at least 3x at k <= 2);
 - ``split_points.png``: bits at the targets and device MFLOP against k;
 - ``planner.csv``: what the planner picks (paradigm, split, rate point) and the fastest option at
   each split, for a phone and a wearable, over uplinks of 20 kbit/s to 10 Mbit/s.
@@ -38,12 +39,14 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/split_points"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="read a codec's rows from OUT/<codec>/results.csv where an earlier run wrote them")
     args = parser.parse_args()
 
     from intelliflow.codec import resolve_codec
     from intelliflow.data.entropy import semantic_entropy_bits
     from intelliflow.evaluation.curves import format_split_table, plot_split_table, split_table
-    from intelliflow.evaluation.results import write_results
+    from intelliflow.evaluation.results import load_results
     from intelliflow.evaluation.sweep import evaluate
     from intelliflow.flow.endpoints import trained_split
     from intelliflow.system.costs import codec_flops, model_costs
@@ -53,14 +56,19 @@ def main() -> None:
     out = Path(args.out)
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
     common = dict(limit=args.images, meteor=False, batch_size=args.batch_size)
-    rows = list(evaluate(codec="identity", out=out / "identity", **common))
+    def measured(name: str, **options) -> list[dict]:
+        if args.reuse and (out / name / "results.csv").is_file():
+            print(f"{name}: rows from {out / name / 'results.csv'}", flush=True)
+            return load_results([out / name])
+        return evaluate(codec=name, out=out / name, **options, **common)
+
+    rows = measured("identity")
     for name in names:
         codec = resolve_codec(name)
         top = codec.rate_range()[1]
         grid = [round(i * args.step, 4) for i in range(int(round(top / args.step)) + 1)]
         print(f"{name}: trained for split {trained_split(codec)}", flush=True)
-        rows += evaluate(codec=name, rate_points=grid, framing="stream", out=out / name, **common)
-    write_results(out / "results.csv", rows)
+        rows += measured(name, rate_points=grid, framing="stream")
 
     splits = sorted({int(r["split"]) for r in rows if r.get("kind") != "identity"})
     costs = model_costs("shapes-captioner", splits)
