@@ -43,11 +43,13 @@ def model_costs(model_name: str, splits=None) -> dict:
 
 
 def build_planner(results, profile: str | None = None, model: str = "shapes-captioner", split: int | None = None,
-                  quality: float = 0.95, codec_flops_override: float | None = None):
+                  quality: float = 0.95, codec_flops_override: float | None = None, device: str | None = None):
     """A :class:`~intelliflow.system.planner.Planner` over result folders, with node and backhaul
-    profiles from a YAML file; returns (planner, the profile's wireless link)."""
+    profiles from a YAML file (``device``: a node preset's name over the profile's device); returns
+    (planner, the profile's wireless link)."""
     from intelliflow.evaluation.results import load_results
-    from .latency import WirelessLink, read_profile
+    from intelliflow.errors import ConfigError
+    from .latency import PRESETS, WirelessLink, read_profile
     from .planner import Planner
 
     rows = load_results(results)
@@ -59,5 +61,9 @@ def build_planner(results, profile: str | None = None, model: str = "shapes-capt
     codecs = {str(r["codec"]) for r in rows if r.get("kind") in ("learned", "analog")}
     flops = {c: codec_flops(c) if codec_flops_override is None else codec_flops_override for c in codecs}
     nodes = {k: prof[k] for k in ("device", "edge", "cloud", "backhaul") if k in prof}  # else the Planner's presets
+    if device is not None:
+        if device not in PRESETS:
+            raise ConfigError(f"device preset {device!r}: not one of {sorted(PRESETS)} (or give a --profile)")
+        nodes["device"] = PRESETS[device]
     planner = Planner(rows, model_costs(model, splits or None), quality=quality, codec_flops=flops, **nodes)
     return planner, prof.get("wireless") or WirelessLink()

@@ -104,3 +104,19 @@ def test_the_planner_chooses_the_split_point_from_the_device_and_the_link():
     slow = NodeProfile("mcu", 1e9)
     assert choice(slow, 1e6) == 0              # 225 ms of head saved beat 350 bits at 1 Mbit/s
     assert choice(PRESETS["phone"], 2e4) == 4  # on a fast device over 20 kbit/s the bits decide
+
+
+def test_plan_command_picks_the_split_point_for_the_device_preset(tmp_path, capsys):
+    write(tmp_path / "r", [row("identity", "identity", 393216, 2.0), row("text", "bytes", 300, 2.0),
+                           dict(row("ours-k0", "learned", 400, 2.0), split=0, rate_point=3),
+                           dict(row("ours", "learned", 50, 2.0), split=4, rate_point=1)])
+    picks = {}
+    for device, rate in (("wearable", "1e6"), ("phone", "2e4")):
+        assert main(["plan", "--results", str(tmp_path / "r"), "--device", device, "--bit-rate", rate,
+                     "--codec-flops", "0", "--json"]) == 0
+        (plan,) = json.loads(capsys.readouterr().out)
+        picks[device] = (plan["paradigm"], plan["split"])
+    # a 10 GFLOP/s wearable saves 23 ms of head at k=0; a phone on 20 kbit/s saves 17.5 ms of uplink at k=4
+    assert picks == {"wearable": ("device-edge", 0), "phone": ("device-edge", 4)}
+    assert main(["plan", "--results", str(tmp_path / "r"), "--device", "toaster", "--codec-flops", "0"]) == 2
+    assert "device preset 'toaster': not one of" in capsys.readouterr().err

@@ -30,7 +30,7 @@ def cmd_latency(args) -> int:
     from intelliflow.system.costs import build_planner
 
     planner, wireless = build_planner(args.results, args.profile, args.model, args.split, args.quality,
-                                      args.codec_flops)
+                                      args.codec_flops, device=args.device)
     if args.bandwidth:
         wireless = replace(wireless, bandwidth_hz=args.bandwidth)
     if args.bit_rate:
@@ -101,7 +101,7 @@ def cmd_plan(args) -> int:
     from intelliflow.system.costs import build_planner
 
     planner, wireless = build_planner(args.results, args.profile, args.model, args.split, args.quality,
-                                      args.codec_flops)
+                                      args.codec_flops, device=args.device)
     if args.channel:
         wireless = replace(wireless, channel=args.channel)
     wireless = _harq(wireless, args)
@@ -140,6 +140,8 @@ def _add_planner_options(p) -> None:
     p.add_argument("--split", type=int, default=None, help="consider only this split point")
     p.add_argument("--quality", type=float, default=0.95, help="quality floor as a fraction of the clean CIDEr-D")
     p.add_argument("--codec-flops", type=float, default=None, help="codec FLOPs per image per side (default: counted)")
+    p.add_argument("--device", default=None, help="the device's node preset (wearable, phone, jetson, ...), "
+                                                  "over the profile's")
 
 
 @COMMAND_GROUPS.register("system")
