@@ -22,6 +22,7 @@ import torch
 
 from intelliflow.errors import ConfigError, ServiceError
 from intelliflow.flow import Device
+from intelliflow.flow.endpoints import split_for
 
 from .auth import Credentials
 from .container import pack_iflow, pack_stream_file
@@ -166,8 +167,6 @@ class SplitDevice:
         from intelliflow.models import load_split_model
 
         self.model_name, self.codec_name = str(model), str(codec)
-        from intelliflow.flow.endpoints import split_for
-
         self.codec = byte_codec(codec, "an edge service")
         self.model = load_split_model(model, split=split_for(self.codec, str(model), split)).eval()
         self.device = Device(self.model, self.codec)

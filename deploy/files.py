@@ -14,7 +14,7 @@ from intelliflow.codec import resolve_codec
 from intelliflow.codec.registry import canonical_name
 from intelliflow.errors import ConfigError, PayloadMismatchError, RegistryError
 from intelliflow.flow import Device, Receiver
-from intelliflow.flow.endpoints import split_for
+from intelliflow.flow.endpoints import split_for, trained_split
 from intelliflow.models import load_split_model, shipped_models
 
 from intelliflow.codec.bitstream import read_stream_header, stream_header
@@ -103,8 +103,8 @@ class FileDecoder:
 
     def receiver(self, model: str, split: int, codec: str) -> Receiver:
         resolved = self._codec(codec)
-        trained = resolved.trained_for.get("split")
-        if trained is not None and int(trained) != split:  # a learned codec codes one split point's features
+        trained = trained_split(resolved)
+        if trained is not None and trained != split:  # a learned codec codes one split point's features
             raise PayloadMismatchError(f"the file says split {split}, but codec {codec!r} was trained for split "
                                        f"{trained}")
         return Receiver(self._model(model, split), resolved)

@@ -34,7 +34,7 @@ def trained_split(codec, model_name: str | None = None) -> int | None:
     """The split point a learned codec was trained for (its checkpoint's ``split``), or ``None`` for
     codecs that code any split (fixed baselines, image and caption codecs) and for a codec trained
     for another model than ``model_name`` (``None``: any model)."""
-    trained = getattr(codec, "trained_for", {}) or {}
+    trained = codec.trained_for
     if trained.get("split") is None:
         return None
     trained_model = trained.get("model")
@@ -53,11 +53,11 @@ def split_for(codec, model_name: str, split: int | None) -> int | None:
 def check_split(model, codec) -> None:
     """Refuse a learned codec on another split point than it was trained for: its features would have
     the same shape and decode to nonsense, silently."""
-    if codec is None or getattr(codec, "takes", "features") != "features":
+    if codec.takes != "features":
         return
     trained = trained_split(codec, getattr(model, "name", None))
     if trained is not None and getattr(model, "split", trained) != trained:
-        raise ConfigError(f"codec {getattr(codec, 'name', type(codec).__name__)!r} was trained for split {trained} "
+        raise ConfigError(f"codec {codec.name!r} was trained for split {trained} "
                           f"of {codec.trained_for.get('model', 'its model')}, but the model is split at {model.split}: "
                           f"load the model with split={trained} (--split {trained}), or train a codec for split "
                           f"{model.split}")

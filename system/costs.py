@@ -48,8 +48,7 @@ def build_planner(results, profile: str | None = None, model: str = "shapes-capt
     profiles from a YAML file (``device``: a node preset's name over the profile's device); returns
     (planner, the profile's wireless link)."""
     from intelliflow.evaluation.results import load_results
-    from intelliflow.errors import ConfigError
-    from .latency import PRESETS, WirelessLink, read_profile
+    from .latency import WirelessLink, node_from_dict, read_profile
     from .planner import Planner
 
     rows = load_results(results)
@@ -62,8 +61,6 @@ def build_planner(results, profile: str | None = None, model: str = "shapes-capt
     flops = {c: codec_flops(c) if codec_flops_override is None else codec_flops_override for c in codecs}
     nodes = {k: prof[k] for k in ("device", "edge", "cloud", "backhaul") if k in prof}  # else the Planner's presets
     if device is not None:
-        if device not in PRESETS:
-            raise ConfigError(f"device preset {device!r}: not one of {sorted(PRESETS)} (or give a --profile)")
-        nodes["device"] = PRESETS[device]
+        nodes["device"] = node_from_dict(device, "--device")
     planner = Planner(rows, model_costs(model, splits or None), quality=quality, codec_flops=flops, **nodes)
     return planner, prof.get("wireless") or WirelessLink()

@@ -119,4 +119,4 @@ def test_plan_command_picks_the_split_point_for_the_device_preset(tmp_path, caps
     # a 10 GFLOP/s wearable saves 23 ms of head at k=0; a phone on 20 kbit/s saves 17.5 ms of uplink at k=4
     assert picks == {"wearable": ("device-edge", 0), "phone": ("device-edge", 4)}
     assert main(["plan", "--results", str(tmp_path / "r"), "--device", "toaster", "--codec-flops", "0"]) == 2
-    assert "device preset 'toaster': not one of" in capsys.readouterr().err
+    assert "--device: unknown preset 'toaster'; presets: [" in capsys.readouterr().err
