@@ -33,6 +33,7 @@ from intelliflow.errors import ConfigError, DatasetNotFoundError
 
 from .protocol import SplitModel
 from .registry import ADAPTERS
+from .speculative import Decoding, Verified, greedy_limit, verify_drafts
 
 IMAGENET_HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 CLIP_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
@@ -143,6 +144,23 @@ class HFSplitModel(SplitModel):
 
     def decode_ids(self, ids: torch.Tensor) -> list[str]:
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    # -- speculative decoding: the receiver verifies a draft (intelliflow.models.speculative)
+    def decoding(self, **generation) -> Decoding:
+        """How the text decoder runs step by step (start, end and pad ids, the greedy length limit
+        under ``generation``, the prefill and extend passes); see :mod:`.speculative`."""
+        raise NotImplementedError
+
+    def tail_verify(self, features: torch.Tensor, drafts: Sequence[Sequence[int]], **generation) -> Verified:
+        """Server side with a draft: features [B, N, D] and one draft per image (token ids after the
+        start tokens) -> :class:`~intelliflow.models.speculative.Verified`, whose ``ids`` are token for
+        token :meth:`tail_generate_ids` (``generation``: ``max_new_tokens`` or ``max_length`` only)."""
+        return verify_drafts(self.decoding(**generation), self.vision_tail(features), drafts)
+
+    @staticmethod
+    def _ids(value) -> int:
+        """A token id from a config field that may hold a list of them (the first)."""
+        return int(value[0] if isinstance(value, (list, tuple)) else value)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "spiece.model",
@@ -284,6 +302,21 @@ class VisionEncoderDecoderSplit(HFSplitModel):
         generation = self._with_decoder_mask(pixel_values.shape[0], pixel_values.device, generation)
         return self.model.generate(pixel_values=pixel_values, **generation)
 
+    def decoding(self, **generation) -> Decoding:
+        config, model = self.model.generation_config, self.model
+
+        def run(states, ids, cache=None):   # an all-ones mask, as generate passes (pads after a draft are never seen)
+            seen = 0 if cache is None else cache.get_seq_length()
+            mask = torch.ones(ids.shape[0], seen + ids.shape[1], dtype=torch.long, device=ids.device)
+            out = model(encoder_outputs=BaseModelOutput(last_hidden_state=states), decoder_input_ids=ids,
+                        decoder_attention_mask=mask, cache=cache, use_cache=True)
+            return out.logits, out.cache
+
+        start = config.decoder_start_token_id
+        start = model.config.decoder_start_token_id if start is None else start
+        return Decoding([self._ids(start)], self._ids(config.eos_token_id), self._ids(config.pad_token_id),
+                        greedy_limit(model, 1, generation), run, run)
+
 
 # --------------------------------------------------------------------------------- BLIP
 
@@ -337,6 +370,17 @@ class BlipSplit(HFSplitModel):
 
     def tail_generate_ids(self, features, **generation):
         return self._generate(self.vision_tail(features), **generation)
+
+    def decoding(self, **generation) -> Decoding:
+        text, decoder = self.model.config.text_config, self.model.text_decoder
+
+        def run(states, ids, cache=None):
+            out = decoder(input_ids=ids, encoder_hidden_states=states, cache=cache, use_cache=True,
+                          encoder_attention_mask=torch.ones(states.shape[:-1], dtype=torch.long, device=states.device))
+            return out.logits, out.cache
+
+        return Decoding([text.bos_token_id], text.sep_token_id, text.pad_token_id,
+                        greedy_limit(decoder, 1, generation), run, run)
 
     def full_generate_ids(self, pixel_values, **generation):
         return self.model.generate(pixel_values=pixel_values, **generation)
@@ -420,3 +464,26 @@ class GitSplit(HFSplitModel):
     def full_generate_ids(self, pixel_values, **generation):
         return self.model.generate(pixel_values=pixel_values, input_ids=self._start_ids(pixel_values.shape[0]),
                                    **generation)
+
+    def decoding(self, **generation) -> Decoding:
+        config, model = self.model.generation_config, self.model
+
+        image_tokens = []
+
+        def prefill(states, ids):   # the image tokens enter the cache in front of the text, as in generate
+            with self._image_states(states) as placeholder:
+                out = model(input_ids=ids, pixel_values=placeholder, use_cache=True)
+            image_tokens[:] = [out.cache.get_seq_length() - ids.shape[1]]
+            return out.logits[:, -ids.shape[1]:], out.cache
+
+        def extend(states, ids, cache):
+            # text positions count text tokens only, as generate's position ids (from its attention
+            # mask) do; GIT's own default would count the cached image tokens too
+            done = cache.get_seq_length() - image_tokens[0]
+            positions = torch.arange(done, done + ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+            out = model(input_ids=ids, cache=cache, use_cache=True, position_ids=positions)
+            return out.logits, out.cache
+
+        bos = config.bos_token_id if config.bos_token_id is not None else model.config.bos_token_id
+        return Decoding([self._ids(bos)], self._ids(config.eos_token_id), self._ids(config.pad_token_id),
+                        greedy_limit(model, 1, generation), prefill, extend)

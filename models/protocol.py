@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from intelliflow.errors import ShapeError
+from intelliflow.errors import ConfigError, ShapeError
 
 
 class SplitModel(nn.Module, ABC):
@@ -74,6 +74,12 @@ class SplitModel(nn.Module, ABC):
     @abstractmethod
     def decode_ids(self, ids: torch.Tensor) -> list[str]:
         """Token ids [B, T] -> captions (special tokens dropped)."""
+
+    def tail_verify(self, features: torch.Tensor, drafts: Sequence[Sequence[int]], **generation):
+        """Server side with a draft per image (token ids after the start tokens): features [B, N, D]
+        -> :class:`~intelliflow.models.speculative.Verified`, its ids token for token those of
+        :meth:`tail_generate_ids` (greedy), in fewer decoder passes where the draft is right."""
+        raise ConfigError(f"{type(self).__name__} cannot verify drafts (it has no step-by-step text decoder)")
 
     def tail_generate(self, features: torch.Tensor, **generation) -> list[str]:
         """Server side: features [B, N, D] -> one caption per image."""
