@@ -257,13 +257,19 @@ class _ArithmeticEncoder:
             for chunk in _bypass_chunks(raw):
                 self._code(_UNIFORM16[chunk], _UNIFORM16[chunk + 1])
 
-    def finish(self) -> bytes:
-        # the value in [low, high] with the fewest significant bits; the decoder pads with zeros
-        for k in range(_WIDTH + 1):
-            step = 1 << (_WIDTH - k)
-            value = -(-self.low // step) * step
-            if value <= self.high:
-                break
+    def code_frequencies(self, row: Sequence[int], symbol: int) -> None:
+        """Code ``symbol`` under one 16-bit CDF row (``row[symbol]`` to ``row[symbol + 1]`` of 65536),
+        with no escape: for models that are not CompressAI's (:mod:`intelliflow.codec.tokens`)."""
+        self._code(row[symbol], row[symbol + 1])
+
+    def finish(self, delimited: bool = False) -> bytes:
+        """The message. By default it ends on the value in [low, high] with the fewest significant
+        bits, trailing zeros dropped (the decoder pads with zeros). ``delimited``: the value whose
+        every continuation stays in [low, high], zeros kept, so other bytes may follow the message
+        and the decoder knows where it ended (:meth:`_ArithmeticDecoder.message_bytes`)."""
+        k = _final_bits(self.low, self.high, delimited)
+        step = 1 << (_WIDTH - k)
+        value = -(-self.low // step) * step
         top = [(value >> (_WIDTH - 1 - i)) & 1 for i in range(k)]
         if top:
             self._emit(top[0])
@@ -271,9 +277,19 @@ class _ArithmeticEncoder:
         elif self.pending:          # value 0 still needs its first bit, for the pending ones after it
             self._emit(0)
         bits = self.bits
-        while bits and not bits[-1]:
+        while bits and not bits[-1] and not delimited:
             bits.pop()
         return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes() if bits else b""
+
+
+def _final_bits(low: int, high: int, delimited: bool) -> int:
+    """How many bits of the final value the arithmetic encoder sends (see its ``finish``)."""
+    for k in range(_WIDTH + 1):
+        step = 1 << (_WIDTH - k)
+        value = -(-low // step) * step
+        if value <= high and (not delimited or value + step - 1 <= high):
+            return k
+    return _WIDTH
 
 
 class _ArithmeticDecoder:
@@ -281,6 +297,7 @@ class _ArithmeticDecoder:
         self._bits = np.unpackbits(np.frombuffer(bytes(stream), dtype=np.uint8)).tolist()
         self._pos = 0
         self.low, self.high, self.value = 0, _TOP, 0
+        self.shifts = self.pending = 0     # the encoder's bits so far, and how many of them wait (straddles)
         for _ in range(_WIDTH):
             self.value = (self.value << 1) | self._bit()
 
@@ -299,23 +316,37 @@ class _ArithmeticDecoder:
         self.low += (span * lo) >> _CDF_BITS
         while True:
             if self.high < _HALF:
-                pass
+                self.pending = 0
             elif self.low >= _HALF:
                 self.low -= _HALF
                 self.high -= _HALF
                 self.value -= _HALF
+                self.pending = 0
             elif self.low >= _QUARTER and self.high < _HALF + _QUARTER:
                 self.low -= _QUARTER
                 self.high -= _QUARTER
                 self.value -= _QUARTER
+                self.pending += 1
             else:
                 return s
+            self.shifts += 1
             self.low <<= 1
             self.high = (self.high << 1) | 1
             self.value = (self.value << 1) | self._bit()
 
     def _next_chunk(self) -> int:
         return self._symbol(_UNIFORM16, len(_UNIFORM16))
+
+    def decode_frequencies(self, row: Sequence[int]) -> int:
+        """The symbol :meth:`_ArithmeticEncoder.code_frequencies` coded under ``row``."""
+        return self._symbol(row, len(row))
+
+    def message_bytes(self) -> int:
+        """After the last symbol of a ``delimited`` message: its length in bytes (what follows it
+        in the stream is someone else's)."""
+        k = _final_bits(self.low, self.high, True)
+        bits = self.shifts + (k if k else (1 if self.pending else 0))
+        return -(-bits // 8)
 
     def decode(self, indexes: Sequence[int], tables: Tables) -> list[int]:
         cdf, lengths, offsets = tables.as_lists()

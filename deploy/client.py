@@ -160,16 +160,25 @@ class SplitDevice:
     :param compress_options: the codec's rate knob, e.g. ``{"q": rate point}`` for a learned codec
     :param stream: stream mode (the context agreed once per connection, each request the codec's
         bare payload); ``None`` (default): on where the codec has a stream mode, else ``.iflow`` files
+    :param drafter: a drafter name or folder: each payload carries the device's draft, the edge
+        verifies it (it must serve the same drafter); answers add the draft, its confidence and the
+        time drafting took
     """
 
     def __init__(self, model: str, codec: str, client: EdgeClient | str, split: int | None = None,
-                 compress_options: dict | None = None, stream: bool | None = None):
+                 compress_options: dict | None = None, stream: bool | None = None, drafter: str | None = None):
         from intelliflow.models import load_split_model
+        from intelliflow.models.drafter import load_drafter
 
         self.model_name, self.codec_name = str(model), str(codec)
+        self.drafter_name = None if drafter is None else str(drafter)
         self.codec = byte_codec(codec, "an edge service")
-        self.model = load_split_model(model, split=split_for(self.codec, str(model), split)).eval()
-        self.device = Device(self.model, self.codec)
+        drafter_object = None if drafter is None else load_drafter(drafter)
+        split = split_for(self.codec, str(model), split)
+        if split is None and drafter_object is not None:
+            split = drafter_object.config.split
+        self.model = load_split_model(model, split=split).eval()
+        self.device = Device(self.model, self.codec, drafter_object)
         self.client = client if isinstance(client, EdgeClient) else EdgeClient(client)
         self.compress_options = dict(compress_options or {})
         if stream and not self.codec.streams:
@@ -186,31 +195,52 @@ class SplitDevice:
         from intelliflow.codec.bitstream import stream_header
 
         return pack_stream_file(self.model_name, self.model.split, self.codec_name,
-                                stream_header(self.stream, self.codec.fingerprint), [])
+                                stream_header(self.stream, self.codec.fingerprint), [], self.drafter_name)
 
     @torch.no_grad()
     def encode(self, image) -> tuple[bytes, float, float]:
         """One PIL image -> (what goes on the wire: an ``.iflow`` file, or the bare stream payload in
-        stream mode; device ms; encode ms)."""
+        stream mode; device ms; encode ms, drafting included)."""
+        data, timing, _ = self.encode_drafted(image)
+        return data, timing["device_ms"], timing["encode_ms"]
+
+    @torch.no_grad()
+    def encode_drafted(self, image) -> tuple[bytes, dict, dict | None]:
+        """One PIL image -> (what goes on the wire; ``{"device_ms", "draft_ms", "encode_ms"}``; with a
+        drafter ``{"text", "confidence", "bits"}`` of the draft, else ``None``). ``encode_ms``
+        includes ``draft_ms``: on a real device the drafter runs while the payload is on the air only
+        when it is not in the payload; here the draft rides in it."""
         t0 = time.perf_counter()
         x, prefix = self.device.codec_input([image])  # the head (nothing for an upload, the whole model for text)
         t1 = time.perf_counter()
-        (payload,) = self.device.encode_input(x, prefix, stream=self.stream, **self.compress_options).data
+        draft = self.device.draft(x, prefix)
         t2 = time.perf_counter()
-        if self.stream is not None:
-            return payload, 1e3 * (t1 - t0), 1e3 * (t2 - t1)
-        return pack_iflow(self.model_name, self.model.split, self.codec_name, payload), 1e3 * (t1 - t0), 1e3 * (t2 - t1)
+        sent = self.device.encode_input(x, prefix, stream=self.stream, draft=draft, **self.compress_options)
+        t3 = time.perf_counter()
+        (payload,) = sent.data
+        timing = {"device_ms": 1e3 * (t1 - t0), "draft_ms": 1e3 * (t2 - t1), "encode_ms": 1e3 * (t3 - t1)}
+        mine = None if draft is None else {"text": self.model.decode_ids(torch.tensor([draft.tokens[0]]))[0],
+                                           "confidence": draft.confidence[0], "bits": sent.draft_bits[0]}
+        if self.stream is None:
+            payload = pack_iflow(self.model_name, self.model.split, self.codec_name, payload, self.drafter_name)
+        return payload, timing, mine
 
     def caption_one(self, image, client: EdgeClient | None = None) -> dict:
         """One PIL image -> ``{"caption", "bits", "wire_bytes", "device_ms", "encode_ms",
         "roundtrip_ms", "edge_ms", "batch", "total_ms"}`` (times in ms, measured here), sent to
-        ``client`` (default: this device's)."""
+        ``client`` (default: this device's); with a drafter also ``"draft"``: the service's
+        ``{"drafted", "accepted", "passes", "greedy_passes"}`` plus this device's ``"text"``,
+        ``"confidence"`` and ``"bits"``, and ``"draft_ms"``."""
         start = time.perf_counter()
-        data, device_ms, encode_ms = self.encode(image)
+        data, timing, mine = self.encode_drafted(image)
         client = client or self.client
         answer = client.caption(data) if self.stream is None else client.caption_stream(data, self.handshake)
-        return {**answer, "wire_bytes": len(data), "device_ms": device_ms, "encode_ms": encode_ms,
-                "total_ms": 1e3 * (time.perf_counter() - start)}
+        out = {**answer, "wire_bytes": len(data), "device_ms": timing["device_ms"], "encode_ms": timing["encode_ms"],
+               "total_ms": 1e3 * (time.perf_counter() - start)}
+        if mine is not None:
+            out["draft"] = {**answer.get("draft", {}), **mine}
+            out["draft_ms"] = timing["draft_ms"]
+        return out
 
     def caption(self, images) -> list[dict]:
         """PIL images -> one :meth:`caption_one` answer per image."""

@@ -16,6 +16,7 @@ from intelliflow.errors import ConfigError, PayloadMismatchError, RegistryError
 from intelliflow.flow import Device, Receiver
 from intelliflow.flow.endpoints import split_for, trained_split
 from intelliflow.models import load_split_model, shipped_models
+from intelliflow.models.drafter import load_drafter
 
 from intelliflow.codec.bitstream import read_stream_header, stream_header
 
@@ -39,14 +40,19 @@ class FileEncoder:
         the same name); :param options: the codec's rate knob (e.g. ``q=2.0``).
     """
 
-    def __init__(self, model: str, codec: str, split: int | None = None, **options):
+    def __init__(self, model: str, codec: str, split: int | None = None, drafter: str | None = None, **options):
         self.model_name, self.codec_name, self.options = str(model), str(codec), options
         codec_object = byte_codec(codec, "an .iflow file")
-        self.model = load_split_model(model, split=split_for(codec_object, self.model_name, split)).eval()
-        self.device = Device(self.model, codec_object)
+        drafter_object = load_drafter(drafter) if drafter is not None else None
+        split = split_for(codec_object, self.model_name, split)
+        if split is None and drafter_object is not None:
+            split = drafter_object.config.split
+        self.model = load_split_model(model, split=split).eval()
+        self.device = Device(self.model, codec_object, drafter_object)
+        self.drafter_name = None if drafter is None else str(drafter)
 
     def encode(self, images: Sequence) -> list[bytes]:
-        return [pack_iflow(self.model_name, self.model.split, self.codec_name, payload)
+        return [pack_iflow(self.model_name, self.model.split, self.codec_name, payload, self.drafter_name)
                 for payload in self.device.encode(images, **self.options).data]
 
     def encode_stream(self, images: Sequence) -> bytes:
@@ -59,7 +65,7 @@ class FileEncoder:
         stream = codec.stream_for(self.model.feature_grid, **codec.rate_options(**self.options))
         payloads = self.device.encode(images, stream=stream, **self.options).data
         return pack_stream_file(self.model_name, self.model.split, self.codec_name,
-                                stream_header(stream, codec.fingerprint), payloads)
+                                stream_header(stream, codec.fingerprint), payloads, self.drafter_name)
 
 
 class FileDecoder:
@@ -71,10 +77,28 @@ class FileDecoder:
         makes the receiver load a folder: anything else is a :class:`PayloadMismatchError`.
     """
 
-    def __init__(self, model: str | None = None, codec: str | None = None):
-        self.configured_model, self.configured_codec = model, codec
+    def __init__(self, model: str | None = None, codec: str | None = None, drafter: str | None = None):
+        self.configured_model, self.configured_codec, self.configured_drafter = model, codec, drafter
         self._models: dict = {}
         self._codecs: dict = {}
+        self._drafters: dict = {}
+
+    def _drafter(self, ident: str | None):
+        """The drafter a file's drafts were made with: the configured one or a shipped one."""
+        from intelliflow.models.drafter import SHIPPED_DRAFTERS
+
+        if ident is None:
+            return None
+        if ident not in self._drafters:
+            if self.configured_drafter is not None and identifier(self.configured_drafter) == ident:
+                name = self.configured_drafter
+            elif ident in SHIPPED_DRAFTERS:
+                name = ident
+            else:
+                raise PayloadMismatchError(f"the file carries drafts of drafter {ident!r}, which this receiver was "
+                                           f"not configured with (shipped: {sorted(SHIPPED_DRAFTERS)}; give --draft)")
+            self._drafters[ident] = load_drafter(name)
+        return self._drafters[ident]
 
     def _model(self, ident: str, split: int):
         if (ident, split) not in self._models:
@@ -101,17 +125,21 @@ class FileDecoder:
                 raise PayloadMismatchError(f"the file's codec {ident!r} is not one this receiver serves: {exc}") from exc
         return self._codecs[ident]
 
-    def receiver(self, model: str, split: int, codec: str) -> Receiver:
+    def receiver(self, model: str, split: int, codec: str, drafter: str | None = None) -> Receiver:
         resolved = self._codec(codec)
         trained = trained_split(resolved)
         if trained is not None and trained != split:  # a learned codec codes one split point's features
             raise PayloadMismatchError(f"the file says split {split}, but codec {codec!r} was trained for split "
                                        f"{trained}")
-        return Receiver(self._model(model, split), resolved)
+        try:
+            return Receiver(self._model(model, split), resolved, self._drafter(drafter))
+        except ConfigError as exc:   # a drafter for another split or model than the file's
+            raise PayloadMismatchError(f"the file's drafter {drafter!r} does not draft for {model!r} at split "
+                                       f"{split}: {exc}") from exc
 
     def decode(self, data: bytes) -> tuple[str, int]:
         parsed = unpack_iflow(data)
-        receiver = self.receiver(parsed.model, parsed.split, parsed.codec)
+        receiver = self.receiver(parsed.model, parsed.split, parsed.codec, parsed.drafter)
         return receiver.captions([parsed.payload])[0], parsed.bits
 
     def decode_stream(self, data: bytes) -> list[tuple[str, int]]:
@@ -120,7 +148,7 @@ class FileDecoder:
         from intelliflow.errors import BitstreamError
 
         parsed = unpack_stream_file(data)
-        receiver = self.receiver(parsed.model, parsed.split, parsed.codec)
+        receiver = self.receiver(parsed.model, parsed.split, parsed.codec, parsed.drafter)
         codec = receiver.codec
         if not codec.streams:
             raise PayloadMismatchError(f"codec {parsed.codec!r} has no stream mode: this is not its stream file")

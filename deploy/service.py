@@ -16,6 +16,12 @@ Wire protocol (one image per request, HTTP/1.1, keep-alive):
   then carries only the image's stream payload (the codec's body: no container, no header, no
   check; TCP checks the bytes), answered as above. A stream payload on a connection that agreed no
   stream is 409.
+- **Drafts** (speculative captioning, a service started with a drafter): an ``.iflow`` file that
+  names the drafter (or a stream agreed with it) carries the device's draft of the caption in
+  front of each payload; the service verifies it in one pass of the tail and answers the same
+  caption plus ``"draft": {"drafted", "accepted", "passes", "greedy_passes"}`` (draft tokens
+  received and kept, decoder passes for the caption and plain greedy decoding's). Requests
+  without a draft are served as before, in the same batches.
 - ``GET /health`` answers 200 ``{"status": "ready", ...}`` once the model and codec are loaded,
   503 ``{"status": "loading"}`` before.
 - Every refusal is JSON ``{"error": message}``, and the service keeps serving. The sender's
@@ -72,6 +78,7 @@ class _Job:
     decoded: object  # the model's input, decoded and checked in the request's own thread
     bits: int
     arrived: float
+    drafted: bool = False   # the payload carried a draft
     future: Future = field(default_factory=Future)
 
 
@@ -83,6 +90,7 @@ class EdgeService:
     :param max_batch: the most requests captioned in one forward pass
     :param batch_wait_ms: how long the worker waits for more requests after the first arrives (0:
         batch only what queued up while the previous batch ran, adding no delay)
+    :param drafter: a drafter name or folder: requests may then carry its drafts (see the module docstring)
 
     ``submit(iflow_bytes)`` returns a ``Future`` of ``{"caption", "bits", "batch", "edge_ms"}``;
     malformed or foreign payloads raise at once (:class:`BitstreamError`,
@@ -90,8 +98,11 @@ class EdgeService:
     """
 
     def __init__(self, model: str, codec: str, split: int | None = None, max_batch: int = 16,
-                 batch_wait_ms: float = 0.0, max_queue: int = 1024, threads: int | None = None):
+                 batch_wait_ms: float = 0.0, max_queue: int = 1024, threads: int | None = None,
+                 drafter: str | None = None):
         self.model_name, self.codec_name, self.requested_split = str(model), str(codec), split
+        self.drafter_name = None if drafter is None else str(drafter)
+        self.drafted_receiver = None
         self.max_batch, self.batch_wait_s, self.threads = max(1, int(max_batch)), batch_wait_ms / 1e3, threads
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
         self._ready = threading.Event()
@@ -110,9 +121,18 @@ class EdgeService:
             if self.threads:
                 torch.set_num_threads(int(self.threads))
             self.codec = byte_codec(self.codec_name, "an HTTP service")
-            self.model = load_split_model(self.model_name, split=split_for(self.codec, self.model_name,
-                                                                           self.requested_split)).eval()
+            drafter = None
+            if self.drafter_name is not None:
+                from intelliflow.models.drafter import load_drafter
+
+                drafter = load_drafter(self.drafter_name)
+            split = split_for(self.codec, self.model_name, self.requested_split)
+            if split is None and drafter is not None:
+                split = drafter.config.split
+            self.model = load_split_model(self.model_name, split=split).eval()
             self.receiver = Receiver(self.model, self.codec)
+            if drafter is not None:
+                self.drafted_receiver = Receiver(self.model, self.codec, drafter)
         except BaseException as exc:
             self._load_error = exc
             raise
@@ -135,7 +155,7 @@ class EdgeService:
         """What the service serves (the ``/health`` body)."""
         return {"status": "ready" if self.ready else ("failed" if self._load_error else "loading"),
                 "model": self.model_name, "split": None if self.model is None else self.model.split,
-                "codec": self.codec_name, "max_batch": self.max_batch, "served": self.served,
+                "codec": self.codec_name, "drafter": self.drafter_name, "max_batch": self.max_batch, "served": self.served,
                 "refused": self.refused, "failed": self.failed}
 
     # ------------------------------------------------------------------ requests
@@ -154,12 +174,16 @@ class EdgeService:
             raise PayloadMismatchError(
                 f"this service finishes model {wanted[0]!r} at split {wanted[1]} with codec {self.codec_name!r}; "
                 f"the payload is for model {parsed.model!r} at split {parsed.split} with codec {parsed.codec!r}")
+        if parsed.drafter is not None and (self.drafter_name is None or parsed.drafter != identifier(self.drafter_name)):
+            raise PayloadMismatchError(f"the payload carries drafts of {parsed.drafter!r}; this service verifies "
+                                       + (f"drafts of {identifier(self.drafter_name)!r}" if self.drafter_name
+                                          else "no drafts (start it with --draft)"))
 
     def agree_stream(self, data: bytes):
-        """The stream handshake: a stream file with no image -> the
-        :class:`~intelliflow.codec.bitstream.StreamContext` this connection's payloads are coded in.
-        Another model, split or codec (or the same codec's name with other weights) is a
-        :class:`PayloadMismatchError`."""
+        """The stream handshake: a stream file with no image -> (the
+        :class:`~intelliflow.codec.bitstream.StreamContext` this connection's payloads are coded in,
+        whether they carry drafts). Another model, split or codec (or the same codec's name with
+        other weights, or another drafter) is a :class:`PayloadMismatchError`."""
         from intelliflow.codec.bitstream import read_stream_header
 
         parsed = unpack_stream_file(data)
@@ -175,26 +199,27 @@ class EdgeService:
         if (stream.height, stream.width) != tuple(self.model.feature_grid):
             raise PayloadMismatchError(f"the stream's grid {stream.height}x{stream.width} is not the model's "
                                        f"{'x'.join(map(str, self.model.feature_grid))}")
-        return stream
+        return stream, parsed.drafter is not None
 
-    def submit(self, data: bytes, stream=None) -> Future:
-        """Check one ``.iflow`` file (or, under ``stream``, one stream payload: see
-        :meth:`agree_stream`) against what this service serves, decode it (in the caller's thread:
-        a bad payload never reaches the batch worker) and queue it for the tail."""
+    def submit(self, data: bytes, stream=None, drafted: bool = False) -> Future:
+        """Check one ``.iflow`` file (or, under ``stream``, one stream payload, with a draft in front
+        where the stream was agreed with one: see :meth:`agree_stream`) against what this service
+        serves, decode it (in the caller's thread: a bad payload never reaches the batch worker)
+        and queue it for the tail."""
         arrived = time.perf_counter()
         if stream is None:
             parsed = unpack_iflow(data)
             self._check_names(parsed)
-            payload, bits = parsed.payload, parsed.bits
+            payload, bits, drafted = parsed.payload, parsed.bits, parsed.drafter is not None
         else:
             payload, bits = bytes(data), 8 * len(data)
         try:
-            decoded = self.receiver.decode([payload], stream=stream)
+            decoded = (self.drafted_receiver if drafted else self.receiver).decode([payload], stream=stream)
         except IntelliflowError:
             raise
         except Exception as exc:  # a codec library choking on garbage is still the payload's fault
             raise BitstreamError(f"the payload does not decode: {exc}") from exc
-        job = _Job(decoded, bits, arrived)
+        job = _Job(decoded, bits, arrived, drafted=drafted)
         self._queue.put_nowait(job)  # queue.Full when overloaded: the server answers 503
         return job.future
 
@@ -223,28 +248,43 @@ class EdgeService:
                     if not job.future.done():
                         job.future.set_exception(exc)
 
+    def _finish(self, jobs: list[_Job]) -> tuple[list[str], object]:
+        """Captions of a batch; where any request carried a draft, every request is verified (one
+        without a draft against an empty one: plain greedy decoding, the same caption)."""
+        if not any(job.drafted for job in jobs):
+            return self.receiver.finish(self.receiver.join([job.decoded for job in jobs])), None
+        from intelliflow.flow.endpoints import Drafted
+
+        parts = [job.decoded if job.drafted else Drafted(job.decoded, [[] for _ in range(len(job.decoded))])
+                 for job in jobs]
+        receiver = self.drafted_receiver
+        return receiver.finish_verified(receiver.join(parts))
+
     @torch.no_grad()
     def _caption_batch(self, batch: list[_Job]) -> None:
         try:
-            captions = self.receiver.finish(self.receiver.join([job.decoded for job in batch]))
+            captions, verified = self._finish(batch)
         except Exception:  # noqa: BLE001 - never let one request fail the others: finish each alone
             if len(batch) == 1:
                 raise
             for job in batch:
                 try:
-                    self._answer_jobs([job], self.receiver.finish(job.decoded))
+                    self._answer_jobs([job], *self._finish([job]))
                 except Exception as exc:  # noqa: BLE001 - this request's own failure
                     job.future.set_exception(exc)
             return
-        self._answer_jobs(batch, captions)
+        self._answer_jobs(batch, captions, verified)
 
-    def _answer_jobs(self, jobs: list[_Job], captions: list[str]) -> None:
+    def _answer_jobs(self, jobs: list[_Job], captions: list[str], verified=None) -> None:
         done = time.perf_counter()
         with self._count_lock:
             self.served += len(jobs)
-        for job, caption in zip(jobs, captions):
-            job.future.set_result({"caption": caption, "bits": job.bits, "batch": len(jobs),
-                                   "edge_ms": 1e3 * (done - job.arrived)})
+        for i, (job, caption) in enumerate(zip(jobs, captions)):
+            answer = {"caption": caption, "bits": job.bits, "batch": len(jobs), "edge_ms": 1e3 * (done - job.arrived)}
+            if job.drafted:
+                answer["draft"] = {"drafted": verified.drafted[i], "accepted": verified.accepted[i],
+                                   "passes": verified.passes[i], "greedy_passes": verified.new_tokens[i]}
+            job.future.set_result(answer)
 
 
 # ---------------------------------------------------------------------- HTTP
@@ -327,8 +367,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._refuse(HTTPStatus.NOT_FOUND, f"no such path {self.path!r}: use POST /caption or GET /health")
 
-    #: the stream this connection agreed (``POST /stream``), or ``None``
+    #: the stream this connection agreed (``POST /stream``), or ``None``; whether its payloads carry drafts
     stream = None
+    stream_drafted = False
 
     def do_POST(self):  # noqa: N802
         path = self.path.split("?")[0]
@@ -378,15 +419,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._refuse(HTTPStatus.CONFLICT, "no stream was agreed on this connection: POST /stream first")
         if path == "/stream":
             try:
-                self.stream = self.service.agree_stream(body)
+                self.stream, self.stream_drafted = self.service.agree_stream(body)
             except IntelliflowError as exc:
                 status = next((s for t, s in _STATUS.items() if type(exc) is t), HTTPStatus.BAD_REQUEST)
                 return self._refuse(status, str(exc))
             c = self.stream
             return self._answer(HTTPStatus.OK, {"stream": {"grid": [c.height, c.width], "check": c.check,
-                                                           "q": None if c.q16 is None else c.q16 / 16}})
+                                                           "q": None if c.q16 is None else c.q16 / 16,
+                                                           "drafts": self.stream_drafted}})
         try:
-            result = self.service.submit(body, self.stream if streamed else None).result(
+            result = self.service.submit(body, self.stream if streamed else None,
+                                         drafted=streamed and self.stream_drafted).result(
                 timeout=self.server.answer_timeout_s)  # type: ignore[attr-defined]
         except queue.Full:
             return self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "the service is overloaded; retry later")

@@ -10,7 +10,14 @@ One row per evaluated operating point (method, channel, SNR, rate point or bandw
   (mean complex symbols per image), ``mcs`` (the most used MCS index), ``loss_rate`` (fraction
   of payloads the link lost);
 - the caption metrics (``BLEU-1``, ``BLEU-4``, ``CIDEr-D``, ``ROUGE-L``, ``METEOR``) and, on
-  ``shapes``, ``semantic_accuracy``, ``relation_accuracy``, ``exact_match``; ``n_images``.
+  ``shapes``, ``semantic_accuracy``, ``relation_accuracy``, ``exact_match``; ``n_images``;
+- with a drafter (speculative captioning): ``drafter``, ``draft_bits`` (mean bits of the draft
+  part, inside ``payload_bits``), ``draft_acceptance`` (draft tokens the receiver kept / draft
+  tokens sent), ``draft_accepted_tokens`` (per caption), ``draft_exact`` (drafts that were the
+  receiver's caption), ``receiver_passes`` and ``greedy_passes`` (the receiver's decoder passes per
+  caption, and plain greedy decoding's), ``early_share`` (images whose draft was confident enough
+  to show at once), ``early_right`` (of those, the drafts that were the final caption),
+  ``draft_CIDEr-D`` (the drafts scored as captions).
 
 Empty cells mean "does not apply"; the reader turns them into ``None``.
 """
@@ -25,12 +32,15 @@ from intelliflow.errors import DatasetNotFoundError
 
 COLUMNS = ["method", "dataset", "model", "split", "codec", "kind", "framing", "channel", "snr_db", "rate_point", "symbols",
            "payload_bits", "channel_uses", "mcs", "loss_rate", "first_tx_loss", "mean_transmissions", "BLEU-1", "BLEU-4", "CIDEr-D", "ROUGE-L",
-           "METEOR", "semantic_accuracy", "relation_accuracy", "exact_match", "n_images"]
+           "METEOR", "semantic_accuracy", "relation_accuracy", "exact_match", "n_images",
+           "drafter", "draft_bits", "draft_acceptance", "draft_accepted_tokens", "draft_exact", "receiver_passes",
+           "greedy_passes", "early_share", "early_right", "draft_CIDEr-D"]
 #: the columns that hold numbers
 NUMERIC = ("snr_db", "rate_point", "symbols", "payload_bits", "channel_uses", "loss_rate", "first_tx_loss",
            "mean_transmissions", "BLEU-1", "BLEU-4",
            "CIDEr-D", "ROUGE-L", "METEOR", "semantic_accuracy", "relation_accuracy", "exact_match", "n_images",
-           "split", "mcs")
+           "split", "mcs", "draft_bits", "draft_acceptance", "draft_accepted_tokens", "draft_exact", "receiver_passes",
+           "greedy_passes", "early_share", "early_right", "draft_CIDEr-D")
 
 
 def write_results(path: str | Path, rows: Sequence[dict]) -> Path:

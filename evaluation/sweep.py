@@ -54,6 +54,9 @@ class Captioned:
     lost: int = 0
     transmissions: list = field(default_factory=list)
     first_failed: int = 0
+    #: with a drafter: ``{image_id: {"caption", "confidence", "bits", "drafted", "accepted", "passes",
+    #: "greedy_passes"}}`` (:class:`~intelliflow.flow.flow.DraftReport` per image)
+    drafts: dict = field(default_factory=dict)
 
 
 def _one_thread(_worker: int) -> None:
@@ -73,6 +76,8 @@ class _Preprocessed:
         batch["pixels"] = self.model.preprocess(batch.pop("images"), device="cpu")   # pictures do not travel back
         return batch
 
+
+_DRAFT_FIELDS = ("captions", "confidence", "bits", "drafted", "accepted", "passes", "greedy_passes")
 
 SETTLE = 2 ** 32 - 1   # the "batch index" whose seed settles the link's outer loop before the batches
 
@@ -134,15 +139,19 @@ def caption_dataset(flow, dataset, *, batch_size: int = 50, desc: str = "caption
         if seed is not None:
             seed_everything(batch_seed(seed, b))
         result = caption(batch["pixels"] if pixels else batch["images"], **caption_options)
+        drafts = [None] * len(result.captions) if result.draft is None else \
+            [dict(zip(_DRAFT_FIELDS, values)) for values in zip(*(getattr(result.draft, f) for f in _DRAFT_FIELDS))]
         done.append((b, list(zip(batch["image_ids"], result.captions, batch["captions"], batch["scenes"],
                                  result.payload_bits, result.channel_uses, result.mcs, result.lost,
-                                 result.transmissions, result.first_failed))))
+                                 result.transmissions, result.first_failed, drafts))))
     if shard:
         done = sorted((item for part in gather(done) for item in part), key=lambda item: item[0])
     out = Captioned()
     for _, records in done:
-        for i, text, refs, scene, bits, uses, mcs, lost, rounds, first in records:
+        for i, text, refs, scene, bits, uses, mcs, lost, rounds, first, draft in records:
             out.results[i], out.references[i] = text, refs
+            if draft is not None:
+                out.drafts[i] = draft
             if scene is not None:
                 out.scenes[i] = scene
             out.bits += [bits] if bits is not None else []
@@ -165,6 +174,29 @@ def score(results: dict, references: dict, scenes: dict, meteor="auto", tokenize
     return scores
 
 
+def draft_scores(done: Captioned, early_threshold: float = 0.9) -> dict:
+    """The drafting columns of a results row (see :mod:`intelliflow.evaluation.results`) from a
+    captioning run with a drafter; ``early_threshold``: the drafter confidence at which the device
+    shows its draft at once (the early answer)."""
+    drafts = done.drafts
+    if not drafts:
+        return {}
+    got = [d for d in drafts.values() if d["accepted"] is not None]   # the payloads that arrived
+    drafted = sum(d["drafted"] for d in got)
+    early = [i for i, d in drafts.items() if d["confidence"] >= early_threshold]
+    early_right = [i for i in early if drafts[i]["accepted"] is not None and drafts[i]["captions"] == done.results[i]]
+    draft_cider = score({i: d["captions"] for i, d in drafts.items()}, done.references, {}, meteor=False).get("CIDEr-D")
+    mean = (lambda values: sum(values) / len(values) if values else None)
+    return {"draft_bits": mean([d["bits"] for d in drafts.values()]),
+            "draft_acceptance": sum(d["accepted"] for d in got) / drafted if drafted else None,
+            "draft_accepted_tokens": mean([d["accepted"] for d in got]),
+            "draft_exact": mean([float(d["captions"] == done.results[i]) for i, d in drafts.items()
+                                 if d["accepted"] is not None]),
+            "receiver_passes": mean([d["passes"] for d in got]), "greedy_passes": mean([d["greedy_passes"] for d in got]),
+            "early_share": len(early) / len(drafts), "early_right": len(early_right) / len(early) if early else None,
+            "draft_CIDEr-D": draft_cider}
+
+
 def operating_points(codec, snr: list[float] | None, rate_values: list[float] | None) -> list[dict]:
     """The (snr_db, rate knob value) points to evaluate: every SNR times every value of the codec's
     rate knob (``None``: the codec's default)."""
@@ -179,7 +211,8 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
              max_new_tokens: int = 32, meteor="auto", rate_points: list[float] | None = None,
              symbols: list[int] | None = None, mcs: int | str = "auto", channel_uses: int | None = None,
              progress: bool = True, method: str | None = None, seed: int = 0, workers: int = 0,
-             device: str | None = None, harq: int = 4, framing: str = "stream") -> list[dict]:
+             device: str | None = None, harq: int = 4, framing: str = "stream", drafter: str | None = None,
+             early_threshold: float = 0.9) -> list[dict]:
     """Evaluate one model/codec/channel at every SNR (and rate point or bandwidth): one results row
     (:mod:`intelliflow.evaluation.results`) per point; with ``out``, write ``results.csv`` and
     ``captions.json`` there.
@@ -204,6 +237,10 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
         context (model, split, codec, grid, rate point) agreed once per connection and the link
         checking each code block; ``"file"``: self-contained payloads with their header and CRC-16,
         as ``.iflow`` files hold them (:class:`~intelliflow.flow.Flow`). Rows say which (``framing``).
+    :param drafter: a drafter's name or folder (:mod:`intelliflow.models.drafter`): the device drafts
+        every caption, the draft rides in the payload and the receiver verifies it (the captions are
+        plain greedy's; ``num_beams`` must be 1); rows then carry the drafting columns
+        (:func:`draft_scores`); ``early_threshold``: the confidence at which the draft is shown at once.
     :param seed: seeds torch and Sionna (channel noise, fading) so a run can be repeated exactly;
         each batch is reseeded from it, the operating point and the batch's index.
 
@@ -235,7 +272,8 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
         raise ConfigError(f"{codec} is an analog codec: give a channel (awgn, rayleigh, ofdm-tdl) and --snr")
     seed_everything(seed, sionna=channel_config["name"] != "none")
     split_model = load_split_model(model, split=split_for(codec_object, model, split))
-    flow = Flow(split_model, codec_object, channel_config, link={"max_transmissions": harq}, framing=framing).eval()
+    flow = Flow(split_model, codec_object, channel_config, link={"max_transmissions": harq}, framing=framing,
+                drafter=drafter).eval()
     data = open_dataset(dataset, limit=limit)
     generation = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
     label, channel_label = method or codec, channel_config["name"]
@@ -263,7 +301,8 @@ def evaluate(*, model: str = "shapes-captioner", codec: str = "identity", split:
                    "loss_rate": done.lost / len(done.results), "n_images": len(done.results),
                    "first_tx_loss": done.first_failed / len(done.transmissions) if done.transmissions else None,
                    "mean_transmissions": (sum(done.transmissions) / len(done.transmissions)
-                                          if done.transmissions else None)}
+                                          if done.transmissions else None),
+                   "drafter": drafter, **draft_scores(done, early_threshold)}
             for key in COLUMNS:
                 if key not in row:
                     value = scores.get(key)

@@ -10,6 +10,11 @@ evaluation and the latency measurements all go through these two.
     Receiver.captions: received ─► codec.decode ─► the model's input ─► captions
                      features: the tail; images: the whole model; captions: as they are
 
+With a drafter (speculative captioning across tiers, :mod:`intelliflow.models.drafter`), the
+device also drafts the caption from its head's features; the draft's tokens travel in front of
+the payload (:class:`DraftTokens`, every bit counted) and the receiver verifies them in one pass of
+the tail (:meth:`SplitModel.tail_verify`): the caption is token for token the plain greedy one.
+
 Prefix tokens (a CLS token and the like) are not on the grid a feature codec sees. With a byte
 codec they travel 8-bit quantised in front of the codec's payload, counted in its bits
 (:class:`PrefixTokens`), in training (straight-through) as at inference; beside analog symbols
@@ -102,6 +107,54 @@ class PrefixTokens:
         return prefix + (decoded - prefix).detach(), bits
 
 
+def draft_coder(drafter):
+    """The :class:`~intelliflow.codec.tokens.TokenCoder` of a drafter's drafts (its n-gram counts)."""
+    from intelliflow.codec.tokens import TokenCoder
+
+    c = drafter.config
+    return TokenCoder(drafter.ngrams, c.start, c.eos, c.max_new_tokens, c.vocab_size)
+
+
+def check_drafter(model, codec, drafter) -> None:
+    """Refuse a drafter that cannot ride with this model and codec."""
+    if drafter is None:
+        return
+    if codec.takes != "features" or codec.sends != "bytes":
+        raise ConfigError(f"a draft travels in front of a feature payload, and the {codec.name} codec sends "
+                          f"{'symbols' if codec.sends == 'symbols' else codec.takes + 's'}: use a byte codec of "
+                          "features (shapes-hyperprior, quantize-8, identity, ...) with a drafter")
+    drafter.check_model(model)
+
+
+class DraftTokens:
+    """Carry a draft in front of a byte payload: ``draft part + payload``, the draft part coded by
+    :class:`~intelliflow.codec.tokens.TokenCoder` (self-delimiting: no length field)."""
+
+    def __init__(self, drafter):
+        self.coder = draft_coder(drafter)
+
+    def parts(self, drafts: Sequence[Sequence[int]]) -> list[bytes]:
+        return [self.coder.encode(d) for d in drafts]
+
+    def split(self, payloads: Sequence[bytes]) -> tuple[list[list[int]], list[bytes]]:
+        """Payloads -> (the drafts' token ids, the rest of each payload)."""
+        drafts, rest = [], []
+        for data in payloads:
+            data = bytes(data)
+            tokens, end = self.coder.decode(data)
+            drafts.append(tokens)
+            rest.append(data[end:])
+        return drafts, rest
+
+
+@dataclass
+class Drafted:
+    """What a receiver with a drafter decoded: features [B, N, D] and the draft per image."""
+
+    features: torch.Tensor
+    drafts: list[list[int]]
+
+
 @dataclass
 class Sent:
     """What the device hands the link for a batch.
@@ -112,6 +165,10 @@ class Sent:
 
     data: list[bytes] | torch.Tensor
     prefix: torch.Tensor | None = None
+    #: with a drafter: the device's drafts (:class:`~intelliflow.models.drafter.Draft`), which ride in
+    #: front of ``data``, and their bits per image (inside :attr:`bits`)
+    draft: Any = None
+    draft_bits: list[int] | None = None
 
     @property
     def bits(self) -> list[int] | None:
@@ -134,9 +191,11 @@ class Device:
     ['a large yellow cross left of a small red triangle left of a small purple star']
     """
 
-    def __init__(self, model, codec):
+    def __init__(self, model, codec, drafter=None):
         check_split(model, codec)
-        self.model, self.codec = model, codec
+        check_drafter(model, codec, drafter)
+        self.model, self.codec, self.drafter = model, codec, drafter
+        self.draft_tokens = DraftTokens(drafter) if drafter is not None else None
 
     @torch.no_grad()
     def codec_input(self, images: Sequence | torch.Tensor) -> tuple[Any, torch.Tensor | None]:
@@ -159,27 +218,38 @@ class Device:
         return grid, (prefix if self.model.prefix_tokens else None)
 
     @torch.no_grad()
-    def encode_input(self, x: Any, prefix: torch.Tensor | None = None, stream=None, **options) -> Sent:
+    def draft(self, x: Any, prefix: torch.Tensor | None = None):
+        """The drafter's :class:`~intelliflow.models.drafter.Draft` of what :meth:`codec_input` returned
+        (``None`` without a drafter): the device's own early caption, from its head's features."""
+        return None if self.drafter is None else self.drafter.draft(grid_to_tokens(x, prefix))
+
+    @torch.no_grad()
+    def encode_input(self, x: Any, prefix: torch.Tensor | None = None, stream=None, draft=None, **options) -> Sent:
         """The codec's encoder on what :meth:`codec_input` returned.
 
         :param stream: a :class:`~intelliflow.codec.bitstream.StreamContext` from the codec's
             ``stream_context`` (stream mode), or ``None``: self-contained payloads.
+        :param draft: with a drafter, a :meth:`draft` already made (else it is made here);
         :param options: the codec's rate knob (``q``, ``symbols``), ``target_bytes`` (per image,
-            the prefix part included) and ``snr_db``; those the codec does not take are ignored.
+            the draft and prefix parts included) and ``snr_db``; those the codec does not take are ignored.
         """
         options = self.codec.rate_options(**options)
         if stream is not None:
             options["stream"] = stream
         if self.codec.sends == "symbols":
             return Sent(self.codec.encode(x, **options), prefix)
-        if prefix is None:
-            return Sent(self.codec.encode(x, **options))
-        parts = PrefixTokens.parts(prefix)
-        if "target_bytes" in options:  # the budget covers the prefix part too
+        draft_parts = None
+        if self.drafter is not None:   # the device drafts from its own head's features
+            draft = draft if draft is not None else self.draft(x, prefix)
+            draft_parts = self.draft_tokens.parts(draft.tokens)
+        parts = PrefixTokens.parts(prefix) if prefix is not None else None
+        front = [(a or b"") + (b or b"") for a, b in zip(draft_parts or [None] * len(x), parts or [None] * len(x))]
+        if "target_bytes" in options:  # the budget covers the draft and prefix parts too
             budgets = options["target_bytes"]
-            budgets = [budgets] * len(parts) if isinstance(budgets, (int, float)) else budgets
-            options["target_bytes"] = [max(1, int(t) - len(p)) for t, p in zip(budgets, parts)]
-        return Sent([p + payload for p, payload in zip(parts, self.codec.encode(x, **options))])
+            budgets = [budgets] * len(front) if isinstance(budgets, (int, float)) else budgets
+            options["target_bytes"] = [max(1, int(t) - len(p)) for t, p in zip(budgets, front)]
+        payloads = [p + payload for p, payload in zip(front, self.codec.encode(x, **options))]
+        return Sent(payloads, draft=draft, draft_bits=None if draft_parts is None else [8 * len(p) for p in draft_parts])
 
     def encode(self, images: Sequence, stream=None, **options) -> Sent:
         """PIL images -> :class:`Sent` (see :meth:`encode_input` for ``stream`` and ``options``)."""
@@ -193,9 +263,11 @@ class Receiver:
     decodes requests one by one (a broken payload fails alone) and finishes them in one batch.
     """
 
-    def __init__(self, model, codec):
+    def __init__(self, model, codec, drafter=None):
         check_split(model, codec)
-        self.model, self.codec = model, codec
+        check_drafter(model, codec, drafter)
+        self.model, self.codec, self.drafter = model, codec, drafter
+        self.draft_tokens = DraftTokens(drafter) if drafter is not None else None
 
     @property
     def _device(self) -> torch.device:
@@ -214,9 +286,12 @@ class Receiver:
         codec, model = self.codec, self.model
         if codec.takes != "features":
             return codec.decode(received)
+        drafts = None
         if codec.sends == "symbols":
             grid = codec.decode(received, snr_db, noise=noise, grid=model.feature_grid)
         else:  # shapes are checked against the model before any decoding work
+            if self.draft_tokens is not None:
+                drafts, received = self.draft_tokens.split(received)
             if model.prefix_tokens:
                 prefix, received = PrefixTokens.split(received, expected=(model.prefix_tokens, model.feature_dim))
             grid = codec.decode(received, expected=(model.feature_dim, *model.feature_grid),
@@ -224,22 +299,34 @@ class Receiver:
         device = self._device
         features = grid_to_tokens(grid.to(device), None if prefix is None else prefix.to(device))
         model.check_features(features)
-        return features
+        return features if drafts is None else Drafted(features, drafts)
 
     @torch.no_grad()
     def finish(self, decoded: Any, **generation) -> list[str]:
         """The model's input -> captions (the tail for features, the whole model for images)."""
+        return self.finish_verified(decoded, **generation)[0]
+
+    @torch.no_grad()
+    def finish_verified(self, decoded: Any, **generation) -> tuple[list[str], Any]:
+        """:meth:`finish`, and with drafts the :class:`~intelliflow.models.speculative.Verified`
+        record of each (accepted tokens, decoder passes; else ``None``)."""
         takes = self.codec.takes
         if takes == "caption":
-            return list(decoded)
+            return list(decoded), None
         if takes == "image":
-            return self.model.full_generate(self.model.preprocess(decoded), **generation)
-        return self.model.tail_generate(decoded, **generation)
+            return self.model.full_generate(self.model.preprocess(decoded), **generation), None
+        if isinstance(decoded, Drafted):
+            verified = self.model.tail_verify(decoded.features, decoded.drafts, **generation)
+            return self.model.decode_ids(verified.ids), verified
+        return self.model.tail_generate(decoded, **generation), None
 
     def join(self, parts: Sequence[Any]) -> Any:
         """Several :meth:`decode` results -> one batch for :meth:`finish`."""
+        parts = list(parts)
+        if parts and isinstance(parts[0], Drafted):
+            return Drafted(torch.cat([p.features for p in parts]), [d for p in parts for d in p.drafts])
         if self.codec.takes == "features":
-            return torch.cat(list(parts))
+            return torch.cat(parts)
         return [item for part in parts for item in part]
 
     def captions(self, received, snr_db=None, noise: torch.Tensor | None = None,

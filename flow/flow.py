@@ -62,10 +62,33 @@ class FlowResult:
     transmissions: list[int | None] | None = None
     first_failed: list[bool | None] | None = None
 
+    draft: "DraftReport | None" = None
+
     def __post_init__(self):
         for name in ("mcs", "transmissions", "first_failed"):
             if getattr(self, name) is None:
                 setattr(self, name, [None] * len(self.captions))
+
+
+@dataclass
+class DraftReport:
+    """What drafting did, one entry per image (with a drafter; :attr:`FlowResult.draft`).
+
+    :ivar captions: the device's drafts as text: its early answer, before the receiver's;
+    :ivar confidence: the drafter's probability of its draft (0..1), for an early-answer threshold;
+    :ivar bits: the draft part's bits (inside ``payload_bits``);
+    :ivar drafted, accepted: draft tokens received and kept by the receiver (``None`` where lost);
+    :ivar passes: the receiver's decoder passes for the caption (``None`` where lost);
+    :ivar greedy_passes: plain greedy decoding's passes for the same caption (its tokens).
+    """
+
+    captions: list[str]
+    confidence: list[float]
+    bits: list[int]
+    drafted: list[int | None]
+    accepted: list[int | None]
+    passes: list[int | None]
+    greedy_passes: list[int | None]
 
 
 class Flow(nn.Module):
@@ -81,6 +104,9 @@ class Flow(nn.Module):
         payloads at inference when the channel is not ``none`` (e.g. ``{"num_iter": 12}``); by
         default HARQ as a 5G link runs it (:data:`DEFAULT_LINK`: up to 4 transmissions with
         incremental redundancy), ``{"max_transmissions": 1}`` sends each block once.
+    :param drafter: a :class:`~intelliflow.models.drafter.Drafter` (or its name): the device drafts
+        each caption, the draft rides in front of the payload and the receiver verifies it
+        (:meth:`caption` then reports :class:`DraftReport`); the captions do not change.
     :param framing: how byte payloads are framed at inference: ``"stream"`` (default: model, split,
         codec, grid and rate point are agreed once per connection, so a payload is the codec's body,
         plus a rate-point byte where a budget picks it per image; no check inside, the link checks
@@ -96,7 +122,7 @@ class Flow(nn.Module):
     """
 
     def __init__(self, model, codec=None, channel: Any = "none", trainable: str = "none",
-                 link: dict | None = None, framing: str = "stream"):
+                 link: dict | None = None, framing: str = "stream", drafter=None):
         super().__init__()
         from intelliflow.channels import build_channel
         from intelliflow.channels.analog import AnalogChannel
@@ -116,8 +142,13 @@ class Flow(nn.Module):
         self.train_head = trainable == "all"
         self.link_options = {**DEFAULT_LINK, **(link or {})}
         self._link = None
-        self.device_side = Device(model, codec)      # the one inference path (flow.endpoints)
-        self.receiver_side = Receiver(model, codec)
+        if isinstance(drafter, str):
+            from intelliflow.models.drafter import load_drafter
+
+            drafter = load_drafter(drafter)
+        self.drafter = drafter
+        self.device_side = Device(model, codec, drafter)      # the one inference path (flow.endpoints)
+        self.receiver_side = Receiver(model, codec, drafter)
         # the head runs without autograd unless trainable == "all", so with "tail" only the
         # parameters the tail uses receive gradients
         for p in model.parameters():
@@ -250,12 +281,28 @@ class Flow(nn.Module):
                     received[i], uses[i], rounds[i], first_failed[i], used_mcs[i] = r, u, t, f, m
         ok = [i for i, r in enumerate(received) if r is not None]
         captions = [""] * b
+        verified = None
         if ok:
-            for i, c in zip(ok, self.receiver_side.captions([received[i] for i in ok], stream=stream, **generation)):
+            receiver = self.receiver_side
+            done, verified = receiver.finish_verified(receiver.decode([received[i] for i in ok], stream=stream),
+                                                      **generation)
+            for i, c in zip(ok, done):
                 captions[i] = c
         if chosen is not None:   # an image that did not fit was not sent, at the MCS its budget assumed
             used_mcs = [m if m is not None else c.index for m, c in zip(used_mcs, chosen)]
-        return FlowResult(captions, bits, uses, [r is None for r in received], used_mcs, rounds, first_failed)
+        draft = None if sent.draft is None else self._draft_report(sent, ok, verified)
+        return FlowResult(captions, bits, uses, [r is None for r in received], used_mcs, rounds, first_failed, draft)
+
+    def _draft_report(self, sent, ok: list[int], verified) -> DraftReport:
+        b = len(sent.draft.tokens)
+        rows = {name: [None] * b for name in ("drafted", "accepted", "passes", "greedy_passes")}
+        for j, i in enumerate(ok):
+            for name, values in (("drafted", verified.drafted), ("accepted", verified.accepted),
+                                 ("passes", verified.passes), ("greedy_passes", verified.new_tokens)):
+                rows[name][i] = values[j]
+        drafts = [torch.tensor([t]) for t in sent.draft.tokens]
+        return DraftReport([self.model.decode_ids(d)[0] for d in drafts], list(sent.draft.confidence),
+                           list(sent.draft_bits), **rows)
 
     def settle_link(self, snr_db: float | None = None, mcs: int | str = "auto", ideal: bool = False, **_) -> float:
         """Before a measurement at ``snr_db``: settle the digital link's outer loop (see
@@ -267,4 +314,4 @@ class Flow(nn.Module):
         return self.link.settle(float(snr_db))
 
 
-__all__ = ["Flow", "FlowResult"]
+__all__ = ["DraftReport", "Flow", "FlowResult"]

@@ -85,7 +85,8 @@ def greedy_limit(model, start_length: int, generation: dict) -> int:
     ``max_length`` less the start, else its default length, at most the model's positions); a
     :class:`ConfigError` for options under which it is not plain greedy decoding."""
     allowed = {"max_new_tokens", "max_length"}
-    other = sorted(set(generation) - allowed)
+    other = sorted(k for k, v in generation.items()
+                   if k not in allowed and not (k in _ARGMAX_CHANGERS and v == _ARGMAX_CHANGERS[k]))
     if other:
         raise ConfigError(f"draft verification reproduces plain greedy decoding; it takes max_new_tokens or "
                           f"max_length, not {', '.join(other)}")

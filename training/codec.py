@@ -34,15 +34,14 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch.utils.data import DataLoader
 
 from intelliflow.data.captions import canonical_caption
-from intelliflow.data.sample import collate_samples
 from intelliflow.devices import rank_device
 from intelliflow.distributed import distributed
 from intelliflow.errors import ConfigError
 from intelliflow.training import LoopConfig, Step, TrainState, ddp, lr_schedule, train_loop, write_weights_digest
 from intelliflow.training.losses import codec_objective
+from .batches import ImageBatches
 
 from intelliflow.config import from_dict, to_dict
 
@@ -128,40 +127,6 @@ def recipe_from_dict(data: dict) -> CodecRecipe:
     return recipe
 
 
-class _Images:
-    """Endless training batches: the shapes stream, or a shuffled local dataset (its images read and
-    decoded by ``workers`` DataLoader processes); each rank its own."""
-
-    def __init__(self, spec: str, batch_size: int, seed: int, rank: int, start_batch: int, workers: int = 0):
-        from intelliflow.data.shapes import ShapesConfig, ShapesStream
-
-        if spec == "shapes":
-            stream = ShapesStream(ShapesConfig(seed=seed + 10_000_000 * rank), start=start_batch * batch_size)
-            # its own generator: creating the loader must not draw from torch's global RNG (resume)
-            self._iter = iter(DataLoader(stream, batch_size=batch_size, collate_fn=collate_samples,
-                                         generator=torch.Generator().manual_seed(seed)))
-            return
-        from intelliflow.data.datasets import open_dataset
-
-        dataset = open_dataset(spec)
-        sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10 ** 9,
-                                                 generator=torch.Generator().manual_seed(seed + rank))
-        batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=True)
-
-        class FromStart:  # the same order after a resume: the batches before the checkpoint are skipped
-            def __iter__(self):
-                it = iter(batches)
-                for _ in range(start_batch):
-                    next(it)
-                return it
-
-        self._iter = iter(DataLoader(dataset, batch_sampler=FromStart(), num_workers=workers, collate_fn=collate_samples,
-                                     pin_memory=workers > 0 and torch.cuda.is_available()))
-
-    def __next__(self) -> dict:
-        return next(self._iter)
-
-
 def _targets(recipe: CodecRecipe, batch: dict, step: int, model, features) -> list[str]:
     kind = recipe.objective.targets
     if kind == "canonical":
@@ -239,7 +204,7 @@ def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | No
         # rank; a resumed run gets the stored mean back with the checkpoint)
         from intelliflow.models import tokens_to_grid
 
-        images, grids = _Images(recipe.data, t.batch_size, recipe.seed, 0, 0), []
+        images, grids = ImageBatches(recipe.data, t.batch_size, recipe.seed, 0, 0), []
         for _ in range(MEAN_BATCHES):
             tokens = flow.features(model.preprocess(next(images)["images"]).to(device))
             grids.append(tokens_to_grid(tokens, model.feature_grid, model.prefix_tokens)[0])
@@ -302,7 +267,7 @@ def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | No
                       checkpoint_every=recipe.checkpoint_every, checkpoint_minutes=recipe.checkpoint_minutes, eval_every=recipe.eval.every,
                       columns={"caption_nats": ".5f", "kl_nats": ".5f", "feature_nmse": ".5f", "bits": ".2f"},
                       desc=f"train {recipe.codec['name']}")
-    result = train_loop(step_fn, lambda start: _Images(recipe.data, t.batch_size, recipe.seed, rank, start, t.workers),
+    result = train_loop(step_fn, lambda start: ImageBatches(recipe.data, t.batch_size, recipe.seed, rank, start, t.workers),
                         state, loop, out, to_dict(recipe), resume=resume, stop_at=stop_at,
                         validate=validation if recipe.eval.every and recipe.data == "shapes" else None)
     if result.stopped:

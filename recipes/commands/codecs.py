@@ -71,7 +71,8 @@ def cmd_encode(args) -> int:
             if target.exists() and not args.overwrite:
                 raise FileExistsError(f"{target} exists: give --overwrite to replace it, or another --out")
             targets[target] = path
-    encoder = FileEncoder(args.model, args.codec, split=args.split, **({"q": args.q} if args.q is not None else {}))
+    encoder = FileEncoder(args.model, args.codec, split=args.split, drafter=args.draft,
+                          **({"q": args.q} if args.q is not None else {}))
     out.mkdir(parents=True, exist_ok=True)
     for target, path in targets.items():
         with failures.of(path):
@@ -94,7 +95,8 @@ def _encode_stream(args) -> int:
             images.append(read_image(path))
     if not images:
         return failures.status
-    encoder = FileEncoder(args.model, args.codec, split=args.split, **({"q": args.q} if args.q is not None else {}))
+    encoder = FileEncoder(args.model, args.codec, split=args.split, drafter=args.draft,
+                          **({"q": args.q} if args.q is not None else {}))
     data = encoder.encode_stream(images)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
@@ -107,7 +109,8 @@ def cmd_decode(args) -> int:
     from intelliflow.deploy.container import STREAM_MAGIC
     from intelliflow.deploy.files import FileDecoder
 
-    decoder, failures, rows = FileDecoder(model=args.model, codec=args.codec), InputFailures("decode"), []
+    decoder, failures, rows = FileDecoder(model=args.model, codec=args.codec, drafter=args.draft), \
+        InputFailures("decode"), []
     for path in args.files:
         with failures.of(path):
             data = Path(path).read_bytes()
@@ -144,6 +147,9 @@ def register(sub) -> None:
                    help="instead, write every image into one stream file (.iflows): model, split, codec, grid and "
                         "rate point once, then each image's bare payload")
     p.add_argument("--overwrite", action="store_true", help="replace .iflow files that exist already")
+    p.add_argument("--draft", default=None, metavar="DRAFTER",
+                   help="speculative captioning: each payload starts with the device's draft of the caption "
+                        "(shapes-drafter or a drafter folder); the file names the drafter")
     p.set_defaults(func=cmd_encode)
 
 
@@ -155,4 +161,7 @@ def register(sub) -> None:
     p.add_argument("--codec", default=None, help="the codec this receiver serves (name or checkpoint folder; "
                                                  "default: shipped and fixed codecs only)")
     p.add_argument("--json", action="store_true", help="print a list of {file, caption, bits}")
+    p.add_argument("--draft", default=None, metavar="DRAFTER",
+                   help="the drafter whose drafts files may carry (a folder; shipped drafters are known anyway): "
+                        "the receiver verifies each draft, the captions are the same")
     p.set_defaults(func=cmd_decode)

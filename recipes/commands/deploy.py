@@ -20,7 +20,7 @@ def cmd_serve(args) -> int:
         print(f"intelliflow serve: warning: {args.host} is not loopback and every device is served; set "
               "INTELLIFLOW_TOKEN or INTELLIFLOW_HMAC_KEY to serve configured devices only", file=sys.stderr)
     service = EdgeService(args.model, args.codec, split=args.split, max_batch=args.max_batch,
-                          batch_wait_ms=args.batch_wait_ms, threads=args.threads)
+                          batch_wait_ms=args.batch_wait_ms, threads=args.threads, drafter=args.draft)
     # /health answers 503 while the model loads; Ctrl-C during the load interrupts it (KeyboardInterrupt)
     server, _ = start_server(service, args.host, args.port, load_in_background=False, max_body_bytes=args.max_bytes,
                              verbose=args.verbose, max_connections=args.max_connections,
@@ -30,6 +30,7 @@ def cmd_serve(args) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         print(f"intelliflow serve --role {args.role}: {args.model} (split {service.model.split}) + {args.codec} "
+              + (f"+ drafts of {args.draft} " if args.draft else "") +
               f"at {server.url}  (POST /caption, GET /health; Ctrl-C stops)", flush=True)
         stop.wait()
     finally:
@@ -45,10 +46,11 @@ def cmd_caption(args) -> int:
     An image that cannot be read or captioned is reported and the others go on (exit 2)."""
     from intelliflow.deploy.client import SplitDevice
 
-    if args.edge is None and args.q is not None:
+    if args.edge is None and args.q is not None and not args.draft:
         from intelliflow.errors import ConfigError
 
-        raise ConfigError("--q sets the codec's rate point for the edge: it needs --edge URL")
+        raise ConfigError("--q sets the codec's rate point for the edge: it needs --edge URL (or --draft, which "
+                          "runs the split pipeline here)")
     failures, images = InputFailures("caption"), []
     for path in args.images:
         with failures.of(path):
@@ -56,7 +58,9 @@ def cmd_caption(args) -> int:
     rows = []
     if not images:   # nothing readable: no model to load
         return failures.status
-    if args.edge is None:
+    if args.edge is None and args.draft:
+        rows = _caption_drafted_here(args, images)
+    elif args.edge is None:
         from intelliflow.models import load_split_model
 
         model = load_split_model(args.model, split=args.split)
@@ -68,7 +72,7 @@ def cmd_caption(args) -> int:
         client = EdgeClient(args.edge, credentials=credentials_from_env())
         device = SplitDevice(args.model, args.codec, client, split=args.split,
                              compress_options={"q": args.q} if args.q is not None else None,
-                             stream=None if args.framing == "stream" else False)
+                             stream=None if args.framing == "stream" else False, drafter=args.draft)
         device.client.wait_ready(timeout=args.wait)
         for path, image in images:
             with failures.of(path):
@@ -78,9 +82,39 @@ def cmd_caption(args) -> int:
         return failures.status
     for r in rows:
         timing = (f"  ({r['bits']} bits; device {r['device_ms']:.1f} ms, encode {r['encode_ms']:.1f} ms, "
-                  f"round trip {r['roundtrip_ms']:.1f} ms)") if "bits" in r else ""
+                  f"round trip {r['roundtrip_ms']:.1f} ms)") if "device_ms" in r else ""
         print(f"{r['image']}: {r['caption']}{timing}")
+        if "draft" in r:
+            d = r["draft"]
+            early = "shown at once" if d["confidence"] >= args.early_threshold else "not confident enough to show"
+            print(f"  draft ({d['confidence']:.2f}, {early}): {d['text']}\n"
+                  f"  {d['accepted']}/{d['drafted']} draft tokens accepted; {d['bits']} of the payload's "
+                  f"{r['bits']} bits; receiver decoder passes {d['passes']} (plain greedy {d['greedy_passes']})")
     return failures.status
+
+
+def _caption_drafted_here(args, images) -> list[dict]:
+    """``caption --draft`` without ``--edge``: the whole split pipeline here (head, drafter, codec,
+    an ideal link, the receiver verifying the draft)."""
+    from intelliflow.codec import resolve_codec
+    from intelliflow.flow import Flow
+    from intelliflow.flow.endpoints import split_for
+    from intelliflow.models import load_split_model
+    from intelliflow.models.drafter import load_drafter
+
+    codec, drafter = resolve_codec(args.codec), load_drafter(args.draft)
+    split = args.split if args.split is not None else split_for(codec, args.model, None)
+    model = load_split_model(args.model, split=drafter.config.split if split is None else split)
+    flow = Flow(model, codec, drafter=drafter, framing=args.framing).eval()
+    rows = []
+    for path, image in images:
+        result = flow.caption([image], q=args.q)
+        d = result.draft
+        rows.append({"image": path, "caption": result.captions[0], "bits": result.payload_bits[0],
+                     "draft": {"text": d.captions[0], "confidence": d.confidence[0], "bits": d.bits[0],
+                               "drafted": d.drafted[0], "accepted": d.accepted[0], "passes": d.passes[0],
+                               "greedy_passes": d.greedy_passes[0]}})
+    return rows
 
 
 @COMMAND_GROUPS.register("deploy")
@@ -106,6 +140,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--max-connections", type=int, default=128, help="connections served at once (more are closed)")
     p.add_argument("--verbose", action="store_true", help="log every request")
+    p.add_argument("--draft", default=None, metavar="DRAFTER",
+                   help="verify drafts of this drafter (shapes-drafter or a folder) where a request carries one "
+                        "(speculative captioning: the caption is the same, in fewer decoder passes)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -117,12 +154,19 @@ def register(sub) -> None:
                                                 "that requires it")
     p.add_argument("--model", default="shapes-captioner")
     p.add_argument("--split", type=int, default=None)
-    p.add_argument("--codec", default="shapes-hyperprior", help="with --edge: the codec the edge serves")
+    p.add_argument("--codec", default="shapes-hyperprior", help="with --edge: the codec the edge serves; with --draft: "
+                                                                  "the codec of the local pipeline")
     p.add_argument("--q", type=float, default=None,
-                   help="with --edge: rate point of a learned codec (default: its highest)")
+                   help="with --edge or --draft: rate point of a learned codec (default: its highest)")
     p.add_argument("--framing", choices=("stream", "file"), default="stream",
                    help="with --edge: stream (default where the codec has a stream mode: the context agreed once per "
                         "connection, each request the bare payload) or file (an .iflow file per request)")
+    p.add_argument("--draft", default=None, metavar="DRAFTER",
+                   help="speculative captioning: the device drafts the caption with this drafter (shapes-drafter or a "
+                        "folder), the draft rides in the payload and the receiver verifies it in one pass (the edge "
+                        "must serve with the same --draft); without --edge the whole split pipeline runs here")
+    p.add_argument("--early-threshold", type=float, default=0.9,
+                   help="with --draft: show the draft at once when the drafter is this confident (default 0.9)")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the edge to be ready")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_caption)

@@ -22,11 +22,15 @@ def cmd_eval(args) -> int:
                     rate_points=float_list(args.rate_points) if args.rate_points else None,
                     symbols=[int(v) for v in float_list(args.symbols)] if args.symbols else None,
                     mcs=mcs, channel_uses=args.channel_uses, method=args.method, workers=args.workers,
-                    device=args.device, harq=args.harq, framing=args.framing)
+                    device=args.device, harq=args.harq, framing=args.framing, drafter=args.draft,
+                    early_threshold=args.early_threshold)
     if int(os.environ.get("RANK", "0")):   # under torchrun rank 0 reports
         return 0
     keys = ("snr_db", "rate_point", "symbols", "payload_bits", "channel_uses", "loss_rate", "CIDEr-D", "BLEU-4",
             "semantic_accuracy", "n_images")
+    if args.draft:
+        keys = keys[:-1] + ("draft_bits", "draft_acceptance", "draft_accepted_tokens", "receiver_passes",
+                            "greedy_passes", "early_share", "early_right", "n_images")
     print(" ".join(f"{k:>14}" for k in keys))
     for row in rows:
         print(" ".join(f"{row[k]:>14.4f}" if isinstance(row[k], float) else f"{row[k]!s:>14}" for k in keys))
@@ -112,6 +116,12 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: this process's GPU if there is "
                                                   "CUDA, under torchrun each rank its own, else the CPU)")
     p.add_argument("--beams", type=int, default=1, help="beam width (1: greedy, the documented default)")
+    p.add_argument("--draft", default=None, metavar="DRAFTER",
+                   help="speculative captioning: the device drafts with this drafter (shapes-drafter or a folder), "
+                        "the draft rides in the payload, the receiver verifies it; adds acceptance, decoder passes "
+                        "and early-answer columns")
+    p.add_argument("--early-threshold", type=float, default=0.9,
+                   help="with --draft: the drafter confidence at which the device shows its draft at once (default 0.9)")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
     p.set_defaults(func=cmd_eval)
 

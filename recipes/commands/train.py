@@ -19,6 +19,10 @@ def cmd_train(args) -> int:
         from intelliflow.training.codec import recipe_from_dict, train_codec
 
         final = train_codec(recipe_from_dict(data), output=args.out, resume=args.resume, stop_at=args.stop_at)
+    elif task == "drafter":
+        from intelliflow.training.drafter import recipe_from_dict, train_drafter
+
+        final = train_drafter(recipe_from_dict(data), output=args.out, resume=args.resume, stop_at=args.stop_at)
     elif task == "image-codec":
         from intelliflow.training.image_codec import recipe_from_dict, train_image_codec
 
@@ -26,7 +30,7 @@ def cmd_train(args) -> int:
     else:
         from intelliflow.errors import ConfigError
 
-        raise ConfigError(f"recipe {args.recipe}: unknown task {task!r}; allowed: ['captioner', 'codec', 'image-codec']")
+        raise ConfigError(f"recipe {args.recipe}: unknown task {task!r}; allowed: ['captioner', 'codec', 'drafter', 'image-codec']")
     print(f"trained: {final}")
     return 0
 
