@@ -131,6 +131,10 @@ def verify_drafts(decoding: Decoding, states: torch.Tensor, drafts: Sequence[Seq
     s = len(start)
     drafts = [_trim(d, eos, limit) for d in drafts]
     logits, cache = decoding.prefill(states, torch.tensor([start] * b, dtype=torch.long, device=device))
+    vocab = logits.shape[-1]
+    bad = next((t for d in drafts for t in d if not 0 <= t < vocab), None)
+    if bad is not None:
+        raise ConfigError(f"a draft holds token id {bad}, outside the verifier's vocabulary of {vocab}")
     first = logits[:, -1].argmax(-1)                                  # the first greedy token
     offset = cache.get_seq_length() - s                               # cached tokens before the text (image tokens)
     width = max((len(d) for d in drafts), default=0)

@@ -81,6 +81,8 @@ def test_settings_that_are_not_plain_greedy_are_refused():
     model.model.generation_config.repetition_penalty = 1.3
     with pytest.raises(ConfigError, match="repetition_penalty"):
         model.tail_verify(features, [[]] * 3)
+    with pytest.raises(ConfigError, match="outside the verifier's vocabulary"):
+        BUILDERS["vit-gpt2"](1).tail_verify(features, [[5], [10 ** 6], [-1]])
     with pytest.raises(ConfigError, match="drafts for"):
         BUILDERS["git"](1).tail_verify(features, [[]] * 2)
 

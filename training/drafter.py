@@ -65,6 +65,7 @@ class DrafterRecipe:
     output: str = "runs/drafter"
     data: str = "shapes"   # or a local dataset spec: coco:DIR, flickr8k:DIR:train
     ngram_captions: int = 20000   # greedy captions whose n-grams code drafts
+    ngram_order: int = 3          # n of the n-grams (contexts of n - 1 tokens)
     checkpoint_every: int = 250
     checkpoint_minutes: float = 5.0
     log_every: int = 25
@@ -158,7 +159,7 @@ def train_drafter(recipe: DrafterRecipe, output: str | Path | None = None, resum
     if result.stopped:
         return result.checkpoint
     drafter.eval()
-    _count_ngrams(model, drafter, recipe)
+    count_ngrams(model, drafter, recipe)
     final = out / "drafter"
     drafter.save(final, card=drafter_card(recipe, result.step, out))
     print(f"saved the drafter to {final}", file=sys.stderr)
@@ -166,8 +167,8 @@ def train_drafter(recipe: DrafterRecipe, output: str | Path | None = None, resum
 
 
 @torch.no_grad()
-def _count_ngrams(model, drafter, recipe: DrafterRecipe) -> None:
-    """The n-grams of the greedy captions of the first ``ngram_captions`` training images."""
+def count_ngrams(model, drafter, recipe: DrafterRecipe) -> None:
+    """The ``ngram_order``-grams of the greedy captions of the first ``ngram_captions`` training images."""
     from tqdm import tqdm
 
     batches = ImageBatches(recipe.data, recipe.train.batch_size, recipe.seed, 0, 0, recipe.train.workers)
@@ -175,7 +176,7 @@ def _count_ngrams(model, drafter, recipe: DrafterRecipe) -> None:
     with tqdm(total=recipe.ngram_captions, desc="count n-grams", unit="caption", file=sys.stderr) as bar:
         while done < recipe.ngram_captions:
             images = next(batches)["images"][: recipe.ngram_captions - done]
-            drafter.count_ngrams(greedy_tokens(model, model.head(model.preprocess(images))))
+            drafter.count_ngrams(greedy_tokens(model, model.head(model.preprocess(images))), order=recipe.ngram_order)
             done += len(images)
             bar.update(len(images))
 
