@@ -134,7 +134,7 @@ def _synthesis(c: FeatureCodecConfig, expand: nn.Module | None, width: int) -> n
 class FeatureCodec(CompressionModel, Codec):
     """Shared machinery: transforms, variable-rate gains, payload format, rate estimates."""
 
-    takes, sends, learned, streams = "features", "bytes", True, True
+    takes, sends, learned, streams, carries_side = "features", "bytes", True, True, True
     rate = RateKnob("q", 0.0, None, "rate point (0 .. rate_points - 1)")
 
     def __init__(self, config: FeatureCodecConfig | None = None):
@@ -296,14 +296,14 @@ class FeatureCodec(CompressionModel, Codec):
                 "bits": self.likelihood_bits(coded["likelihoods"]), "aux_loss": self.aux_loss()}
 
     def encode(self, features: torch.Tensor, q=None, target_bytes=None,
-               stream: bitstream.StreamContext | None = None) -> list[bytes]:
+               stream: bitstream.StreamContext | None = None, side=None) -> list[bytes]:
         """Device side: features [B, D, H, W] -> one payload per image (see :meth:`compress`)."""
-        return self.compress(features, q=q, target_bytes=target_bytes, stream=stream)
+        return self.compress(features, q=q, target_bytes=target_bytes, stream=stream, side=side)
 
     def decode(self, payloads: Sequence[bytes], expected: tuple[int, int, int] | None = None,
-               stream: bitstream.StreamContext | None = None, **_) -> torch.Tensor:
+               stream: bitstream.StreamContext | None = None, side=None, **_) -> torch.Tensor:
         """Receiver side: payloads -> features [B, D, H, W] (see :meth:`decompress`)."""
-        return self.decompress(payloads, expected=expected, stream=stream)
+        return self.decompress(payloads, expected=expected, stream=stream, side=side)
 
     def stream_context(self, grid: tuple[int, int], q: float | None = None, check: bool = False
                        ) -> bitstream.StreamContext:
@@ -315,14 +315,18 @@ class FeatureCodec(CompressionModel, Codec):
 
     @torch.no_grad()
     def compress(self, f: torch.Tensor, q=None, target_bytes: int | Sequence[int] | None = None,
-                 stream: bitstream.StreamContext | None = None) -> list[bytes]:
+                 stream: bitstream.StreamContext | None = None, side=None) -> list[bytes]:
         """Features [B, D, H, W] -> one payload per image: self-contained, or the body (and what the
         context leaves to it) of a stream's payload under ``stream`` (:meth:`stream_context`).
 
         Give a rate point ``q`` (number or [B] tensor, default the highest; a stream with its own
         rate point takes that one) or ``target_bytes`` (per image): then each image gets the
-        highest rate point, in 1/16 steps, whose payload fits.
+        highest rate point, in 1/16 steps, whose payload fits (the side message included).
+        ``side``: one writer per image, ``writer(encoder)``, that codes a side message (a draft)
+        after the image's latents in the same entropy-coded message (:attr:`carries_side`).
         """
+        if side is not None and len(side) != f.shape[0]:
+            raise ShapeError(f"side needs one writer per image ({f.shape[0]}), got {len(side)}")
         self._check_features(f)
         self._tables_ready()
         if stream is not None and stream.q16 is not None:
@@ -332,31 +336,31 @@ class FeatureCodec(CompressionModel, Codec):
                 raise ConfigError(f"the stream was agreed at q={stream.q16 / 16}, not q={q}")
             q = stream.q16 / 16
         if target_bytes is not None:
-            return self._compress_to_budget(f, target_bytes, stream)
+            return self._compress_to_budget(f, target_bytes, stream, side)
         q16 = (self._q_tensor(q, f.shape[0], f.device) * 16).round().long()
-        return self._compress_q16(f, q16, stream)
+        return self._compress_q16(f, q16, stream, side)
 
-    def _compress_q16(self, f: torch.Tensor, q16: torch.Tensor, stream=None) -> list[bytes]:
+    def _compress_q16(self, f: torch.Tensor, q16: torch.Tensor, stream=None, side=None) -> list[bytes]:
         gain, _ = self.gains(q16.float() / 16)
         y = self.g_a(pad_grid(self._centre(f), self.step)[0]) * gain
-        streams = self._entropy_compress(y)
+        streams = self._entropy_compress(y, side)
         h, w = f.shape[-2:]  # the header holds the feature grid; the latent grid follows from it
         return [bitstream.pack(self.payload_id, int(q16[i]), h, w, streams[i], self.fingerprint, stream)
                 for i in range(f.shape[0])]
 
-    def _compress_to_budget(self, f: torch.Tensor, target_bytes, stream=None) -> list[bytes]:
+    def _compress_to_budget(self, f: torch.Tensor, target_bytes, stream=None, side=None) -> list[bytes]:
         budgets = [int(target_bytes)] * f.shape[0] if isinstance(target_bytes, (int, float)) else list(target_bytes)
         if len(budgets) != f.shape[0]:
             raise ShapeError(f"target_bytes needs one budget per image ({f.shape[0]}), got {len(budgets)}")
         out = []
         top = int(self.max_q * 16)
         for i in range(f.shape[0]):
-            x = f[i:i + 1]
+            x, mine = f[i:i + 1], None if side is None else side[i:i + 1]
             lo, hi = 0, top  # find the largest q16 whose payload fits (rate grows with q)
-            best = self._compress_q16(x, torch.tensor([0]), stream)[0]
+            best = self._compress_q16(x, torch.tensor([0]), stream, mine)[0]
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                payload = self._compress_q16(x, torch.tensor([mid]), stream)[0]
+                payload = self._compress_q16(x, torch.tensor([mid]), stream, mine)[0]
                 if len(payload) <= budgets[i]:
                     lo, best = mid, payload
                 else:
@@ -366,13 +370,15 @@ class FeatureCodec(CompressionModel, Codec):
 
     @torch.no_grad()
     def decompress(self, payloads: Sequence[bytes], expected: tuple[int, int, int] | None = None,
-                   stream: bitstream.StreamContext | None = None) -> torch.Tensor:
+                   stream: bitstream.StreamContext | None = None, side=None) -> torch.Tensor:
         """Payloads -> features [B, D, H, W]. Damaged or foreign payloads raise :class:`BitstreamError`
         (in a stream without a check per payload, damage the link did not catch decodes to something).
 
         :param expected: the feature shape ``(D, H, W)`` the receiver needs; a payload whose header
             (or stream) declares another feature grid is refused before entropy decoding.
         :param stream: the :class:`~intelliflow.codec.bitstream.StreamContext` the payloads were coded in.
+        :param side: ``reader(decoder)``, called for each payload after its latents: it reads the
+            side message :meth:`compress` coded there (and keeps what it read).
         """
         payloads = check_batch(payloads, "decompress")
         self._tables_ready()
@@ -391,7 +397,7 @@ class FeatureCodec(CompressionModel, Codec):
                 raise BitstreamError(f"the payload declares a {grid[0]}x{grid[1]} grid; this codec codes only "
                                      f"{self.config.mean_grid[0]}x{self.config.mean_grid[1]}")
             pad, latent = grid_padding(*grid, self.step)
-            y_hat = self._entropy_decompress(packet.body, latent)
+            y_hat = self._entropy_decompress(packet.body, latent, side)
             _, inv_gain = self.gains(torch.tensor([packet.q16 / 16], device=device))
             outputs.append(self._uncentre(crop_grid(self.g_s(y_hat * inv_gain), pad)))
         return torch.cat(outputs)
@@ -400,12 +406,12 @@ class FeatureCodec(CompressionModel, Codec):
     def _entropy_forward(self, y):
         raise NotImplementedError
 
-    def _entropy_compress(self, y) -> list[bytes]:
-        """Latents [B, M, h, w] -> one entropy-coded stream per image."""
+    def _entropy_compress(self, y, side=None) -> list[bytes]:
+        """Latents [B, M, h, w] -> one entropy-coded stream per image (each with its side message)."""
         raise NotImplementedError
 
-    def _entropy_decompress(self, stream: bytes, size) -> torch.Tensor:
-        """One image's stream -> ŷ [1, M, h, w]."""
+    def _entropy_decompress(self, stream: bytes, size, side=None) -> torch.Tensor:
+        """One image's stream -> ŷ [1, M, h, w] (its side message read by ``side``)."""
         raise NotImplementedError
 
 
@@ -421,7 +427,7 @@ class FactorizedFeatureCodec(FeatureCodec):
         y_hat, likelihoods = self.entropy_bottleneck(y)
         return y_hat, {"y": likelihoods}
 
-    def _entropy_compress(self, y):
+    def _entropy_compress(self, y, side=None):
         eb = self.entropy_bottleneck
         symbols = eb.quantize(y, "symbols", eb._get_medians().detach().reshape(1, -1, 1, 1))
         indexes = eb._build_indexes(symbols.size())
@@ -430,13 +436,18 @@ class FactorizedFeatureCodec(FeatureCodec):
             encoder = self.coder.encoder()
             encoder.encode(symbols[i].reshape(-1).tolist(), indexes[i].reshape(-1).tolist(),
                            self.tables("entropy_bottleneck"))
+            if side is not None:
+                side[i](encoder)
             streams.append(encoder.finish())
         return streams
 
-    def _entropy_decompress(self, stream, size):
+    def _entropy_decompress(self, stream, size, side=None):
         eb = self.entropy_bottleneck
         indexes = eb._build_indexes((1, self.config.latent_channels, *size))
-        values = self.coder.decoder(stream).decode(indexes.reshape(-1).tolist(), self.tables("entropy_bottleneck"))
+        decoder = self.coder.decoder(stream)
+        values = decoder.decode(indexes.reshape(-1).tolist(), self.tables("entropy_bottleneck"))
+        if side is not None:
+            side(decoder)
         symbols = torch.tensor(values, dtype=torch.float32, device=self.log_inv_gain.device).reshape(indexes.shape)
         return eb.dequantize(symbols, eb._get_medians().detach().reshape(1, -1, 1, 1))
 
@@ -523,7 +534,7 @@ class HyperpriorFeatureCodec(FeatureCodec):
         scales, means = self._coded_params(z_hat)
         return gc.build_indexes(scales.to(gc.scale_table.device)).to(means.device), means
 
-    def _entropy_compress(self, y):
+    def _entropy_compress(self, y, side=None):
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z_symbols = eb.quantize(self.h_a(y), "symbols", self._z_medians())
         z_indexes = eb._build_indexes(z_symbols.size())
@@ -536,15 +547,19 @@ class HyperpriorFeatureCodec(FeatureCodec):
             encoder.encode(z_values, z_indexes[i].reshape(-1).int().tolist(), self.tables("entropy_bottleneck"))
             encoder.encode(y_symbols.reshape(-1).int().tolist(), y_indexes.reshape(-1).int().tolist(),
                            self.tables("gaussian_conditional"))
+            if side is not None:
+                side[i](encoder)
             streams.append(encoder.finish())
         return streams
 
-    def _entropy_decompress(self, stream, size):
+    def _entropy_decompress(self, stream, size, side=None):
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         decoder = self.coder.decoder(stream)
         z_indexes = eb._build_indexes((1, self.config.hyper_channels, *size))
         z_values = decoder.decode(z_indexes.reshape(-1).int().tolist(), self.tables("entropy_bottleneck"))
         y_indexes, means = self._y_entropy_params(z_values, size)
         y_values = decoder.decode(y_indexes.reshape(-1).int().tolist(), self.tables("gaussian_conditional"))
+        if side is not None:
+            side(decoder)
         y_symbols = torch.tensor(y_values, dtype=torch.float32, device=self.log_inv_gain.device).reshape(y_indexes.shape)
         return gc.dequantize(y_symbols, means)

@@ -257,11 +257,6 @@ class _ArithmeticEncoder:
             for chunk in _bypass_chunks(raw):
                 self._code(_UNIFORM16[chunk], _UNIFORM16[chunk + 1])
 
-    def code_frequencies(self, row: Sequence[int], symbol: int) -> None:
-        """Code ``symbol`` under one 16-bit CDF row (``row[symbol]`` to ``row[symbol + 1]`` of 65536),
-        with no escape: for models that are not CompressAI's (:mod:`intelliflow.codec.tokens`)."""
-        self._code(row[symbol], row[symbol + 1])
-
     def finish(self, delimited: bool = False) -> bytes:
         """The message. By default it ends on the value in [low, high] with the fewest significant
         bits, trailing zeros dropped (the decoder pads with zeros). ``delimited``: the value whose
@@ -336,10 +331,6 @@ class _ArithmeticDecoder:
 
     def _next_chunk(self) -> int:
         return self._symbol(_UNIFORM16, len(_UNIFORM16))
-
-    def decode_frequencies(self, row: Sequence[int]) -> int:
-        """The symbol :meth:`_ArithmeticEncoder.code_frequencies` coded under ``row``."""
-        return self._symbol(row, len(row))
 
     def message_bytes(self) -> int:
         """After the last symbol of a ``delimited`` message: its length in bytes (what follows it

@@ -71,6 +71,10 @@ class Codec:
     #: the codec's payloads have a per-image header that a stream context can replace (stream mode:
     #: :meth:`stream_context`; ``encode`` and ``decode`` then take ``stream=``)
     streams: ClassVar[bool] = False
+    #: the codec codes a side message (a draft's tokens, :mod:`intelliflow.codec.tokens`) in its own
+    #: entropy-coded message: ``encode(..., side=[writer per image])`` calls ``writer(encoder)``
+    #: after its own symbols, ``decode(..., side=reader)`` calls ``reader(decoder)`` after them
+    carries_side: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ the two calls
     def encode(self, x: Any, **options) -> Any:

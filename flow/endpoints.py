@@ -11,9 +11,10 @@ evaluation and the latency measurements all go through these two.
                      features: the tail; images: the whole model; captions: as they are
 
 With a drafter (speculative captioning across tiers, :mod:`intelliflow.models.drafter`), the
-device also drafts the caption from its head's features; the draft's tokens travel in front of
-the payload (:class:`DraftTokens`, every bit counted) and the receiver verifies them in one pass of
-the tail (:meth:`SplitModel.tail_verify`): the caption is token for token the plain greedy one.
+device also drafts the caption from its head's features; the draft's tokens travel in the payload
+(:class:`DraftTokens`: inside a feature codec's entropy-coded message, else in front; every bit
+counted) and the receiver verifies them in one pass of the tail (:meth:`SplitModel.tail_verify`):
+the caption is token for token the plain greedy one.
 
 Prefix tokens (a CLS token and the like) are not on the grid a feature codec sees. With a byte
 codec they travel 8-bit quantised in front of the codec's payload, counted in its bits
@@ -127,17 +128,28 @@ def check_drafter(model, codec, drafter) -> None:
 
 
 class DraftTokens:
-    """Carry a draft in front of a byte payload: ``draft part + payload``, the draft part coded by
-    :class:`~intelliflow.codec.tokens.TokenCoder` (self-delimiting: no length field)."""
+    """Carry drafts with byte payloads, coded by :class:`~intelliflow.codec.tokens.TokenCoder`: inside
+    the codec's own entropy-coded message where it ``carries_side`` (the feature codecs: the draft
+    then costs its information, no termination of its own), else as a self-delimiting part in
+    front of the payload (``draft part + payload``, no length field)."""
 
-    def __init__(self, drafter):
+    def __init__(self, drafter, codec):
         self.coder = draft_coder(drafter)
+        self.inside = bool(codec.carries_side)
+
+    def writers(self, drafts: Sequence[Sequence[int]]) -> list:
+        """One ``writer(encoder)`` per draft, for the codec's ``encode(..., side=)``."""
+        return [lambda encoder, d=list(d): self.coder.write(encoder, d) for d in drafts]
+
+    def reader(self) -> "_DraftReader":
+        """A ``reader(decoder)`` for the codec's ``decode(..., side=)``; ``.drafts`` holds what it read."""
+        return _DraftReader(self.coder)
 
     def parts(self, drafts: Sequence[Sequence[int]]) -> list[bytes]:
         return [self.coder.encode(d) for d in drafts]
 
     def split(self, payloads: Sequence[bytes]) -> tuple[list[list[int]], list[bytes]]:
-        """Payloads -> (the drafts' token ids, the rest of each payload)."""
+        """Payloads with a draft part in front -> (the drafts' token ids, the rest of each payload)."""
         drafts, rest = [], []
         for data in payloads:
             data = bytes(data)
@@ -145,6 +157,18 @@ class DraftTokens:
             drafts.append(tokens)
             rest.append(data[end:])
         return drafts, rest
+
+    def bits(self, draft: Sequence[int]) -> float:
+        """The draft's bits: its information inside the codec's message, else its part's bits."""
+        return self.coder.bits(draft) if self.inside else 8.0 * len(self.coder.encode(draft))
+
+
+class _DraftReader:
+    def __init__(self, coder):
+        self.coder, self.drafts = coder, []
+
+    def __call__(self, decoder) -> None:
+        self.drafts.append(self.coder.read(decoder))
 
 
 @dataclass
@@ -166,9 +190,9 @@ class Sent:
     data: list[bytes] | torch.Tensor
     prefix: torch.Tensor | None = None
     #: with a drafter: the device's drafts (:class:`~intelliflow.models.drafter.Draft`), which ride in
-    #: front of ``data``, and their bits per image (inside :attr:`bits`)
+    #: ``data``, and their bits per image (inside :attr:`bits`: :meth:`DraftTokens.bits`)
     draft: Any = None
-    draft_bits: list[int] | None = None
+    draft_bits: list[float] | None = None
 
     @property
     def bits(self) -> list[int] | None:
@@ -195,7 +219,7 @@ class Device:
         check_split(model, codec)
         check_drafter(model, codec, drafter)
         self.model, self.codec, self.drafter = model, codec, drafter
-        self.draft_tokens = DraftTokens(drafter) if drafter is not None else None
+        self.draft_tokens = DraftTokens(drafter, codec) if drafter is not None else None
 
     @torch.no_grad()
     def codec_input(self, images: Sequence | torch.Tensor) -> tuple[Any, torch.Tensor | None]:
@@ -238,10 +262,14 @@ class Device:
             options["stream"] = stream
         if self.codec.sends == "symbols":
             return Sent(self.codec.encode(x, **options), prefix)
-        draft_parts = None
+        draft_parts = draft_bits = None
         if self.drafter is not None:   # the device drafts from its own head's features
             draft = draft if draft is not None else self.draft(x, prefix)
-            draft_parts = self.draft_tokens.parts(draft.tokens)
+            draft_bits = [self.draft_tokens.bits(d) for d in draft.tokens]
+            if self.draft_tokens.inside:
+                options["side"] = self.draft_tokens.writers(draft.tokens)
+            else:
+                draft_parts = self.draft_tokens.parts(draft.tokens)
         parts = PrefixTokens.parts(prefix) if prefix is not None else None
         front = [(a or b"") + (b or b"") for a, b in zip(draft_parts or [None] * len(x), parts or [None] * len(x))]
         if "target_bytes" in options:  # the budget covers the draft and prefix parts too
@@ -249,7 +277,7 @@ class Device:
             budgets = [budgets] * len(front) if isinstance(budgets, (int, float)) else budgets
             options["target_bytes"] = [max(1, int(t) - len(p)) for t, p in zip(budgets, front)]
         payloads = [p + payload for p, payload in zip(front, self.codec.encode(x, **options))]
-        return Sent(payloads, draft=draft, draft_bits=None if draft_parts is None else [8 * len(p) for p in draft_parts])
+        return Sent(payloads, draft=draft, draft_bits=draft_bits)
 
     def encode(self, images: Sequence, stream=None, **options) -> Sent:
         """PIL images -> :class:`Sent` (see :meth:`encode_input` for ``stream`` and ``options``)."""
@@ -267,7 +295,7 @@ class Receiver:
         check_split(model, codec)
         check_drafter(model, codec, drafter)
         self.model, self.codec, self.drafter = model, codec, drafter
-        self.draft_tokens = DraftTokens(drafter) if drafter is not None else None
+        self.draft_tokens = DraftTokens(drafter, codec) if drafter is not None else None
 
     @property
     def _device(self) -> torch.device:
@@ -290,12 +318,18 @@ class Receiver:
         if codec.sends == "symbols":
             grid = codec.decode(received, snr_db, noise=noise, grid=model.feature_grid)
         else:  # shapes are checked against the model before any decoding work
-            if self.draft_tokens is not None:
+            side = None
+            if self.draft_tokens is not None and self.draft_tokens.inside:
+                side = self.draft_tokens.reader()
+            elif self.draft_tokens is not None:
                 drafts, received = self.draft_tokens.split(received)
             if model.prefix_tokens:
                 prefix, received = PrefixTokens.split(received, expected=(model.prefix_tokens, model.feature_dim))
             grid = codec.decode(received, expected=(model.feature_dim, *model.feature_grid),
-                                **({"stream": stream} if stream is not None else {}))
+                                **({"stream": stream} if stream is not None else {}),
+                                **({"side": side} if side is not None else {}))
+            if side is not None:
+                drafts = side.drafts
         device = self._device
         features = grid_to_tokens(grid.to(device), None if prefix is None else prefix.to(device))
         model.check_features(features)

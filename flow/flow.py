@@ -76,7 +76,8 @@ class DraftReport:
 
     :ivar captions: the device's drafts as text: its early answer, before the receiver's;
     :ivar confidence: the drafter's probability of its draft (0..1), for an early-answer threshold;
-    :ivar bits: the draft part's bits (inside ``payload_bits``);
+    :ivar bits: the draft's bits inside ``payload_bits``: its information under the drafter's n-gram
+        model where the codec codes it in its own message (a feature codec), else its part's bits;
     :ivar drafted, accepted: draft tokens received and kept by the receiver (``None`` where lost);
     :ivar passes: the receiver's decoder passes for the caption (``None`` where lost);
     :ivar greedy_passes: plain greedy decoding's passes for the same caption (its tokens).
@@ -84,7 +85,7 @@ class DraftReport:
 
     captions: list[str]
     confidence: list[float]
-    bits: list[int]
+    bits: list[float]
     drafted: list[int | None]
     accepted: list[int | None]
     passes: list[int | None]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from intelliflow.codec.entropy_coding import _ArithmeticDecoder, _ArithmeticEncoder
+from intelliflow.codec.entropy_coding import Tables, _ArithmeticDecoder, _ArithmeticEncoder, entropy_coder
 from intelliflow.codec.tokens import TokenCoder
 from intelliflow.errors import BitstreamError, ConfigError
 
@@ -66,13 +66,25 @@ def test_sequences_a_decoder_could_not_end_are_refused_and_damage_is_caught():
 
 def test_delimited_arithmetic_messages_say_where_they_end():
     rng = random.Random(3)
-    row = [0, 40000, 60000, 65536]
+    tables = Tables([[0, 40000, 60000, 65535, 65536]], [5], [0])   # 3 symbols and the escape
     for _ in range(300):
-        symbols = [rng.choice([0, 0, 0, 1, 2]) for _ in range(rng.randrange(1, 40))]
+        symbols = [rng.choice([0, 0, 0, 1, 2, 9]) for _ in range(rng.randrange(1, 40))]   # 9: escaped
         encoder = _ArithmeticEncoder()
-        for s in symbols:
-            encoder.code_frequencies(row, s)
+        encoder.encode(symbols, [0] * len(symbols), tables)
         data = encoder.finish(delimited=True)
         decoder = _ArithmeticDecoder(data + bytes(rng.randrange(256) for _ in range(5)))
-        assert [decoder.decode_frequencies(row) for _ in symbols] == symbols
+        assert decoder.decode([0] * len(symbols), tables) == symbols
         assert decoder.message_bytes() == len(data)
+
+
+@pytest.mark.parametrize("coder", ["arithmetic", "range", "rans"])
+def test_drafts_ride_inside_any_entropy_coders_message(coder):
+    tokens = TokenCoder(templated_ngrams(), START, EOS, 16, VOCAB)
+    drafts = [[4, 5, 7, 11, EOS], [4, 6, 10, 13, 14, 15, 4, 5, 8, 12, EOS], [39, 0, EOS], [4] * 16]
+    encoder = entropy_coder(coder).encoder()
+    encoder.encode([1, 2, 3], [0, 0, 0], Tables([[0, 30000, 50000, 65535, 65536]], [5], [0]))   # a codec's own symbols
+    for d in drafts:
+        tokens.write(encoder, d)
+    decoder = entropy_coder(coder).decoder(encoder.finish())
+    assert decoder.decode([0, 0, 0], Tables([[0, 30000, 50000, 65535, 65536]], [5], [0])) == [1, 2, 3]
+    assert [tokens.read(decoder) for _ in drafts] == drafts

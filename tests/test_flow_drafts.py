@@ -34,8 +34,9 @@ def test_the_shipped_drafter_drafts_what_the_receiver_keeps_and_captions_do_not_
         a, b = plain.caption(IMAGES, q=q), drafted.caption(IMAGES, q=q)
         assert a.captions == b.captions
         d = b.draft
-        assert [x + y for x, y in zip(a.payload_bits, d.bits)] == b.payload_bits   # every draft bit counted
-        assert all(8 <= bits <= 48 for bits in d.bits)
+        for plain_bits, draft_bits, both in zip(a.payload_bits, d.bits, b.payload_bits):   # inside the codec's message
+            assert both - 8 <= plain_bits + draft_bits <= both + 8
+        assert all(4 <= bits <= 40 for bits in d.bits)
         assert sum(d.accepted) >= 0.85 * sum(d.drafted)
         assert all(p < g for p, g in zip(d.passes, d.greedy_passes) if p is not None)
         assert sum(c == f for c, f in zip(d.captions, b.captions)) >= 6                 # early answers mostly right
@@ -101,7 +102,7 @@ def test_the_edge_service_verifies_drafts_beside_plain_requests(shipped):
                 assert a["caption"] == b["caption"] and "draft" not in a
                 d = b["draft"]
                 assert d["accepted"] <= d["drafted"] and d["passes"] <= d["greedy_passes"] and d["bits"] > 0
-                assert b["bits"] == a["bits"] + d["bits"] and b["draft_ms"] > 0
+                assert abs(b["bits"] - a["bits"] - d["bits"]) <= 8 and b["draft_ms"] > 0
     finally:
         server.shutdown()
         server.server_close()
@@ -117,7 +118,7 @@ def test_eval_and_caption_with_a_draft(tmp_path, capsys):
 
     (row,) = load_results([tmp_path / "e"])
     assert row["drafter"] == "shapes-drafter" and 0.85 <= row["draft_acceptance"] <= 1
-    assert row["receiver_passes"] < row["greedy_passes"] and 8 <= row["draft_bits"] <= 48
+    assert row["receiver_passes"] < row["greedy_passes"] and 4 <= row["draft_bits"] <= 40
     assert 0 <= row["early_share"] <= 1 and row["draft_CIDEr-D"] > 1.5
     image = tmp_path / "one.png"
     IMAGES[1].save(image)
