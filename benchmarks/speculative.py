@@ -70,8 +70,9 @@ def acceptance_and_identity(model, codec, drafter, images, q: float, batch_size:
         "accepted_tokens_per_caption": mean("accepted"), "draft_tokens_per_caption": mean("drafted"),
         "exact_drafts": mean("draft_right"),
         "receiver_passes": mean("passes"), "greedy_passes": mean("greedy_passes"),
-        "payload_bits_plain": mean("plain_bits"), "draft_bits": mean("draft_bits"), "payload_bits_with_draft": mean("bits"),
-        "draft_share_of_payload": mean("draft_bits") / mean("plain_bits"),
+        "payload_bits_plain": mean("plain_bits"), "draft_information_bits": mean("draft_bits"),
+        "payload_bits_with_draft": mean("bits"),
+        "draft_share_of_payload": (mean("bits") - mean("plain_bits")) / mean("plain_bits"),
         "early_threshold": threshold, "early_share": len(early) / n,
         "early_right": sum(r["draft_right"] for r in early) / len(early) if early else None,
     }, torch.cat(features), drafts

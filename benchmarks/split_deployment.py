@@ -22,7 +22,11 @@ The emulated "cloud" is the same edge machine across the same link (no backhaul)
 cloud-only prediction uses a zero backhaul here; device-only sends its caption as text to the
 edge (``--codec text``), as the paradigm defines.
 
-Run: ``sudo .venv/bin/python benchmarks/split_deployment.py`` (about 5 minutes); writes
+With ``--draft`` (default ``shapes-drafter``) the split's operating point is measured a second
+time with speculative captioning (``device-edge-draft``: the device drafts, the edge verifies),
+and ``report.json`` says how much sooner its answers come (``draft``).
+
+Run: ``sudo .venv/bin/python benchmarks/split_deployment.py`` (about 7 minutes); writes
 ``benchmarks/results/split_deployment/{report.json, paradigms.csv, latency.png, measured.png}``.
 """
 
@@ -55,7 +59,8 @@ def overhead_bits(packet_headers: bool = True) -> float:
 
 
 # ---------------------------------------------------------------------- device side (in the dev namespace)
-def run_client(urls: str, model: str, codec: str, q: float | None, images: int, out: str) -> None:
+def run_client(urls: str, model: str, codec: str, q: float | None, images: int, out: str,
+               drafter: str | None = None) -> None:
     """Device side: every image goes to each URL in turn (unshaped path, then shaped), so the two
     samples of one image are taken moments apart."""
     import torch
@@ -65,7 +70,8 @@ def run_client(urls: str, model: str, codec: str, q: float | None, images: int, 
 
     torch.set_num_threads(1)
     paths = dict(zip(("unshaped", "shaped"), urls.split(",")))
-    device = SplitDevice(model, codec, paths["shaped"], compress_options={"q": q} if q is not None else None)
+    device = SplitDevice(model, codec, paths["shaped"], compress_options={"q": q} if q is not None else None,
+                         drafter=drafter)
     clients = {name: EdgeClient(url) for name, url in paths.items()}
     for client in clients.values():
         client.wait_ready(timeout=120)
@@ -187,7 +193,7 @@ def link_down() -> None:
 
 
 def measure_over_link(codec: str, q: float | None, model: str, images: int, workdir: Path,
-                      relay: tuple[float, float] | None) -> dict[str, list[dict]]:
+                      relay: tuple[float, float] | None, drafter: str | None = None) -> dict[str, list[dict]]:
     """Serve ``codec`` in the edge namespace and caption from the device namespace over both
     paths: ``{"unshaped": rows, "shaped": rows}``. ``relay=(bit/s, one-way ms)``: no netem here,
     so the service listens on the edge's loopback behind two user-space relays (the shaped one,
@@ -196,7 +202,8 @@ def measure_over_link(codec: str, q: float | None, model: str, images: int, work
     host, port = ("127.0.0.1", PORT + 1) if relay else ("0.0.0.0", PORT)
     server = subprocess.Popen(["ip", "netns", "exec", NS_EDGE, sys.executable, "-m", "intelliflow.recipes.cli",
                                "serve", "--role", "edge", "--model", model, "--codec", codec, "--host", host,
-                               "--port", str(port), "--threads", "1"], env=env, stdout=subprocess.DEVNULL,
+                               "--port", str(port), "--threads", "1", *(["--draft", drafter] if drafter else [])],
+                              env=env, stdout=subprocess.DEVNULL,
                               stderr=(log := (workdir / f"edge-{codec}.log").open("w")))
     helpers = [server]
     if relay:
@@ -211,6 +218,8 @@ def measure_over_link(codec: str, q: float | None, model: str, images: int, work
                "--codec", codec, "--model", model, "--images", str(images), "--client-out", str(out)]
         if q is not None:
             cmd += ["--q", str(q)]
+        if drafter:
+            cmd += ["--draft", drafter]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if done.returncode:
             raise RuntimeError(f"device side failed for {codec}: {done.stderr[-2000:]}\n"
@@ -237,6 +246,8 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay of each direction")
     parser.add_argument("--images", type=int, default=30)
     parser.add_argument("--quality", type=float, default=0.95)
+    parser.add_argument("--draft", default="shapes-drafter",
+                        help="also measure the split with this drafter (device-edge-draft); 'none' to skip")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/split_deployment"))
     parser.add_argument("--client", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--codec", default=None, help=argparse.SUPPRESS)
@@ -251,8 +262,10 @@ def main() -> int:
         run_relay(args.relay, args.relay_to, args.relay_rate, args.relay_delay)
         return 0
     if args.client:
-        run_client(args.client, args.model, args.codec, args.q, args.images, args.client_out)
+        run_client(args.client, args.model, args.codec, args.q, args.images, args.client_out,
+                   None if args.draft == "none" else args.draft)
         return 0
+    drafter = None if args.draft == "none" else args.draft
 
     from intelliflow.system.latency import (STAGES, Backhaul, NodeProfile, WirelessLink, breakdown, crossover_bandwidth,
                                           plot_latency)
@@ -288,11 +301,14 @@ def main() -> int:
         unshaped = {}
         try:
             link_up(args.rate_mbit, args.delay_ms, netem)
-            for paradigm, o in best.items():
+            runs = [(p, o, None) for p, o in best.items()]
+            if drafter:   # the split's operating point again, the device drafting and the edge verifying
+                runs.append(("device-edge-draft", best["device-edge"], drafter))
+            for paradigm, o, draft in runs:
                 codec = "text" if paradigm == "device-only" else o.candidate.codec
                 print(f"measuring {paradigm} ({codec}): each image over the unshaped, then the shaped path", flush=True)
                 both = measure_over_link(codec, o.candidate.rate_point, args.model, args.images, out,
-                                         None if netem else (link.bit_rate, args.delay_ms))
+                                         None if netem else (link.bit_rate, args.delay_ms), draft)
                 unshaped[paradigm], measured[paradigm] = both["unshaped"], both["shaped"]
         finally:
             link_down()
@@ -307,10 +323,26 @@ def main() -> int:
                             "edge": med["device-edge"]["edge_ms"], "decode": 0.0},  # decode: inside edge_ms
             "cloud-only": {"encode": med["cloud-only"]["encode_ms"], "cloud": med["cloud-only"]["edge_ms"],
                            "decode": 0.0}}  # the image's decoding: inside the service's time
+        if "device-edge-draft" in unshaped:   # drafting is device time; the codec's encoding is the rest of encode_ms
+            draft_ms = statistics.median(r["draft_ms"] for r in unshaped["device-edge-draft"])
+            d = med["device-edge-draft"]
+            planner.measured_ms["device-edge-draft"] = {"device": d["device_ms"] + draft_ms,
+                                                        "encode": d["encode_ms"] - draft_ms, "edge": d["edge_ms"],
+                                                        "decode": 0.0}
         # the HTTP exchange's own cost (and the relay's) over the unshaped path, per paradigm
         protocol_ms = {p: statistics.median(r["roundtrip_ms"] - r["edge_ms"] for r in rs) for p, rs in unshaped.items()}
     plan = planner.plan(link)
     best = {p: o for p, o in plan.best_per_paradigm().items() if p != "device-edge-cloud"}
+    if "device-edge-draft" in measured:   # the split's candidate with the draft's measured bits and passes
+        from intelliflow.system.planner import Candidate, Option
+
+        rows_d = measured["device-edge-draft"]
+        c = best["device-edge"].candidate
+        drafted = Candidate("device-edge-draft", c.method + " + draft", c.codec, c.split, c.quality,
+                            statistics.median(r["bits"] for r in rows_d), rate_point=c.rate_point,
+                            receiver_passes=statistics.median(r["draft"]["passes"] for r in rows_d),
+                            draft_tokens=statistics.median(r["draft"]["drafted"] for r in rows_d))
+        best["device-edge-draft"] = Option(drafted, {})
     for p, o in best.items():  # each paradigm's model with its own protocol cost on the link
         o.ms = breakdown(planner.scenario(o.candidate, replace(link, rtt_ms=link.rtt_ms + protocol_ms.get(p, 0.0))), p)
     report = {"link": {"rate_bit_s": link.bit_rate, "one_way_delay_ms": args.delay_ms,
@@ -353,6 +385,19 @@ def main() -> int:
     report["device_slowdown_where_split_wins"] = (rest / (dev_only["device"] - device_side)
                                                   if dev_only["device"] > device_side else None)
     report["split_vs_cloud_quality"] = split.candidate.quality / upload.candidate.quality
+    if "device-edge-draft" in measured:
+        plain_med = report["paradigms"]["device-edge"]["measured_total_ms_median"]
+        draft_med = report["paradigms"]["device-edge-draft"]["measured_total_ms_median"]
+        rows_d = measured["device-edge-draft"]
+        report["draft"] = {"drafter": drafter, "speedup_vs_split_measured_median": plain_med / draft_med,
+                           "accepted_of_drafted": sum(r["draft"]["accepted"] for r in rows_d)
+                           / max(1, sum(r["draft"]["drafted"] for r in rows_d)),
+                           "edge_passes_median": statistics.median(r["draft"]["passes"] for r in rows_d),
+                           "greedy_passes_median": statistics.median(r["draft"]["greedy_passes"] for r in rows_d),
+                           "draft_bits_median": statistics.median(r["draft"]["bits"] for r in rows_d),
+                           "early_answer_ms_median": statistics.median(r["device_ms"] + r["draft_ms"] for r in rows_d)}
+        print(f"with drafts: {plain_med:.1f} -> {draft_med:.1f} ms median ({plain_med / draft_med:.2f}x); the device's "
+              f"own draft after {report['draft']['early_answer_ms_median']:.1f} ms", flush=True)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     with (out / "paradigms.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -7,7 +7,12 @@ the caption; the receiver verifies the draft in one pass (:mod:`.speculative`). 
 tokens), and learns by distillation from the verifier's greedy captions::
 
     features [B, N, D] (the head's, at the split) ─► LayerNorm ─► Linear(D, width) ─► memory [B, N, width]
-    start tokens ─► GPT-2 decoder (``layers`` x ``width``, cross-attention to the memory) ─► draft tokens
+    per token: embedding + attention over the memory (queried by the state) ─► GRU cells ─► next token
+
+Why a GRU and not a small transformer decoder: the drafter runs its passes one after the other on
+the device, at batch 1, where a pass costs what its kernel launches cost: a GRU cell and one
+attention read are a handful of operations per token (a 2-layer GPT-2 of the same width took
+about half the verifier's own greedy time per caption on the CPU here, leaving little to gain).
 
 It also carries the n-gram statistics of the captions it was trained on (:attr:`Drafter.ngrams`),
 from which :mod:`intelliflow.codec.tokens` codes a draft compactly.
@@ -33,7 +38,6 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from intelliflow.errors import CheckpointError, ConfigError, RegistryError
 
@@ -49,7 +53,7 @@ class DrafterConfig:
     :ivar model: the verifier (a shipped model's name or a folder's name); :ivar split: its split point;
     :ivar feature_dim: ``D`` at that split; :ivar vocab_size: the verifier's vocabulary;
     :ivar start, eos, pad: the verifier's generation start ids, end and pad ids;
-    :ivar max_new_tokens: the longest draft; :ivar width, layers, heads: the decoder's size.
+    :ivar max_new_tokens: the longest draft; :ivar width, layers: the GRU's size.
     """
 
     model: str
@@ -61,8 +65,7 @@ class DrafterConfig:
     pad: int
     max_new_tokens: int
     width: int = 128
-    layers: int = 2
-    heads: int = 4
+    layers: int = 1
 
 
 @dataclass
@@ -82,27 +85,28 @@ class Drafter(nn.Module):
 
     def __init__(self, config: DrafterConfig):
         super().__init__()
-        if config.width % config.heads:
-            raise ConfigError(f"drafter width {config.width} must be a multiple of heads {config.heads}")
+        if config.width < 1 or config.layers < 1:
+            raise ConfigError(f"a drafter needs width and layers >= 1, got {config.width}, {config.layers}")
         self.config = config
-        self.adapter = nn.Sequential(nn.LayerNorm(config.feature_dim), nn.Linear(config.feature_dim, config.width))
-        self.decoder = GPT2LMHeadModel(GPT2Config(
-            vocab_size=config.vocab_size, n_positions=len(config.start) + config.max_new_tokens + 1,
-            n_embd=config.width, n_layer=config.layers, n_head=config.heads, add_cross_attention=True,
-            is_decoder=True, bos_token_id=config.start[-1], eos_token_id=config.eos, pad_token_id=config.pad,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+        w = config.width
+        self.adapter = nn.Sequential(nn.LayerNorm(config.feature_dim), nn.Linear(config.feature_dim, w))
+        self.embed = nn.Embedding(config.vocab_size, w)
+        self.initial = nn.Linear(w, w * config.layers)
+        self.query = nn.Linear(w, w, bias=False)
+        self.cells = nn.ModuleList([nn.GRUCell(2 * w if i == 0 else w, w) for i in range(config.layers)])
+        self.out = nn.Linear(2 * w, config.vocab_size)
         #: n-gram counts of the training captions: {"a b": {"c": count}} (space-joined token ids), for the draft coder
         self.ngrams: dict[str, dict[str, int]] = {}
 
     @classmethod
-    def for_model(cls, model, width: int = 128, layers: int = 2, heads: int = 4) -> "Drafter":
+    def for_model(cls, model, width: int = 128, layers: int = 1) -> "Drafter":
         """A randomly initialised drafter for a :class:`~intelliflow.models.SplitModel` at its split."""
         decoding = model.decoding()
         vocab = getattr(model.tokenizer, "vocab_size", None)
         vocab = max(len(model.tokenizer), vocab or 0)
         return cls(DrafterConfig(str(getattr(model, "name", "model")), int(model.split), int(model.feature_dim),
                                  int(vocab), [int(t) for t in decoding.start], int(decoding.eos),
-                                 int(decoding.pad), int(decoding.max_new_tokens), width, layers, heads))
+                                 int(decoding.pad), int(decoding.max_new_tokens), width, layers))
 
     @property
     def device(self) -> torch.device:
@@ -127,51 +131,70 @@ class Drafter(nn.Module):
                               f"got {list(features.shape)}")
         return self.adapter(features)
 
-    def targets(self, tokens: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Captions as token ids (after the start) -> (decoder input [B, S + T - 1], labels [B, T] with -100)."""
-        c = self.config
-        length = max(1, max(len(t) for t in tokens))
-        inputs = torch.full((len(tokens), len(c.start) + length - 1), c.pad, dtype=torch.long)
-        labels = torch.full((len(tokens), length), -100, dtype=torch.long)
-        for i, t in enumerate(tokens):
-            t = list(t)[: c.max_new_tokens]
-            row = c.start + t[:-1]
-            inputs[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            labels[i, : len(t)] = torch.tensor(t, dtype=torch.long)
-        return inputs.to(self.device), labels.to(self.device)
+    def _begin(self, memory: torch.Tensor) -> list[torch.Tensor]:
+        """The GRU state before the first token: from the mean of the memory [B, N, width]."""
+        return list(torch.tanh(self.initial(memory.mean(1))).chunk(self.config.layers, -1))
+
+    def _step(self, memory: torch.Tensor, token: torch.Tensor, state: list[torch.Tensor]):
+        """One token [B] in -> (next-token logits [B, V], the new state)."""
+        scores = torch.bmm(memory, self.query(state[-1]).unsqueeze(-1)).squeeze(-1) / math.sqrt(self.config.width)
+        context = torch.bmm(scores.softmax(-1).unsqueeze(1), memory).squeeze(1)
+        x, new = torch.cat([self.embed(token), context], -1), []
+        for cell, h in zip(self.cells, state):
+            x = cell(x, h)
+            new.append(x)
+        return self.out(torch.cat([x, context], -1)), new
 
     def loss(self, features: torch.Tensor, tokens: Sequence[Sequence[int]]) -> torch.Tensor:
         """Teacher-forced cross-entropy of the verifier's captions (token ids after the start): a scalar."""
-        inputs, labels = self.targets(tokens)
-        # pads only follow a caption's end and the decoder is causal: an all-ones mask is exact
-        logits = self.decoder(input_ids=inputs, attention_mask=torch.ones_like(inputs),
-                              encoder_hidden_states=self.memory(features)).logits
-        s = len(self.config.start)
-        logits = logits[:, s - 1:]
+        c = self.config
+        rows = [list(t)[: c.max_new_tokens] for t in tokens]
+        length = max(1, max(len(t) for t in rows))
+        labels = torch.full((len(rows), length), -100, dtype=torch.long)
+        inputs = torch.full((len(rows), length), c.pad, dtype=torch.long)
+        for i, t in enumerate(rows):
+            labels[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+            inputs[i, 1:len(t)] = torch.tensor(t[:-1], dtype=torch.long)
+        labels, inputs = labels.to(self.device), inputs.to(self.device)
+        memory = self.memory(features)
+        state = self._begin(memory)
+        for token in c.start[:-1]:   # start tokens before the last only move the state
+            _, state = self._step(memory, torch.full((len(rows),), token, device=self.device), state)
+        inputs[:, 0] = c.start[-1]
+        logits = []
+        for t in range(length):
+            out, state = self._step(memory, inputs[:, t], state)
+            logits.append(out)
+        logits = torch.stack(logits, 1)
         return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
     @torch.no_grad()
     def draft(self, features: torch.Tensor, max_new_tokens: int | None = None) -> Draft:
-        """Greedy drafts of head features [B, N, D] (see :class:`Draft`)."""
+        """Greedy drafts of head features [B, N, D] (see :class:`Draft`); rows that ended keep being
+        fed their end token until all have."""
         c = self.config
         memory = self.memory(features.to(self.device))
         b = memory.shape[0]
-        start = torch.tensor([c.start] * b, dtype=torch.long, device=self.device)
-        out = self.decoder.generate(
-            input_ids=start, attention_mask=torch.ones_like(start), encoder_hidden_states=memory,
-            encoder_attention_mask=torch.ones(memory.shape[:-1], dtype=torch.long, device=self.device),
-            max_new_tokens=max_new_tokens or c.max_new_tokens, do_sample=False, num_beams=1,
-            eos_token_id=c.eos, pad_token_id=c.pad, output_scores=True, return_dict_in_generate=True)
-        new = out.sequences[:, len(c.start):]
-        logp = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], 1) if out.scores else None
-        tokens, confidence = [], []
-        for i in range(b):
-            row = new[i].tolist()
-            row = row[: row.index(c.eos) + 1] if c.eos in row else row
-            tokens.append(row)
-            total = 0.0 if logp is None else float(logp[i, torch.arange(len(row)), torch.tensor(row)].sum()) if row else 0.0
-            confidence.append(math.exp(total))
-        return Draft(tokens, confidence)
+        state = self._begin(memory)
+        token = None
+        for start in c.start:
+            token = torch.full((b,), start, dtype=torch.long, device=self.device)
+            logits, state = self._step(memory, token, state)
+        tokens: list[list[int]] = [[] for _ in range(b)]
+        total = torch.zeros(b, dtype=torch.float64)
+        open_rows = torch.ones(b, dtype=torch.bool)
+        for _ in range(max_new_tokens or c.max_new_tokens):
+            logits = logits.float()
+            token = logits.argmax(-1)
+            logp = torch.log_softmax(logits, -1).gather(1, token[:, None])[:, 0].double().cpu()
+            for i in torch.nonzero(open_rows).flatten().tolist():
+                tokens[i].append(int(token[i]))
+                total[i] += logp[i]
+            open_rows &= (token != c.eos).cpu()
+            if not open_rows.any():
+                break
+            logits, state = self._step(memory, token, state)
+        return Draft(tokens, [math.exp(float(t)) for t in total])
 
     def count_ngrams(self, tokens: Sequence[Sequence[int]], order: int = 3) -> None:
         """Add captions (token ids after the start) to :attr:`ngrams` (contexts of ``order - 1`` tokens)."""

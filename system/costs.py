@@ -1,6 +1,7 @@
 """Costs the system model prices: FLOPs and parameters of a split model's two sides
-(:func:`intelliflow.models.costs.split_costs`, at every split point), FLOPs of a learned codec,
-and a :class:`~intelliflow.system.planner.Planner` built from result folders and a profile."""
+(:func:`intelliflow.models.costs.split_costs`, at every split point), FLOPs of a learned codec and
+of a drafter, and a :class:`~intelliflow.system.planner.Planner` built from result folders and a
+profile."""
 
 from __future__ import annotations
 
@@ -23,6 +24,22 @@ def codec_flops(codec_name: str) -> float:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         codec(features)
     return counter.get_total_flops() / 2
+
+
+def drafter_flops_per_token(drafter_name: str, model_name: str) -> float:
+    """FLOPs per drafted token of a drafter (its greedy draft of one ``shapes`` image, over the
+    head's features at the drafter's split, divided by the tokens drafted)."""
+    from intelliflow.data.shapes import make_sample
+    from intelliflow.models import load_split_model
+    from intelliflow.models.drafter import load_drafter
+
+    drafter = load_drafter(drafter_name)
+    model = load_split_model(model_name, split=drafter.config.split)
+    with torch.no_grad():
+        features = model.head(model.preprocess([make_sample("val", 0).image]))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        draft = drafter.draft(features)
+    return counter.get_total_flops() / max(1, len(draft.tokens[0]))
 
 
 def model_costs(model_name: str, splits=None) -> dict:
@@ -62,5 +79,8 @@ def build_planner(results, profile: str | None = None, model: str = "shapes-capt
     nodes = {k: prof[k] for k in ("device", "edge", "cloud", "backhaul") if k in prof}  # else the Planner's presets
     if device is not None:
         nodes["device"] = node_from_dict(device, "--device")
-    planner = Planner(rows, model_costs(model, splits or None), quality=quality, codec_flops=flops, **nodes)
+    drafters = sorted({str(r["drafter"]) for r in rows if r.get("drafter")})
+    per_token = drafter_flops_per_token(drafters[0], model) if drafters else 0.0
+    planner = Planner(rows, model_costs(model, splits or None), quality=quality, codec_flops=flops,
+                      drafter_flops_per_token=per_token, **nodes)
     return planner, prof.get("wireless") or WirelessLink()

@@ -13,6 +13,16 @@ Paradigms (same image, same model):
 - ``device-edge``: head on the device, our codec over the wireless link, tail on the edge.
 - ``device-edge-cloud``: head on the device, more layers on the edge, the features re-encoded over
   the backhaul, the rest in the cloud.
+- ``device-edge-draft``: ``device-edge`` with speculative captioning: the device also drafts the
+  caption (a small drafter, ``draft_tokens`` sequential passes), the draft rides in the payload,
+  and the edge verifies it: ``receiver_passes`` sequential decoder passes (prefill, the verify
+  pass, the tokens after the first mismatch; measured by ``intelliflow eval --draft``) instead of
+  one per caption token.
+
+A text decoder's passes are sequential: at batch 1 each costs at least the node's ``pass_ms``
+(kernel launches, reading the weights) whatever its FLOPs. Where a scenario states
+``caption_tokens`` (plain greedy decoding's passes per caption), every paradigm's decoding node
+adds ``pass_ms`` per pass; speculation changes the number of passes, not the FLOPs.
 
 Every latency is in milliseconds and broken down into ``device``, ``encode``, ``uplink``,
 ``edge``, ``backhaul``, ``cloud``, ``decode``.
@@ -30,7 +40,7 @@ from intelliflow.errors import ConfigError
 from intelliflow.plots import save_figure
 
 STAGES = ("device", "encode", "uplink", "edge", "backhaul", "cloud", "decode")
-PARADIGMS = ("device-only", "cloud-only", "device-edge", "device-edge-cloud")
+PARADIGMS = ("device-only", "cloud-only", "device-edge", "device-edge-cloud", "device-edge-draft")
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class NodeProfile:
     flops_per_s: float
     memory_bytes: float | None = None
     source: str = ""
+    #: the least time of one sequential forward pass at batch 1 (a text decoder's step), in ms
+    pass_ms: float = 0.0
 
     def __post_init__(self):
         if self.flops_per_s <= 0:
@@ -55,15 +67,20 @@ class NodeProfile:
 PRESETS = {
     "wearable": NodeProfile("wearable", 10e9, 512e6,
                             "watch or IoT-class SoC with a micro-NPU (Arm Ethos-U65 class, ~0.5 TOP/s int8 peak): "
-                            "~10 GFLOP/s reached on a batch-1 transformer layer, where the NPU runs it at all"),
+                            "~10 GFLOP/s reached on a batch-1 transformer layer, where the NPU runs it at all; "
+                            "a decoder pass at least 2 ms", pass_ms=2.0),
     "phone": NodeProfile("phone", 0.4e12, 8e9,
-                         "phone-class SoC GPU/NPU: ~2 TFLOP/s FP16 peak (e.g. Adreno 740), ~20 % reached at batch 1"),
+                         "phone-class SoC GPU/NPU: ~2 TFLOP/s FP16 peak (e.g. Adreno 740), ~20 % reached at batch 1; "
+                         "a decoder pass at least 1 ms (dispatch of its kernels)", pass_ms=1.0),
     "jetson": NodeProfile("jetson", 2.0e12, 8e9,
-                          "embedded GPU board (Jetson Orin Nano class): ~10 TFLOP/s dense FP16, ~20 % reached"),
+                          "embedded GPU board (Jetson Orin Nano class): ~10 TFLOP/s dense FP16, ~20 % reached; "
+                          "a decoder pass at least 0.8 ms", pass_ms=0.8),
     "edge-gpu": NodeProfile("edge-gpu", 30e12, 24e9,
-                            "edge GPU server (NVIDIA L4 class): ~120 TFLOP/s dense FP16, ~25 % reached"),
+                            "edge GPU server (NVIDIA L4 class): ~120 TFLOP/s dense FP16, ~25 % reached; a decoder "
+                            "pass at least 0.5 ms (eager kernel launches of a small decoder)", pass_ms=0.5),
     "cloud-gpu": NodeProfile("cloud-gpu", 200e12, 80e9,
-                             "cloud GPU (NVIDIA H100 class): ~800 TFLOP/s dense FP16, ~25 % reached"),
+                             "cloud GPU (NVIDIA H100 class): ~800 TFLOP/s dense FP16, ~25 % reached; a decoder "
+                             "pass at least 0.4 ms", pass_ms=0.4),
 }
 
 
@@ -168,6 +185,10 @@ class Scenario:
     text_bits: float = 0.0        # the caption as text (device-only)
     backhaul_bits: float = 0.0    # device-edge-cloud: features re-encoded at the edge
     payload_channel_uses: float | None = None  # an analog (JSCC) payload: complex symbols per image
+    caption_tokens: float = 0.0   # plain greedy decoding's sequential passes per caption (0: not priced)
+    receiver_passes: float = 0.0  # device-edge-draft: the edge's passes with the draft (measured)
+    draft_tokens: float = 0.0     # device-edge-draft: the drafter's sequential passes on the device
+    drafter_flops: float = 0.0    # device-edge-draft: the drafter's FLOPs per caption
     #: measured compute in ms that replaces FLOPs / throughput: ``{paradigm: {stage: ms}}`` for
     #: the compute stages (``device``, ``encode``, ``edge``, ``decode``, ``cloud``); the link
     #: stages (``uplink``, ``backhaul``) always come from the link model
@@ -184,25 +205,30 @@ def breakdown(scenario: Scenario, paradigm: str) -> dict[str, float]:
         raise ConfigError(f"unknown paradigm {paradigm!r}; allowed: {list(PARADIGMS)}")
     s = scenario
     t = dict.fromkeys(STAGES, 0.0)
+    passes = s.caption_tokens   # the decoding node's sequential passes (0: FLOPs alone)
     if paradigm.startswith("device-edge"):  # both splits: head and encoder on the device, our payload up
         t["device"] = s.device.compute_ms(s.head_flops)
         t["encode"] = s.device.compute_ms(s.codec_flops)
         t["uplink"] = (s.wireless.analog_ms(s.payload_channel_uses) if s.payload_channel_uses
                        else s.wireless.digital_ms(s.payload_bits))
     if paradigm == "device-only":
-        t["device"] = s.device.compute_ms(s.full_flops)
+        t["device"] = s.device.compute_ms(s.full_flops) + passes * s.device.pass_ms
         t["uplink"] = s.wireless.digital_ms(s.text_bits)
     elif paradigm == "cloud-only":
         t["uplink"] = s.wireless.digital_ms(s.image_bits)
         t["backhaul"] = s.backhaul.ms(s.image_bits)
-        t["cloud"] = s.cloud.compute_ms(s.full_flops)
+        t["cloud"] = s.cloud.compute_ms(s.full_flops) + passes * s.cloud.pass_ms
     elif paradigm == "device-edge":
         t["decode"] = s.edge.compute_ms(s.codec_flops)
-        t["edge"] = s.edge.compute_ms(s.tail_flops)
+        t["edge"] = s.edge.compute_ms(s.tail_flops) + passes * s.edge.pass_ms
+    elif paradigm == "device-edge-draft":   # the device drafts too; the edge verifies in fewer passes
+        t["device"] += s.device.compute_ms(s.drafter_flops) + s.draft_tokens * s.device.pass_ms
+        t["decode"] = s.edge.compute_ms(s.codec_flops)
+        t["edge"] = s.edge.compute_ms(s.tail_flops) + s.receiver_passes * s.edge.pass_ms
     else:  # device-edge-cloud: the edge decodes, runs more layers and re-encodes for the backhaul
         t["edge"] = s.edge.compute_ms(s.codec_flops + s.edge_extra_flops + s.codec_flops)
         t["backhaul"] = s.backhaul.ms(s.backhaul_bits)
-        t["cloud"] = s.cloud.compute_ms(s.codec_flops + s.tail_flops - s.edge_extra_flops)
+        t["cloud"] = s.cloud.compute_ms(s.codec_flops + s.tail_flops - s.edge_extra_flops) + passes * s.cloud.pass_ms
     measured = s.measured_ms.get(paradigm, {})
     unknown = set(measured) - {"device", "encode", "edge", "decode", "cloud"}
     if unknown:
@@ -210,6 +236,13 @@ def breakdown(scenario: Scenario, paradigm: str) -> dict[str, float]:
     t.update({k: float(v) for k, v in measured.items()})
     t["total"] = sum(t[k] for k in STAGES)
     return t
+
+
+def early_answer_ms(scenario: Scenario) -> float:
+    """``device-edge-draft``: when the device can show its own draft (head, then drafting), before
+    the edge's verified caption comes back."""
+    s = scenario
+    return s.device.compute_ms(s.head_flops + s.drafter_flops) + s.draft_tokens * s.device.pass_ms
 
 
 
@@ -270,12 +303,12 @@ def node_from_dict(data: dict | str, role: str) -> NodeProfile:
             raise ConfigError(f"profile {role}: unknown preset {data!r}; presets: {sorted(PRESETS)}")
         return PRESETS[data]
     base = asdict(PRESETS[data["preset"]]) if "preset" in data else {"name": role}
-    unknown = sorted(set(data) - {"preset", "name", "flops_per_s", "memory_bytes", "source"})
+    unknown = sorted(set(data) - {"preset", "name", "flops_per_s", "memory_bytes", "source", "pass_ms"})
     if unknown:
         raise ConfigError(f"profile {role}: unknown key(s) {unknown}; allowed: preset, name, flops_per_s, "
-                          "memory_bytes, source")
-    base.update({k: _number(v, f"{role}.{k}") if k in ("flops_per_s", "memory_bytes") and v is not None else v
-                 for k, v in data.items() if k != "preset"})
+                          "memory_bytes, source, pass_ms")
+    base.update({k: _number(v, f"{role}.{k}") if k in ("flops_per_s", "memory_bytes", "pass_ms") and v is not None
+                 else v for k, v in data.items() if k != "preset"})
     return NodeProfile(**base)
 
 
@@ -310,10 +343,13 @@ def read_profile(path: str | Path) -> dict:
         raise ConfigError(f"profile {path}: {exc}") from exc
 
 
-def plot_latency(scenario: Scenario, path: str | Path, paradigms=PARADIGMS, low: float = 1e4,
+def plot_latency(scenario: Scenario, path: str | Path, paradigms=None, low: float = 1e4,
                  high: float = 1e9, title: str = "") -> Path:
-    """Latency against uplink bandwidth (bit rate on a fixed-rate link), one line per paradigm;
-    the bandwidths where the split meets cloud upload and device-only are marked."""
+    """Latency against uplink bandwidth (bit rate on a fixed-rate link), one line per paradigm
+    (default: every paradigm the scenario prices; ``device-edge-draft`` where it states the
+    receiver's passes); the bandwidths where the split meets cloud upload and device-only are marked."""
+    if paradigms is None:
+        paradigms = [p for p in PARADIGMS if p != "device-edge-draft" or scenario.receiver_passes]
     import matplotlib
 
     matplotlib.use("Agg")

@@ -12,7 +12,11 @@ quality is measured, not modelled:
   re-sent, which the link's BLER prices in) and each analog (JSCC) row measured on the link's
   channel at the highest SNR not above the link's (conservative; not on a fixed-rate bit link);
 - ``device-edge-cloud``: each digital codec row again, the edge running ``edge_fraction`` of the
-  tail and re-sending the same payload over the backhaul.
+  tail and re-sending the same payload over the backhaul;
+- ``device-edge-draft``: each digital feature codec row measured with a drafter (``eval --draft``):
+  its payload carries the draft, its receiver passes and acceptance are measured. Where such rows
+  exist, every paradigm's text decoding is priced per pass too (their ``greedy_passes``), so the
+  comparison is like for like.
 
 A candidate is out when its quality is under the floor, the link is in outage for it, or a node's
 memory cannot hold its side of the model (``bytes_per_param`` per parameter). The plan keeps
@@ -54,6 +58,8 @@ class Candidate:
     channel_uses: float | None = None  # analog payloads: complex symbols per image
     rate_point: float | None = None
     snr_db: float | None = None       # the SNR the quality was measured at (analog)
+    receiver_passes: float | None = None  # device-edge-draft: the edge's decoder passes (measured)
+    draft_tokens: float | None = None     # device-edge-draft: tokens drafted per caption (measured)
 
     @property
     def label(self) -> str:
@@ -142,13 +148,15 @@ class Planner:
     :param quality: the floor as a fraction of the clean CIDEr-D (the identity row)
     :param codec_flops: FLOPs of one side (encoder or decoder) of each codec, per image
     :param measured_ms: measured compute per paradigm and stage, replacing FLOPs / throughput
+    :param drafter_flops_per_token: the drafter's FLOPs per drafted token (``device-edge-draft``)
     """
 
     def __init__(self, rows: Sequence[dict], costs: Mapping[int, SplitCost], device: NodeProfile = PRESETS["phone"],
                  edge: NodeProfile = PRESETS["edge-gpu"], cloud: NodeProfile = PRESETS["cloud-gpu"],
                  backhaul: Backhaul | None = None, quality: float = 0.95, clean: float | None = None,
                  codec_flops: Mapping[str, float] | None = None, edge_fraction: float = 0.5,
-                 bytes_per_param: float = 2.0, text_bits: float | None = None, measured_ms: dict | None = None):
+                 bytes_per_param: float = 2.0, text_bits: float | None = None, measured_ms: dict | None = None,
+                 drafter_flops_per_token: float = 0.0):
         from intelliflow.evaluation.results import clean_cider
 
         self.rows, self.costs = list(rows), dict(costs)
@@ -171,6 +179,10 @@ class Planner:
                  and r.get("payload_bits")]
         self.text_bits = text_bits if text_bits is not None else (texts[0] if texts else 8 * 60.0)
         self.default_split = next(iter(self.costs))
+        self.drafter_flops_per_token = float(drafter_flops_per_token)
+        drafted = [r["greedy_passes"] for r in self.rows if r.get("drafter") and r.get("greedy_passes")]
+        #: plain greedy decoding's passes per caption, priced per pass where drafted rows measured them
+        self.caption_tokens = sum(drafted) / len(drafted) if drafted else 0.0
 
     # ------------------------------------------------------------------ candidates
     def candidates(self, wireless: WirelessLink) -> list[Candidate]:
@@ -190,6 +202,14 @@ class Planner:
             if channel != "none" or not r.get("payload_bits"):
                 continue
             takes = codec_takes(codec, kind)
+            if r.get("drafter"):   # its payload carries the draft: the speculative paradigm only
+                if takes == "features" and kind in ("learned", "bytes") and split in self.costs \
+                        and r.get("receiver_passes") and r.get("draft_acceptance"):
+                    out.append(Candidate("device-edge-draft", r["method"], codec, split, r["CIDEr-D"],
+                                         r["payload_bits"], rate_point=r.get("rate_point"),
+                                         receiver_passes=r["receiver_passes"],
+                                         draft_tokens=r["draft_accepted_tokens"] / r["draft_acceptance"]))
+                continue
             if takes == "image":
                 out.append(Candidate("cloud-only", r["method"], codec, None, r["CIDEr-D"], r["payload_bits"]))
             elif takes == "features" and kind in ("learned", "bytes") and split in self.costs:
@@ -212,7 +232,10 @@ class Planner:
                         edge_extra_flops=self.edge_fraction * cost.server_flops, codec_flops=flops,
                         payload_bits=candidate.payload_bits, payload_channel_uses=candidate.channel_uses,
                         image_bits=candidate.payload_bits, text_bits=self.text_bits,
-                        backhaul_bits=candidate.payload_bits, measured_ms=self.measured_ms)
+                        backhaul_bits=candidate.payload_bits, measured_ms=self.measured_ms,
+                        caption_tokens=self.caption_tokens, receiver_passes=candidate.receiver_passes or 0.0,
+                        draft_tokens=candidate.draft_tokens or 0.0,
+                        drafter_flops=self.drafter_flops_per_token * (candidate.draft_tokens or 0.0))
 
     def _memory_problem(self, candidate: Candidate) -> str:
         split = candidate.split if candidate.split is not None else self.default_split
@@ -220,6 +243,7 @@ class Planner:
         full = cost.device_params + cost.server_params
         need = {"device-only": [(self.device, full)], "cloud-only": [(self.cloud, full)],
                 "device-edge": [(self.device, cost.device_params), (self.edge, cost.server_params)],
+                "device-edge-draft": [(self.device, cost.device_params), (self.edge, cost.server_params)],
                 "device-edge-cloud": [(self.device, cost.device_params),
                                       (self.edge, self.edge_fraction * cost.server_params),
                                       (self.cloud, (1 - self.edge_fraction) * cost.server_params)]}[candidate.paradigm]
@@ -251,7 +275,7 @@ class Planner:
         base = self.scenario(split.candidate, plan.wireless) if split else Scenario(
             device=self.device, edge=self.edge, cloud=self.cloud, wireless=plan.wireless, backhaul=self.backhaul,
             head_flops=self.costs[self.default_split].device_flops, tail_flops=self.costs[self.default_split].server_flops,
-            text_bits=self.text_bits)
+            text_bits=self.text_bits, caption_tokens=self.caption_tokens)
         upload = best.get("cloud-only")
         return replace(base, image_bits=upload.candidate.payload_bits if upload else 0.0)
 

@@ -46,7 +46,7 @@ def test_the_shipped_drafter_drafts_what_the_receiver_keeps_and_captions_do_not_
 def test_drafts_ride_in_front_of_prefix_tokens_and_a_byte_budget_counts_them():
     model = BUILDERS["blip"](1)                       # a CLS token travels beside the grid
     torch.manual_seed(0)
-    drafter = Drafter.for_model(model, width=32, layers=1, heads=2).eval()   # untrained: wrong drafts
+    drafter = Drafter.for_model(model, width=32, layers=1).eval()   # untrained: wrong drafts
     drafter.count_ngrams([[5, 6, 2]])
     codec = resolve_codec("quantize-8")
     sent = Device(model, codec, drafter).encode(IMAGES[:3])

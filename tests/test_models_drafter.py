@@ -16,7 +16,7 @@ def test_a_drafter_learns_the_verifiers_captions():
         features = model.head(model.preprocess(IMAGES))
         targets = greedy_tokens(model, features)
     torch.manual_seed(0)
-    drafter = Drafter.for_model(model, width=32, layers=1, heads=2)
+    drafter = Drafter.for_model(model, width=32, layers=1)
     before = acceptance(model, drafter.eval(), IMAGES)["acceptance"]
     confidence_before = drafter.draft(features).confidence
     optimizer = torch.optim.Adam(drafter.parameters(), lr=3e-3)
@@ -36,7 +36,7 @@ def test_a_drafter_learns_the_verifiers_captions():
 
 def test_save_load_and_the_models_a_drafter_refuses(tmp_path):
     model = BUILDERS["blip"](1)
-    drafter = Drafter.for_model(model, width=32, layers=1, heads=2).eval()
+    drafter = Drafter.for_model(model, width=32, layers=1).eval()
     drafter.count_ngrams([[5, 6, 2], [5, 7, 2]])
     assert drafter.ngrams[f"{model.decoding().start[0]} 5"] == {"6": 1, "7": 1}
     drafter.save(tmp_path / "d")

@@ -120,3 +120,35 @@ def test_plan_command_picks_the_split_point_for_the_device_preset(tmp_path, caps
     assert picks == {"wearable": ("device-edge", 0), "phone": ("device-edge", 4)}
     assert main(["plan", "--results", str(tmp_path / "r"), "--device", "toaster", "--codec-flops", "0"]) == 2
     assert "--device: unknown preset 'toaster'; presets: [" in capsys.readouterr().err
+
+
+def drafted_rows(receiver_passes=2.2, greedy_passes=10.6, extra_bits=16):
+    """rows() plus ours measured with a drafter: the payload carries the draft, the passes are measured."""
+    drafted = dict(row("ours+draft", "learned", 200 + extra_bits, 2.0), rate_point=2, split=4, drafter="d",
+                   receiver_passes=receiver_passes, greedy_passes=greedy_passes, draft_acceptance=0.98,
+                   draft_accepted_tokens=0.98 * greedy_passes)
+    return rows() + [drafted]
+
+
+def test_drafts_are_a_paradigm_priced_per_decoder_pass():
+    from intelliflow.system.latency import breakdown, early_answer_ms
+
+    link = WirelessLink(bit_rate=1e6, snr_db=20.0)
+    quick = NodeProfile("quick-phone", 0.4e12, 8e9, pass_ms=0.2)     # drafting passes cheap on the device
+    planner = Planner(drafted_rows(), COSTS, device=quick, drafter_flops_per_token=1e6)
+    plan = planner.plan(link)
+    best = plan.best_per_paradigm()
+    draft, plain = best["device-edge-draft"], best["device-edge"]
+    assert draft.candidate.payload_bits == 216 and plain.candidate.payload_bits == 200   # the draft is not plain
+    assert planner.caption_tokens == pytest.approx(10.6)
+    edge = PRESETS["edge-gpu"]
+    assert plain.ms["edge"] - draft.ms["edge"] == pytest.approx((10.6 - 2.2) * edge.pass_ms)   # fewer passes
+    assert draft.ms["device"] > plain.ms["device"] and draft.ms["uplink"] > plain.ms["uplink"]   # drafting, its bits
+    assert plan.choice is draft and "device-edge-draft" in plan.why()
+    scenario = planner.scenario(draft.candidate, link)
+    assert early_answer_ms(scenario) < draft.total and breakdown(scenario, "device-edge-draft") == draft.ms
+    slow_link = WirelessLink(bit_rate=2e3, snr_db=20.0)            # 16 more bits cost 8 ms at 2 kbit/s
+    assert Planner(drafted_rows(), COSTS, device=quick).plan(slow_link).choice.candidate.paradigm == "device-edge"
+    # a device whose every pass costs 1 ms spends more drafting than the edge saves (8.4 passes x 0.5 ms)
+    assert Planner(drafted_rows(), COSTS).plan(link).choice.candidate.paradigm == "device-edge"
+    assert "device-edge-draft" not in Planner(rows(), COSTS).plan(link).best_per_paradigm()

@@ -34,8 +34,7 @@ class DrafterModel:
     name: str = "shapes-captioner"
     split: int | None = None
     width: int = 128
-    layers: int = 2
-    heads: int = 4
+    layers: int = 1
 
 
 @dataclass
@@ -121,7 +120,7 @@ def train_drafter(recipe: DrafterRecipe, output: str | Path | None = None, resum
     for p in model.parameters():
         p.requires_grad_(False)
     m = recipe.model
-    drafter = Drafter.for_model(model, width=m.width, layers=m.layers, heads=m.heads)
+    drafter = Drafter.for_model(model, width=m.width, layers=m.layers)
     optimizer = torch.optim.AdamW(drafter.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     params = list(drafter.parameters())
     state = TrainState({"drafter": drafter}, optimizer, lr_schedule(optimizer, t), clip=params)
@@ -187,7 +186,7 @@ def drafter_card(recipe: DrafterRecipe, steps: int, run: Path) -> str:
     table = "\n".join([evals[0], evals[-1]]) if len(evals) > 1 else "(no validation in this run)"
     return f"""# drafter for {recipe.model.name} (split {recipe.model.split})
 
-A {recipe.model.layers}-layer, {recipe.model.width}-wide GPT-2 decoder reading the head's features
+A {recipe.model.layers}-layer, {recipe.model.width}-wide GRU decoder attending to the head's features
 (`intelliflow.models.drafter`), distilled from the split model's greedy captions for {steps} steps
 of {recipe.train.batch_size} images on `{recipe.data}`, seed {recipe.seed}; n-grams of
 {recipe.ngram_captions} greedy captions for coding drafts.

@@ -25,7 +25,8 @@ def cmd_latency(args) -> int:
     """Latency per paradigm for one image, from profiles, the model's FLOPs and measured rate-quality."""
     from dataclasses import replace
 
-    from intelliflow.system.latency import STAGES, breakdown, crossover_bandwidth, crossover_device_speed, plot_latency
+    from intelliflow.system.latency import (STAGES, breakdown, crossover_bandwidth, crossover_device_speed,
+                                            early_answer_ms, plot_latency)
 
     from intelliflow.system.costs import build_planner
 
@@ -46,6 +47,8 @@ def cmd_latency(args) -> int:
                                 "CIDEr-D": o.candidate.quality, "meets_floor": not o.rejected,
                                 "rejected": o.rejected or None, "ms": o.ms} for p, o in best.items()},
               "choice": plan.choice.candidate.label if plan.choice else None,
+              **({"early_answer_ms": early_answer_ms(planner.scenario(best["device-edge-draft"].candidate, wireless))}
+                 if "device-edge-draft" in best else {}),
               "crossover_uplink": crossover_bandwidth(scenario, "device-edge", "cloud-only"),
               "crossover_uplink_unit": "bit/s" if wireless.bit_rate else "Hz",
               "crossover_device_flops": crossover_device_speed(scenario, "device-edge", "device-only")}
@@ -76,6 +79,9 @@ def cmd_latency(args) -> int:
     print(f"split beats cloud upload below {cb / 1e6:.3g} {unit}" if cb else never("cloud-only", "uplink"))
     print(f"split beats device-only below {cd / 1e9:.3g} GFLOP/s on the device" if cd
           else never("device-only", "device speed"))
+    if "early_answer_ms" in report:
+        print(f"device-edge-draft: the device's own draft is ready after {report['early_answer_ms']:.3g} ms "
+              "(its early answer, before the verified caption)")
     if args.measure:
         _print_measured(report["measured"])
     if plot:
