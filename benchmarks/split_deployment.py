@@ -219,7 +219,7 @@ def measure_over_link(codec: str, q: float | None, model: str, images: int, work
         if q is not None:
             cmd += ["--q", str(q)]
         if drafter:
-            cmd += ["--draft", drafter]
+            cmd += ["--client-draft", drafter]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         if done.returncode:
             raise RuntimeError(f"device side failed for {codec}: {done.stderr[-2000:]}\n"
@@ -253,6 +253,7 @@ def main() -> int:
     parser.add_argument("--codec", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--q", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--client-out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--client-draft", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--relay", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--relay-to", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--relay-rate", type=float, default=None, help=argparse.SUPPRESS)
@@ -262,8 +263,7 @@ def main() -> int:
         run_relay(args.relay, args.relay_to, args.relay_rate, args.relay_delay)
         return 0
     if args.client:
-        run_client(args.client, args.model, args.codec, args.q, args.images, args.client_out,
-                   None if args.draft == "none" else args.draft)
+        run_client(args.client, args.model, args.codec, args.q, args.images, args.client_out, args.client_draft)
         return 0
     drafter = None if args.draft == "none" else args.draft
 
@@ -338,8 +338,9 @@ def main() -> int:
 
         rows_d = measured["device-edge-draft"]
         c = best["device-edge"].candidate
+        extra = statistics.median(r["bits"] for r in rows_d) - statistics.median(r["bits"] for r in measured["device-edge"])
         drafted = Candidate("device-edge-draft", c.method + " + draft", c.codec, c.split, c.quality,
-                            statistics.median(r["bits"] for r in rows_d), rate_point=c.rate_point,
+                            c.payload_bits + extra, rate_point=c.rate_point,   # the draft's measured bits on top
                             receiver_passes=statistics.median(r["draft"]["passes"] for r in rows_d),
                             draft_tokens=statistics.median(r["draft"]["drafted"] for r in rows_d))
         best["device-edge-draft"] = Option(drafted, {})

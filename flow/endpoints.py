@@ -121,7 +121,7 @@ def check_drafter(model, codec, drafter) -> None:
     if drafter is None:
         return
     if codec.takes != "features" or codec.sends != "bytes":
-        raise ConfigError(f"a draft travels in front of a feature payload, and the {codec.name} codec sends "
+        raise ConfigError(f"a draft travels with a byte payload of features, and the {codec.name} codec sends "
                           f"{'symbols' if codec.sends == 'symbols' else codec.takes + 's'}: use a byte codec of "
                           "features (shapes-hyperprior, quantize-8, identity, ...) with a drafter")
     drafter.check_model(model)

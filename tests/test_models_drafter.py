@@ -55,3 +55,39 @@ def test_save_load_and_the_models_a_drafter_refuses(tmp_path):
 def _with_other_start(model):
     model.model.config.text_config.bos_token_id = 3
     return model
+
+
+def test_the_coco_drafter_recipe_trains_for_a_local_hugging_face_captioner(tmp_path):
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    from intelliflow.models import load_split_model
+    from intelliflow.recipes.cli import main
+    from tiny_models import tiny_blip
+
+    model, tokenizer = tiny_blip()
+    model.save_pretrained(tmp_path / "blip")
+    tokenizer.save_pretrained(tmp_path / "blip")
+    (tmp_path / "coco" / "images").mkdir(parents=True)
+    annotations = {"images": [], "annotations": []}
+    for i in range(4):
+        Image.new("RGB", (40, 30), (60 * i, 20, 200 - 40 * i)).save(tmp_path / "coco" / "images" / f"{i}.jpg")
+        annotations["images"].append({"id": i, "file_name": f"{i}.jpg"})
+        annotations["annotations"].append({"id": i, "image_id": i, "caption": "a red circle"})
+    (tmp_path / "coco" / "annotations.json").write_text(json.dumps(annotations))
+    recipe = Path(__file__).parent.parent / "recipes" / "coco" / "blip_drafter.yaml"
+    assert main(["train", str(recipe), "--set", f"model.name={tmp_path / 'blip'}", "--set", "model.split=1",
+                 "--set", f"data=coco:{tmp_path / 'coco'}", "--set", "train.steps=3", "--set", "train.batch_size=2",
+                 "--set", "train.workers=0", "--set", "model.width=32", "--set", "ngram_captions=4",
+                 "--out", str(tmp_path / "run")]) == 0
+    drafter = load_drafter(tmp_path / "run" / "drafter")
+    blip = load_split_model(tmp_path / "blip", split=1)
+    drafter.check_model(blip)
+    assert sum(sum(n.values()) for n in drafter.ngrams.values()) >= 4     # the counts of 4 greedy captions
+    images = [Image.open(tmp_path / "coco" / "images" / f"{i}.jpg") for i in range(2)]
+    with torch.no_grad():
+        features = blip.head(blip.preprocess(images))
+        verified = blip.tail_verify(features, drafter.draft(features).tokens)
+    assert blip.decode_ids(verified.ids) == blip.tail_generate(features)

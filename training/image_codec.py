@@ -82,7 +82,8 @@ def _train(recipe: ImageCodecRecipe, out: Path, resume: bool, stop_at: int | Non
     from intelliflow.codec.persistence import save_codec
     from intelliflow.seeding import seed_everything
 
-    from .codec import _ENTROPY_TABLES, _Images
+    from .batches import ImageBatches
+    from .codec import _ENTROPY_TABLES
 
     t = recipe.train
     if t.threads:
@@ -118,7 +119,7 @@ def _train(recipe: ImageCodecRecipe, out: Path, resume: bool, stop_at: int | Non
                       checkpoint_every=recipe.checkpoint_every, checkpoint_minutes=recipe.checkpoint_minutes,
                       eval_every=recipe.eval.every, columns={"bpp": ".4f", "psnr_db": ".2f", "aux": ".1f"},
                       desc=f"train {recipe.codec.get('name')} (lambda {codec.config.lmbda:g})")
-    result = train_loop(step_fn, lambda start: _Images(recipe.data, t.batch_size, recipe.seed, 0, start),
+    result = train_loop(step_fn, lambda start: ImageBatches(recipe.data, t.batch_size, recipe.seed, 0, start),
                         state, loop, out, to_dict(recipe), resume=resume, stop_at=stop_at,
                         validate=validation if recipe.eval.every else None)
     if result.stopped:
