@@ -94,3 +94,14 @@ class InputFailures:
     @property
     def status(self) -> int:
         return 2 if self.count else 0
+
+
+def add_draft_arguments(p, effect: str) -> None:
+    """``--draft DRAFTER`` and ``--early-threshold`` (speculative captioning) on a command whose
+    ``effect`` with a draft the help completes."""
+    p.add_argument("--draft", default=None, metavar="DRAFTER",
+                   help="speculative captioning: the device drafts the caption with this drafter (shapes-drafter or "
+                        f"a folder), the draft rides in the payload, the receiver verifies it in one pass; {effect}")
+    p.add_argument("--early-threshold", type=float, default=0.9,
+                   help="with --draft: the drafter confidence at which the device shows its draft at once "
+                        "(default 0.9)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import COMMAND_GROUPS
-from .common import InputFailures, print_json, read_image
+from .common import InputFailures, add_draft_arguments, print_json, read_image
 
 
 def cmd_serve(args) -> int:
@@ -161,12 +161,8 @@ def register(sub) -> None:
     p.add_argument("--framing", choices=("stream", "file"), default="stream",
                    help="with --edge: stream (default where the codec has a stream mode: the context agreed once per "
                         "connection, each request the bare payload) or file (an .iflow file per request)")
-    p.add_argument("--draft", default=None, metavar="DRAFTER",
-                   help="speculative captioning: the device drafts the caption with this drafter (shapes-drafter or a "
-                        "folder), the draft rides in the payload and the receiver verifies it in one pass (the edge "
-                        "must serve with the same --draft); without --edge the whole split pipeline runs here")
-    p.add_argument("--early-threshold", type=float, default=0.9,
-                   help="with --draft: show the draft at once when the drafter is this confident (default 0.9)")
+    add_draft_arguments(p, "the edge must serve with the same --draft; without --edge the whole split pipeline "
+                           "runs here")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the edge to be ready")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_caption)

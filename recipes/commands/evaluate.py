@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from . import COMMAND_GROUPS
-from .common import float_list, print_json
+from .common import add_draft_arguments, float_list, print_json
 
 
 def cmd_eval(args) -> int:
@@ -116,12 +116,7 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: this process's GPU if there is "
                                                   "CUDA, under torchrun each rank its own, else the CPU)")
     p.add_argument("--beams", type=int, default=1, help="beam width (1: greedy, the documented default)")
-    p.add_argument("--draft", default=None, metavar="DRAFTER",
-                   help="speculative captioning: the device drafts with this drafter (shapes-drafter or a folder), "
-                        "the draft rides in the payload, the receiver verifies it; adds acceptance, decoder passes "
-                        "and early-answer columns")
-    p.add_argument("--early-threshold", type=float, default=0.9,
-                   help="with --draft: the drafter confidence at which the device shows its draft at once (default 0.9)")
+    add_draft_arguments(p, "adds acceptance, decoder passes and early-answer columns")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
     p.set_defaults(func=cmd_eval)
 
