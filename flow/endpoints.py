@@ -158,10 +158,6 @@ class DraftTokens:
             rest.append(data[end:])
         return drafts, rest
 
-    def bits(self, draft: Sequence[int]) -> float:
-        """The draft's bits: its information inside the codec's message, else its part's bits."""
-        return self.coder.bits(draft) if self.inside else 8.0 * len(self.coder.encode(draft))
-
 
 class _DraftReader:
     def __init__(self, coder):
@@ -190,7 +186,8 @@ class Sent:
     data: list[bytes] | torch.Tensor
     prefix: torch.Tensor | None = None
     #: with a drafter: the device's drafts (:class:`~intelliflow.models.drafter.Draft`), which ride in
-    #: ``data``, and their bits per image (inside :attr:`bits`: :meth:`DraftTokens.bits`)
+    #: ``data``, and their bits per image (inside :attr:`bits`: their information inside a feature codec's
+    #: message, else their part's bits)
     draft: Any = None
     draft_bits: list[float] | None = None
 
@@ -262,16 +259,17 @@ class Device:
             options["stream"] = stream
         if self.codec.sends == "symbols":
             return Sent(self.codec.encode(x, **options), prefix)
-        draft_parts = draft_bits = None
+        front, draft_bits = [b""] * len(x), None
         if self.drafter is not None:   # the device drafts from its own head's features
             draft = draft if draft is not None else self.draft(x, prefix)
-            draft_bits = [self.draft_tokens.bits(d) for d in draft.tokens]
-            if self.draft_tokens.inside:
+            if self.draft_tokens.inside:   # its bits: its information inside the codec's message
                 options["side"] = self.draft_tokens.writers(draft.tokens)
-            else:
-                draft_parts = self.draft_tokens.parts(draft.tokens)
-        parts = PrefixTokens.parts(prefix) if prefix is not None else None
-        front = [(a or b"") + (b or b"") for a, b in zip(draft_parts or [None] * len(x), parts or [None] * len(x))]
+                draft_bits = [self.draft_tokens.coder.bits(d) for d in draft.tokens]
+            else:                          # its bits: the part in front
+                front = self.draft_tokens.parts(draft.tokens)
+                draft_bits = [8.0 * len(p) for p in front]
+        if prefix is not None:
+            front = [f + p for f, p in zip(front, PrefixTokens.parts(prefix))]
         if "target_bytes" in options:  # the budget covers the draft and prefix parts too
             budgets = options["target_bytes"]
             budgets = [budgets] * len(front) if isinstance(budgets, (int, float)) else budgets
