@@ -25,10 +25,12 @@ def shipped_models() -> dict[str, Path]:
     return dict(SHIPPED)
 
 
-def load_split_model(name_or_path: str | Path, split: int | None = None) -> SplitModel:
+def load_split_model(name_or_path: str | Path, split: int | str | None = None) -> SplitModel:
     """Load a split model: ``"shapes-captioner"`` (shipped), an intelliflow captioner folder, or a
-    local Hugging Face folder of a VisionEncoderDecoder, BLIP or GIT captioner. ``split=None``
-    takes the model's documented default split point."""
+    local Hugging Face folder of a VisionEncoderDecoder, BLIP or GIT captioner or of an
+    image-text-to-text model (LLaVA, LLaVA-NeXT, Qwen2-VL, PaliGemma, Idefics3, SmolVLM, BLIP-2;
+    ``split`` may then be a point's name, e.g. ``"projector"``). ``split=None`` takes the model's
+    documented default split point."""
     from .captioner import ShapesCaptioner
     from intelliflow.checkpoint import read_folder_config
 
