@@ -77,3 +77,24 @@ def test_train_command_runs_the_shipped_recipe_with_overrides(tmp_path, capsys):
     assert code == 0 and (tmp_path / "model" / "model.safetensors").is_file()
     assert "trained:" in capsys.readouterr().out
     assert main(["train", "recipes/shapes/captioner.yaml", "--set", "train.nope=1"]) == 2
+
+
+def test_llava_architecture_trains_resumes_and_saves_a_folder_any_llava_loader_reads(tmp_path):
+    """``model.architecture: llava``: a CLIP tower, LLaVA's projector and a Llama decoder, all
+    transformers classes; the final folder is a LLaVA folder that load_split_model splits."""
+    from intelliflow.models import load_split_model
+    from intelliflow.models.vlm_adapters import LlavaSplit
+
+    llava = {"model.architecture": "llava", "model.image_size": 32, "model.patch_size": 8}
+    straight = train_captioner(tiny_recipe(**llava), output=tmp_path / "a")
+    train_captioner(tiny_recipe(**llava), output=tmp_path / "b", stop_at=2)
+    resumed = train_captioner(tiny_recipe(**llava), output=tmp_path / "b", resume=True)
+    a, b = load_split_model(straight), load_split_model(resumed, split="vision.1")
+    assert isinstance(a, LlavaSplit) and a.split_names == ["vision.0", "vision.1", "projector"]
+    assert a.prompt_text() == "<image>" and a.feature_grid == (4, 4)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    weights, _ = load_checkpoint(tmp_path / "b" / "checkpoint")
+    trained = {k[len("model.model."):]: v for k, v in weights.items() if k.startswith("model.model.")}
+    assert trained and all(torch.equal(sa[k], v) for k, v in trained.items())
+    assert "LLaVA-architecture" in (straight / "README.md").read_text()

@@ -37,6 +37,11 @@ from intelliflow.config import from_dict, to_dict
 
 @dataclass
 class CaptionerModel:
+    #: ``convvit``: the built-in VisionEncoderDecoder (conv-stem ViT + GPT-2); ``llava``: a
+    #: LLaVA-architecture captioner (CLIP tower with ``patch_size`` patches, MLP projector, Llama
+    #: decoder; :mod:`intelliflow.models.llava_captioner`), ``hidden_size`` wide on both sides
+    architecture: Literal["convvit", "llava"] = "convvit"
+    patch_size: int = 8
     image_size: int = 64
     hidden_size: int = 192
     encoder_layers: int = 4
@@ -108,11 +113,18 @@ def train_captioner(recipe: CaptionerRecipe, output: str | Path | None = None, r
         torch.set_num_threads(t.threads)
     seed_everything(recipe.seed)
     shapes = ShapesConfig(image_size=m.image_size, seed=recipe.seed)
-    tokenizer = build_tokenizer(vocabulary())
-    model = build_captioner(tokenizer, image_size=m.image_size, hidden_size=m.hidden_size,
-                            encoder_layers=m.encoder_layers, decoder_layers=m.decoder_layers,
-                            heads=m.heads, stem_channels=m.stem_channels)
-    captioner = ShapesCaptioner(model, tokenizer)
+    if m.architecture == "llava":
+        from intelliflow.models.llava_captioner import build_llava_captioner
+
+        captioner = build_llava_captioner(vocabulary(), image_size=m.image_size, patch_size=m.patch_size,
+                                          vision_hidden=m.hidden_size, vision_layers=m.encoder_layers,
+                                          text_hidden=m.hidden_size, text_layers=m.decoder_layers, heads=m.heads)
+    else:
+        tokenizer = build_tokenizer(vocabulary())
+        model = build_captioner(tokenizer, image_size=m.image_size, hidden_size=m.hidden_size,
+                                encoder_layers=m.encoder_layers, decoder_layers=m.decoder_layers,
+                                heads=m.heads, stem_channels=m.stem_channels)
+        captioner = ShapesCaptioner(model, tokenizer)
     probe = CellProbe(m.hidden_size, captioner.feature_grid, shapes.grid,
                       (len(shapes.shapes) + 1, len(shapes.colours) + 1, len(shapes.sizes) + 1))
     params = list(captioner.parameters()) + list(probe.parameters())
@@ -129,8 +141,12 @@ def train_captioner(recipe: CaptionerRecipe, output: str | Path | None = None, r
             targets = [canonical_caption(s) for s in batch["scenes"]]
         else:
             targets = [refs[(i + step) % len(refs)] for i, refs in zip(batch["image_ids"], batch["captions"])]
-        states = captioner.encoder_states(captioner.head(captioner.preprocess(batch["images"])))
-        cap_loss = caption_loss(*captioner.decode_logits(states, targets), label_smoothing=t.label_smoothing)
+        if m.architecture == "llava":   # the image tokens the LLM reads carry the probe
+            states = captioner.head(captioner.preprocess(batch["images"]))
+            cap_loss = captioner.tail_loss(states, targets, label_smoothing=t.label_smoothing)
+        else:
+            states = captioner.encoder_states(captioner.head(captioner.preprocess(batch["images"])))
+            cap_loss = caption_loss(*captioner.decode_logits(states, targets), label_smoothing=t.label_smoothing)
         cell_loss = probe.loss(states, batch["scenes"], shapes) if t.aux_cell_weight else torch.zeros(())
         return Step(cap_loss + t.aux_cell_weight * cell_loss, {"caption_loss": cap_loss, "cell_loss": cell_loss})
 
@@ -148,12 +164,35 @@ def train_captioner(recipe: CaptionerRecipe, output: str | Path | None = None, r
         return result.checkpoint
     captioner.eval()
     final = out / "model"
-    captioner.save(final, card=model_card(recipe, result.step))
+    if m.architecture == "llava":
+        from intelliflow.models.llava_captioner import save_llava_captioner
+
+        save_llava_captioner(captioner, final, card=model_card(recipe, result.step))
+    else:
+        captioner.save(final, card=model_card(recipe, result.step))
     print(f"saved the captioner to {final}", file=sys.stderr)
     return final
 
 
 def model_card(recipe: CaptionerRecipe, steps: int) -> str:
+    if recipe.model.architecture == "llava":
+        m = recipe.model
+        return f"""# shapes-llava
+
+A LLaVA-architecture captioner (see `intelliflow.models.llava_captioner`): a CLIP vision tower
+({m.encoder_layers} layers x {m.hidden_size}, {m.patch_size}-pixel patches), LLaVA's MLP projector
+and a Llama decoder ({m.decoder_layers} layers x {m.hidden_size}) in a transformers
+`LlavaForConditionalGeneration`, trained from scratch on the generated `shapes` benchmark ({steps}
+steps of {recipe.train.batch_size} images, seed {recipe.seed}).
+
+Reproduce: `intelliflow train recipes/shapes/llava_captioner.yaml --out runs/shapes-llava`.
+
+Recipe:
+
+```json
+{json.dumps(to_dict(recipe), indent=2)}
+```
+"""
     return f"""# shapes-captioner
 
 The built-in captioner of intelliflow (see `intelliflow.models.captioner`): a conv-stem ViT
