@@ -34,20 +34,30 @@ class SplitCost:
         return asdict(self)
 
 
-def _flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        with torch.no_grad():
-            fn()
+def _flops(fn, model: torch.nn.Module) -> int:
+    # parameters stop requiring grad while counted: a view of a parameter made under no_grad still
+    # requires grad without a grad_fn (BLIP-2's expanded query tokens), which the counter's module
+    # tracker cannot hook
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        with FlopCounterMode(display=False) as counter:
+            with torch.no_grad():
+                fn()
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
     return int(counter.get_total_flops())
 
 
 def split_costs(model: SplitModel, images, caption: str = "a large red circle left of a small blue square") -> SplitCost:
     """Costs of ``model`` at its current split for one image (the first of ``images``)."""
     px = model.preprocess(images[:1])
-    device_flops = _flops(lambda: model.head(px))
+    device_flops = _flops(lambda: model.head(px), model)
     with torch.no_grad():
         features = model.head(px)
-    server_flops = _flops(lambda: model.tail_logits(features, [caption]))
+    server_flops = _flops(lambda: model.tail_logits(features, [caption]), model)
 
     params = [p for p in model.parameters() if p.requires_grad]
     with torch.enable_grad():

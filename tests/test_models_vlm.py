@@ -105,3 +105,18 @@ def test_prompt_is_configurable_and_changes_the_tokens(folders):
     assert other.prompt_text() == "USER: <image>\nred blue green ASSISTANT:"
     a, b = default.prompt_inputs(1)["input_ids"], other.prompt_inputs(1)["input_ids"]
     assert a.shape != b.shape or not torch.equal(a, b)
+
+
+def test_costs_per_split_point_move_work_to_the_device(folders, capsys):
+    """``models info`` on a multimodal LLM: every point counted (BLIP-2's query tokens included),
+    named, and each later point moves parameters and FLOPs from the server to the device."""
+    from intelliflow.recipes.cli import main
+
+    assert main(["models", "info", str(folders["blip2"]), "--json"]) == 0
+    import json
+    rows = json.loads(capsys.readouterr().out)["splits"]
+    assert [r["point"] for r in rows] == ["vision.0", "vision.1", "vision.2", "qformer", "projector"]
+    device = [r["device_params"] for r in rows]
+    server = [r["server_flops"] for r in rows]
+    assert device == sorted(device) and len(set(device)) == len(device)
+    assert server == sorted(server, reverse=True)

@@ -15,17 +15,20 @@ def cmd_models_info(args) -> int:
     model = load_split_model(args.model, split=args.split)
     rows = costs_for_every_split(model, [make_sample("val", 0).image])
     if args.json:
+        names = getattr(model, "split_names", None)
         print_json({"model": args.model, "default_split": model.default_split, "selected_split": model.split,
-                     "splits": [r.as_dict() for r in rows]})
+                    "splits": [{**r.as_dict(), **({"point": names[r.split]} if names else {})} for r in rows]})
         return 0
     print(f"{args.model}: split points 0..{model.num_split_points - 1}, default {model.default_split}; "
           f"FLOPs per image (teacher-forced caption on the server)")
     print(f"{'k':>3} {'device params':>14} {'server params':>14} {'device MFLOP':>13} {'server MFLOP':>13} "
           f"{'feature floats':>15}  features")
+    names = getattr(model, "split_names", None)   # multimodal LLMs name their points
     for r in rows:
         mark = " <" if r.split == model.split else ""
+        name = f"  {names[r.split]}" if names else ""
         print(f"{r.split:>3} {r.device_params:>14,} {r.server_params:>14,} {r.device_flops / 1e6:>13.2f} "
-              f"{r.server_flops / 1e6:>13.2f} {r.feature_floats:>15,}  {list(r.feature_shape)}{mark}")
+              f"{r.server_flops / 1e6:>13.2f} {r.feature_floats:>15,}  {list(r.feature_shape)}{name}{mark}")
     return 0
 
 
