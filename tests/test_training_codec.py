@@ -32,13 +32,16 @@ def recipe(model_dir, codec="hyperprior", **changes):
     if codec == "hyperprior":
         data["codec"] = {"name": "hyperprior", "hidden_channels": 16, "latent_channels": 8, "hyper_channels": 8,
                          "rate_points": 3}
+    elif codec == "rvq-tokens":
+        data["codec"] = {"name": "rvq-tokens", "hidden_channels": 16, "latent_channels": 8, "codebooks": 3,
+                         "codebook_size": 16}
     else:
         data["codec"] = {"name": "jscc", "hidden_channels": 16, "symbol_channels": 4}
         data["channel"] = {"name": "awgn", "snr_db": [0, 20], "symbols": [2, 4]}
     return recipe_from_dict(apply_overrides(data, [f"{k}={v}" for k, v in changes.items()]))
 
 
-@pytest.mark.parametrize("codec", ["hyperprior", "jscc"])
+@pytest.mark.parametrize("codec", ["hyperprior", "jscc", "rvq-tokens"])
 def test_resumed_run_equals_an_uninterrupted_one_and_the_codec_loads(model_dir, tmp_path, codec):
     straight = train_codec(recipe(model_dir, codec), output=tmp_path / "a")
     train_codec(recipe(model_dir, codec), output=tmp_path / "b", stop_at=2)
@@ -231,3 +234,21 @@ def test_bfloat16_autocast_trains_with_the_entropy_model_in_float32(model_dir, t
     assert load_codec(out) is not None
     with pytest.raises(ConfigError, match="precision"):
         train_codec(recipe(model_dir, codec, **{"train.precision": "float16"}), output=tmp_path / "bad")
+
+
+def test_a_token_codec_trains_on_a_multimodal_llm_s_query_tokens(tmp_path):
+    """rvq-tokens on BLIP-2's Q-Former outputs (8 query tokens on no grid, 1 x 8): trained through
+    the captioning loss with intelliflow's one codec loop; its payloads decode to what it coded."""
+    import tiny_vlms
+    from intelliflow.models import load_split_model
+
+    folder = tiny_vlms.blip2(tmp_path / "blip2")
+    data = recipe(folder, "rvq-tokens", **{"model.split": 3, "eval.every": 0})
+    out = train_codec(data, output=tmp_path / "run")
+    codec = load_codec(out)
+    model = load_split_model(folder, split="qformer")
+    features = model.head(model.preprocess([torch.zeros(32, 32, 3, dtype=torch.uint8).numpy()] * 2))
+    grid = features.transpose(1, 2).reshape(2, model.feature_dim, 1, 8)
+    payloads = codec.encode(grid, q=2)
+    assert torch.equal(codec.decode(payloads, expected=(model.feature_dim, 1, 8)), codec.eval()(grid, q=2)["f_hat"])
+    assert load_checkpoint(out)[1]["split"] == 3
