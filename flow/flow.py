@@ -30,7 +30,7 @@ from intelliflow.codec import resolve_codec
 from intelliflow.errors import ConfigError
 from intelliflow.models import grid_to_tokens, tokens_to_grid
 
-from .endpoints import Device, PrefixTokens, Receiver
+from .endpoints import Device, PrefixTokens, Receiver, Sent
 
 
 #: the digital link's defaults at inference: HARQ with incremental redundancy, up to 4 transmissions
@@ -90,6 +90,34 @@ class DraftReport:
     accepted: list[int | None]
     passes: list[int | None]
     greedy_passes: list[int | None]
+
+
+@dataclass
+class Delivery:
+    """One batch's trip from the device's codec input to the receiver's decode (:meth:`Flow.transmit`).
+
+    :ivar decoded: what :meth:`~intelliflow.flow.endpoints.Receiver.decode` made of the delivered
+        items, in batch order (features [b, N, D], a ``Drafted``, images or captions), ``None`` when
+        nothing was delivered;
+    :ivar delivered: the batch indices of those items;
+    :ivar sent: what the device sent (:class:`~intelliflow.flow.endpoints.Sent`);
+    :ivar payload_bits, channel_uses, lost, mcs, transmissions, first_failed: per item, as in :class:`FlowResult`.
+    """
+
+    decoded: Any
+    delivered: list[int]
+    sent: Sent
+    payload_bits: list[int | None]
+    channel_uses: list[int | None]
+    lost: list[bool]
+    mcs: list[int | None] | None = None
+    transmissions: list[int | None] | None = None
+    first_failed: list[bool | None] | None = None
+
+    def __post_init__(self):
+        for name in ("mcs", "transmissions", "first_failed"):
+            if getattr(self, name) is None:
+                setattr(self, name, [None] * len(self.lost))
 
 
 class Flow(nn.Module):
@@ -220,6 +248,19 @@ class Flow(nn.Module):
             return None
         return self.codec.stream_for(self.model.feature_grid, q=q, target_bytes=True if per_image else None)
 
+    def _link_checks(self, snr_db, ideal: bool, channel_uses: int | None) -> bool:
+        """Refuse what this link cannot carry before any work; returns whether the link is ideal."""
+        codec = self.codec
+        ideal = ideal or self.channel_name == "none"
+        if not ideal and snr_db is None:
+            raise ConfigError(f"channel {self.channel_name!r} needs an SNR")
+        if codec.sends == "bytes" and codec.ideal_link_only and not ideal:
+            raise ConfigError(f"the {codec.name} codec sends raw float32 features: it is meant for an ideal link; "
+                              "use channel 'none'")
+        if codec.sends == "bytes" and channel_uses is not None and (ideal or not codec.learned):
+            raise ConfigError("a channel-use budget needs a learned byte codec and a channel")
+        return ideal
+
     @torch.no_grad()
     def caption(self, images: Sequence, snr_db: float | None = None, q=None, symbols: int | None = None,
                 mcs: int | str = "auto", channel_uses: int | None = None, ideal: bool = False,
@@ -233,34 +274,53 @@ class Flow(nn.Module):
             the largest payload that fits at the MCS; an image whose smallest payload does not fit is lost.
         :param ideal: send byte payloads over an error-free link whatever the channel.
         """
-        codec, b = self.codec, len(images)
-        ideal = ideal or self.channel_name == "none"
-        if not ideal and snr_db is None:
-            raise ConfigError(f"channel {self.channel_name!r} needs an SNR")
+        self._link_checks(snr_db, ideal, channel_uses)
+        x, prefix = self.device_side.codec_input(images)
+        done = self.transmit(x, prefix, snr_db=snr_db, q=q, symbols=symbols, mcs=mcs, channel_uses=channel_uses,
+                             ideal=ideal)
+        captions = [""] * len(images)
+        verified = None
+        if done.delivered:
+            finished, verified = self.receiver_side.finish_verified(done.decoded, **generation)
+            for i, c in zip(done.delivered, finished):
+                captions[i] = c
+        draft = None if done.sent.draft is None else self._draft_report(done.sent, done.delivered, verified)
+        return FlowResult(captions, done.payload_bits, done.channel_uses, done.lost, done.mcs, done.transmissions,
+                          done.first_failed, draft)
+
+    @torch.no_grad()
+    def transmit(self, x: Any, prefix: torch.Tensor | None = None, snr_db: float | None = None, q=None,
+                 symbols: int | None = None, mcs: int | str = "auto", channel_uses: int | None = None,
+                 ideal: bool = False) -> Delivery:
+        """The device's codec input over the link to the receiver's decode: :meth:`Device.encode_input`,
+        an ideal link, the :class:`~intelliflow.channels.DigitalLink` (byte payloads) or the analog
+        channel (symbols), then :meth:`Receiver.decode` of what arrived.
+
+        :param x: what :meth:`Device.codec_input` returned: a grid [B, D, H, W] for a feature codec
+            (images or captions for the others); :param prefix: the prefix tokens [B, P, D] or ``None``;
+        the other options as :meth:`caption` takes them. Returns a :class:`Delivery`.
+        """
+        codec, b = self.codec, len(x)
+        ideal = self._link_checks(snr_db, ideal, channel_uses)
+        receiver = self.receiver_side
         if codec.sends == "symbols":  # an ideal link passes the symbols on (the decoder assumes 0 dB)
             snr = 0.0 if snr_db is None else float(snr_db)
-            sent = self.device_side.encode(images, snr_db=snr, symbols=symbols)
+            sent = self.device_side.encode_input(x, prefix, snr_db=snr, symbols=symbols)
             out = self.channel(sent.data, snr)
-            captions = self.receiver_side.captions(out.y, snr_db=snr, noise=out.no_eff, prefix=sent.prefix,
-                                                   **generation)
-            return FlowResult(captions, [None] * b, [int(out.channel_uses)] * b, [False] * b)
-        if codec.ideal_link_only and not ideal:
-            raise ConfigError(f"the {codec.name} codec sends raw float32 features: it is meant for an ideal link; "
-                              "use channel 'none'")
+            decoded = receiver.decode(out.y, snr_db=snr, noise=out.no_eff, prefix=sent.prefix)
+            return Delivery(decoded, list(range(b)), sent, [None] * b, [int(out.channel_uses)] * b, [False] * b)
         chosen = budgets = None
         if channel_uses is not None:
-            if ideal or not (codec.learned and codec.sends == "bytes"):
-                raise ConfigError("a channel-use budget needs a learned byte codec and a channel")
             # the MCS comes before the payload here: the one whose budget-filling payload meets the target
             chosen = [self.link.mcs_for_budget(float(snr_db), channel_uses) if mcs == "auto"
                       else self.link.resolve_mcs(mcs, [float(snr_db)])[0]] * b
             budgets = [self.link.max_payload_bytes(channel_uses, m) for m in chosen]
         stream = self.stream_context(q, per_image=budgets is not None)
-        sent = self.device_side.encode(images, stream=stream, q=q,
-                                       target_bytes=None if budgets is None else [max(1, x) for x in budgets])
+        sent = self.device_side.encode_input(x, prefix, stream=stream, q=q,
+                                             target_bytes=None if budgets is None else [max(1, n) for n in budgets])
         payloads: list[bytes | None] = list(sent.data)
         if budgets is not None:  # an image whose smallest payload does not fit is not sent
-            payloads = [p if len(p) <= x else None for p, x in zip(payloads, budgets)]
+            payloads = [p if len(p) <= n else None for p, n in zip(payloads, budgets)]
         bits = [8 * len(p) if p is not None else None for p in payloads]
         rounds: list[int | None] = [None] * b
         first_failed: list[bool | None] = [None] * b
@@ -281,18 +341,10 @@ class Flow(nn.Module):
                                             result.mcs):
                     received[i], uses[i], rounds[i], first_failed[i], used_mcs[i] = r, u, t, f, m
         ok = [i for i, r in enumerate(received) if r is not None]
-        captions = [""] * b
-        verified = None
-        if ok:
-            receiver = self.receiver_side
-            done, verified = receiver.finish_verified(receiver.decode([received[i] for i in ok], stream=stream),
-                                                      **generation)
-            for i, c in zip(ok, done):
-                captions[i] = c
+        decoded = receiver.decode([received[i] for i in ok], stream=stream) if ok else None
         if chosen is not None:   # an image that did not fit was not sent, at the MCS its budget assumed
             used_mcs = [m if m is not None else c.index for m, c in zip(used_mcs, chosen)]
-        draft = None if sent.draft is None else self._draft_report(sent, ok, verified)
-        return FlowResult(captions, bits, uses, [r is None for r in received], used_mcs, rounds, first_failed, draft)
+        return Delivery(decoded, ok, sent, bits, uses, [r is None for r in received], used_mcs, rounds, first_failed)
 
     def _draft_report(self, sent, ok: list[int], verified) -> DraftReport:
         b = len(sent.draft.tokens)
@@ -315,4 +367,4 @@ class Flow(nn.Module):
         return self.link.settle(float(snr_db))
 
 
-__all__ = ["DraftReport", "Flow", "FlowResult"]
+__all__ = ["Delivery", "DraftReport", "Flow", "FlowResult"]
