@@ -1,7 +1,9 @@
 """intelliflow.flow: composition. :class:`Flow` (head + codec + channel + tail, for training and
-inference) and the one inference path it uses, :class:`Device` and :class:`Receiver`."""
+inference), the one inference path it uses, :class:`Device` and :class:`Receiver`, and
+:class:`CodecLink`, a codec and a channel inside any torch model (:mod:`intelliflow.flow.bridge`)."""
 
+from .bridge import CodecLink, LinkReport, LinkTotals
 from .endpoints import Device, Receiver, Sent
-from .flow import Flow, FlowResult
+from .flow import Delivery, Flow, FlowResult
 
-__all__ = ["Device", "Flow", "FlowResult", "Receiver", "Sent"]
+__all__ = ["CodecLink", "Delivery", "Device", "Flow", "FlowResult", "LinkReport", "LinkTotals", "Receiver", "Sent"]
