@@ -160,6 +160,42 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def entry_point(spec: Any, key: str):
+    """The Python object a recipe names as ``"package.module:name"`` (``name`` may be dotted:
+    ``"module:Class.method"``): the module is imported (a module in the current folder too, as
+    ``python -m`` finds it) and the name looked up. Recipes are code, as a script is: the module
+    runs when it is imported. A malformed name, a module that does not import and a missing name
+    each raise a :class:`ConfigError` naming ``key``.
+
+    >>> entry_point("torch.nn.functional:cross_entropy", "loss").__name__
+    'cross_entropy'
+    >>> entry_point("torch.nn.functional.cross_entropy", "loss")
+    Traceback (most recent call last):
+    ...
+    intelliflow.errors.ConfigError: recipe key 'loss': 'torch.nn.functional.cross_entropy' is not an entry point 'package.module:name'
+    """
+    import importlib
+    import sys
+
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise ConfigError(f"recipe key '{key}': {_short(spec)} is not an entry point 'package.module:name'")
+    module_name, name = spec.split(":")
+    here = str(Path.cwd())
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:   # not found, or the module failed while it ran
+        raise ConfigError(f"recipe key '{key}': cannot import {module_name!r} ({type(exc).__name__}: "
+                          f"{str(exc)[:ECHO_CHARS]})") from exc
+    found: Any = module
+    for part in name.split("."):
+        if not hasattr(found, part):
+            raise ConfigError(f"recipe key '{key}': {module_name!r} has no {name!r}")
+        found = getattr(found, part)
+    return found
+
+
 def read_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:
     """Read a YAML recipe into a dict and apply overrides; errors name the file."""
     path = Path(path)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Iterator
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
@@ -233,3 +234,36 @@ class ShapesStream(IterableDataset):
             yield make_sample("train", index, self.config)
             index += stride
 
+
+
+class ShapeClasses(Dataset):
+    """One object per image, labelled by its shape: a small classification set for any torch
+    classifier (``intelliflow train`` recipes of ``task: bridge`` take it as ``data.entry``).
+
+    Item ``i`` is image ``i`` of ``split`` drawn with ``min_objects = max_objects = 1`` at
+    ``image_size``: ``(pixels [3, S, S] float in [0, 1], label)``, the label the shape's index in
+    :data:`SHAPES` (0..5). ``length`` items (any number for ``train``, which never repeats
+    ``val``/``test``).
+
+    >>> pixels, label = ShapeClasses("val", length=10, image_size=32)[3]
+    >>> tuple(pixels.shape), SHAPES[label]
+    ((3, 32, 32), 'circle')
+    """
+
+    def __init__(self, split: str = "train", length: int = 10_000, image_size: int = 32, seed: int = 0):
+        if split not in _SPLIT_STREAMS:
+            raise ConfigError(f"unknown shapes split {split!r}; allowed: {sorted(_SPLIT_STREAMS)}")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ConfigError(f"ShapeClasses length must be a positive integer, got {length!r}")
+        self.split, self.length = split, length
+        self.config = ShapesConfig(image_size=image_size, min_objects=1, max_objects=1, seed=seed)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < self.length:
+            raise IndexError(f"ShapeClasses has {self.length} images, asked for {index}")
+        sample = make_sample(self.split, index, self.config)
+        pixels = torch.from_numpy(np.asarray(sample.image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return pixels, SHAPES.index(sample.scene.objects[0].shape)

@@ -38,3 +38,20 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "curves.png").stat().st_size > 10_000
     methods = {r["method"] for r in namespace["rows"]}
     assert methods == {str(namespace["codec_dir"]), "jpeg-30"}
+
+
+def test_readme_bridge_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's codec-in-any-model example: ResNet-18, a codec and a channel, a few steps of training."""
+    (block,) = re.findall(r"<!-- readme-test: bridge -->\n```python\n(.*?)```", README.read_text(), flags=re.S)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, str(README), "exec"), namespace)
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert 12_000 < float(printed[0]) < 14_000                    # "about 12,900" quantize-8 bits per image
+    assert (tmp_path / "runs" / "resnet18-codec" / "codec" / "config.json").is_file()
+    link = namespace["link"]
+    assert namespace["logits"].shape == (8, 6) and link.last.lost == [False] * 8
+    assert link.last.bits == [8 * len(p) for p in link.last_sent.data]
+    digital = link.flow.link    # every transmission of a payload costs its channel uses at its MCS
+    assert all(u >= digital.channel_uses(len(p), m) for u, p, m in
+               zip(link.last.channel_uses, link.last_sent.data, link.last.mcs))

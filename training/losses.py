@@ -7,6 +7,9 @@ A codec is trained for what the receiver does with the features (see :mod:`intel
                      (objective ``caption``), or the normalised feature MSE alone (``mse``)
                    + λ(q) × bits                                   (digital codecs only)
     loss           = mean over the batch (+ the entropy model's auxiliary loss, digital codecs)
+
+Any model's task loss (``task: bridge``, :mod:`intelliflow.training.bridge`) takes the caption's place
+in :func:`rate_distortion`.
 """
 
 from __future__ import annotations
@@ -74,12 +77,19 @@ def codec_objective(objective, features: torch.Tensor, sent: dict, feature_scale
     else:
         per_image = nmse
     bits = sent["bits"] if digital else zeros
-    if digital:
-        per_image = per_image + rate_lambda(q, max_q, objective) * bits
-    loss = per_image.mean()
-    if digital:
-        loss = loss + sent["aux_loss"]
+    loss = rate_distortion(per_image, sent, q, max_q, objective)
     return loss, {"caption_nats": nats, "kl_nats": kl, "feature_nmse": nmse, "bits": bits}
+
+
+def rate_distortion(distortion: torch.Tensor, sent: dict, q: torch.Tensor | None, max_q: float,
+                    objective) -> torch.Tensor:
+    """The scalar a codec minimises: mean over the batch of ``distortion`` [B] (or a scalar, the
+    batch's mean) + λ(q) × ``sent["bits"]`` [B], plus ``sent["aux_loss"]`` (the entropy model's
+    quantile fit), for a digital codec (``q`` [B], its rate points); ``distortion`` alone for an
+    analog one (``q=None``). λ: :func:`rate_lambda` from ``objective``."""
+    if q is None:
+        return distortion.mean()
+    return (distortion + rate_lambda(q, max_q, objective) * sent["bits"]).mean() + sent["aux_loss"]
 
 
 def draw_snr(batch: int, low: float, high: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -23,6 +23,10 @@ def cmd_train(args) -> int:
         from intelliflow.training.drafter import recipe_from_dict, train_drafter
 
         final = train_drafter(recipe_from_dict(data), output=args.out, resume=args.resume, stop_at=args.stop_at)
+    elif task == "bridge":
+        from intelliflow.training.bridge import recipe_from_dict, train_bridge
+
+        final = train_bridge(recipe_from_dict(data), output=args.out, resume=args.resume, stop_at=args.stop_at)
     elif task == "image-codec":
         from intelliflow.training.image_codec import recipe_from_dict, train_image_codec
 
@@ -30,7 +34,7 @@ def cmd_train(args) -> int:
     else:
         from intelliflow.errors import ConfigError
 
-        raise ConfigError(f"recipe {args.recipe}: unknown task {task!r}; allowed: ['captioner', 'codec', 'drafter', 'image-codec']")
+        raise ConfigError(f"recipe {args.recipe}: unknown task {task!r}; allowed: ['bridge', 'captioner', 'codec', 'drafter', 'image-codec']")
     print(f"trained: {final}")
     return 0
 
