@@ -1,7 +1,8 @@
 """Split any torch model after a named submodule: the generic route for models with no adapter.
 
-A forward hook on the submodule passes its output through ``transform`` (a codec and a channel, or
-anything mapping a tensor to a tensor of the same shape) before the rest of the model sees it.
+A forward hook on the submodule passes its output through ``transform`` (a codec and a channel:
+:class:`intelliflow.flow.CodecLink`, which reports bits and channel uses and trains the codec;
+or anything mapping a tensor to a tensor of the same shape) before the rest of the model sees it.
 The device side is everything up to and including the submodule, the server side the rest.
 
 >>> import torch, torchvision
