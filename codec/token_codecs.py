@@ -41,12 +41,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from intelliflow.errors import BitstreamError, ConfigError
+from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 
 from . import bitstream
-from .digital import FeatureCodec
+from .digital import FeatureCodec, FeatureCodecConfig, HyperpriorFeatureCodec
 from .entropy_coding import ENTROPY_CODERS, Tables, entropy_coder
-from .interface import check_batch, check_expected
+from .interface import check_batch, check_expected, crop_grid, grid_padding, pad_grid
 from .registry import register_codec
 from .tokens import _quantized_cdf
 
@@ -298,3 +298,254 @@ class RVQTokenCodec(FeatureCodec):
     def index_bits(self) -> float:
         """Bits of one index at a uniform prior (``log2 codebook_size``), for comparison."""
         return math.log2(self.config.codebook_size)
+
+
+# --------------------------------------------------------------------------------- token merging (TOFC)
+
+def density_peak_clusters(tokens: torch.Tensor, clusters: int, knn: int = 5) -> torch.Tensor:
+    """DPC-kNN (density peaks clustering, as TOFC merges visual tokens): tokens [N, D] -> the
+    cluster of each token [N] long, clusters numbered by their first token in the tokens' order.
+
+    A token's density is ``exp(-mean squared distance to its knn nearest tokens)``; its distance
+    to the nearest denser token (the farthest token, for the densest) times its density scores it
+    as a centre; the ``clusters`` best-scored tokens are the centres, and every token joins its
+    nearest centre. Ties go to the lower index, so the clustering is a function of the tokens.
+    """
+    n, d = tokens.shape
+    x = tokens.detach().double()
+    distance = torch.cdist(x, x) / math.sqrt(d)                                   # [N, N]
+    k = min(knn, n - 1)
+    if k > 0:
+        nearest = distance.topk(k + 1, largest=False).values[:, 1:]               # without itself
+        density = torch.exp(-nearest.pow(2).mean(-1))
+    else:
+        density = torch.ones(n, dtype=x.dtype)
+    density = density + torch.arange(n, 0, -1, dtype=x.dtype) * 1e-12             # ties: lower index denser
+    denser = density[None, :] > density[:, None]                                   # [i, j]: j denser than i
+    to_denser = torch.where(denser, distance, torch.full_like(distance, float("inf"))).min(-1).values
+    to_denser = torch.where(torch.isinf(to_denser), distance.max(-1).values, to_denser)
+    centres = torch.argsort(density * to_denser, descending=True, stable=True)[:clusters]
+    assign = distance[:, centres].argmin(-1)                                       # nearest centre
+    assign[centres] = torch.arange(centres.numel())
+    first = torch.full((centres.numel(),), n, dtype=torch.long)
+    first = first.scatter_reduce(0, assign, torch.arange(n), reduce="amin")
+    order = torch.argsort(first)                                                   # renumber by first token
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel())
+    return rank[assign]
+
+
+@dataclass
+class MergeCodecConfig(FeatureCodecConfig):
+    """A merged-token codec: the hyperprior's sizes (on the 1 x K row of merged tokens; ``downsample``
+    is 0: merged tokens have no grid to shrink) plus the merging."""
+
+    downsample: int = 0
+    #: merged tokens per feature token: K = ceil(keep_ratio * N)
+    keep_ratio: float = 0.25
+    #: neighbours that measure a token's density
+    knn: int = 5
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.downsample != 0:
+            raise ConfigError("a merged-token codec codes a row of merged tokens: downsample must be 0")
+        if not 0 < self.keep_ratio <= 1:
+            raise ConfigError(f"codec keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        if not isinstance(self.knn, int) or self.knn < 1:
+            raise ConfigError(f"codec knn must be a positive integer, got {self.knn}")
+
+
+#: the map's symbols: a token's cluster is its left neighbour's, its upper neighbour's, or named
+SAME_LEFT, SAME_ABOVE, NAMED = 0, 1, 2
+
+
+@register_codec("merged-tokens", config=MergeCodecConfig, payload_id=6)
+class MergedTokenCodec(HyperpriorFeatureCodec):
+    """Token merging after TOFC, then a learned hyperprior on the merged tokens.
+
+    ::
+
+        tokens [N, D] ─► DPC-kNN: K = ceil(keep_ratio * N) clusters ─► merged tokens (cluster means)
+                      ─► mean-scale hyperprior on the 1 x K row ─► bytes, with the cluster map
+        receiver: merged tokens ─► every token takes its cluster's merged token ─► [D, H, W]
+
+    The cluster map costs bits: each token is "as my left neighbour", "as my upper neighbour"
+    (a learned 3-way prior) or its cluster's number (uniform over K); it is coded in the same
+    entropy-coded message, after the latents. The rate point ``q`` is the hyperprior's.
+    """
+
+    def __init__(self, config: MergeCodecConfig | None = None):
+        super().__init__(config or MergeCodecConfig())
+        self.map_logits = nn.Parameter(torch.zeros(3))
+        self._map_tables: dict[int, Tables] = {}
+
+    def update(self, scale_table=None, force: bool = True, update_quantiles: bool = False) -> bool:
+        self._map_tables = {}
+        return super().update(scale_table=scale_table, force=force, update_quantiles=update_quantiles)
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        self._map_tables = {}
+        return super().load_state_dict(state_dict, strict=strict)
+
+    def merged_count(self, tokens: int) -> int:
+        """K, the merged tokens of ``tokens`` feature tokens."""
+        return max(1, math.ceil(self.config.keep_ratio * tokens - 1e-9))
+
+    # ------------------------------------------------------------------ merging
+    def cluster(self, f: torch.Tensor) -> torch.Tensor:
+        """Features [B, D, H, W] -> each token's cluster [B, N] (row-major tokens)."""
+        k = self.merged_count(f.shape[-2] * f.shape[-1])
+        return torch.stack([density_peak_clusters(image.flatten(1).T, k, self.config.knn) for image in f])
+
+    @staticmethod
+    def merge(f: torch.Tensor, assign: torch.Tensor, clusters: int) -> torch.Tensor:
+        """Features [B, D, H, W] and clusters [B, N] -> merged tokens as a row [B, D, 1, K] (means)."""
+        b, d = f.shape[:2]
+        tokens = f.flatten(2)                                                        # [B, D, N]
+        index = assign.to(f.device)[:, None, :].expand(-1, d, -1)
+        sums = tokens.new_zeros(b, d, clusters).scatter_add(2, index, tokens)
+        counts = tokens.new_zeros(b, 1, clusters).scatter_add(2, assign.to(f.device)[:, None, :],
+                                                              torch.ones_like(tokens[:, :1]))
+        return (sums / counts.clamp(min=1))[:, :, None, :]
+
+    @staticmethod
+    def unmerge(merged: torch.Tensor, assign: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Merged tokens [B, D, 1, K] -> every token its cluster's: [B, D, H, W]."""
+        b, d = merged.shape[:2]
+        index = assign.to(merged.device)[:, None, :].expand(-1, d, -1)
+        return merged[:, :, 0, :].gather(2, index).reshape(b, d, *grid)
+
+    # ------------------------------------------------------------------ the cluster map
+    @staticmethod
+    def map_symbols(assign: torch.Tensor, grid: tuple[int, int]) -> tuple[list[int], list[int]]:
+        """One image's clusters [N] -> (kinds, named cluster numbers) in raster order."""
+        h, w = grid
+        a = assign.view(h, w).tolist()
+        kinds, named = [], []
+        for r in range(h):
+            for c in range(w):
+                if c and a[r][c] == a[r][c - 1]:
+                    kinds.append(SAME_LEFT)
+                elif r and a[r][c] == a[r - 1][c]:
+                    kinds.append(SAME_ABOVE)
+                else:
+                    kinds.append(NAMED)
+                    named.append(a[r][c])
+        return kinds, named
+
+    def _map_likelihoods(self, assign: torch.Tensor, grid: tuple[int, int], clusters: int) -> torch.Tensor:
+        """Likelihood of each token's map symbol [B, N] (the kind's, times 1/K for a named one)."""
+        prior = F.softmax(self.map_logits, -1)
+        rows = []
+        for image in assign:
+            kinds, _ = self.map_symbols(image, grid)
+            kinds = torch.tensor(kinds, device=prior.device)
+            rows.append(prior[kinds] * torch.where(kinds == NAMED, 1.0 / clusters, 1.0))
+        return torch.stack(rows)
+
+    def _map_table(self, clusters: int) -> Tables:
+        """Row 0: the kinds' learned prior; row 1: uniform over ``clusters`` numbers."""
+        if clusters not in self._map_tables:
+            kinds = F.softmax(self.map_logits.detach().double(), -1).tolist()
+            cdfs = [_quantized_cdf([*kinds, ESCAPE]), _quantized_cdf([1.0 / clusters] * clusters + [ESCAPE])]
+            width = max(len(c) for c in cdfs)
+            self._map_tables[clusters] = Tables([c + [0] * (width - len(c)) for c in cdfs],
+                                                [len(c) for c in cdfs], [0, 0])
+        return self._map_tables[clusters]
+
+    def _map_writer(self, assign: torch.Tensor, grid: tuple[int, int], clusters: int, then=None):
+        kinds, named = self.map_symbols(assign, grid)
+
+        def write(encoder):
+            table = self._map_table(clusters)
+            encoder.encode(kinds, [0] * len(kinds), table)
+            encoder.encode(named, [1] * len(named), table)
+            if then is not None:
+                then(encoder)
+        return write
+
+    def _map_reader(self, grid: tuple[int, int], clusters: int, read: list, then=None):
+        def reader(decoder):
+            table = self._map_table(clusters)
+            h, w = grid
+            kinds = decoder.decode([0] * (h * w), table)
+            if any(k > NAMED for k in kinds):
+                raise BitstreamError("the payload's cluster map is damaged")
+            named = iter(decoder.decode([1] * sum(k == NAMED for k in kinds), table))
+            a = [[0] * w for _ in range(h)]
+            for i, kind in enumerate(kinds):
+                r, c = divmod(i, w)
+                if kind == SAME_LEFT and c:
+                    a[r][c] = a[r][c - 1]
+                elif kind == SAME_ABOVE and r:
+                    a[r][c] = a[r - 1][c]
+                elif kind == NAMED:
+                    a[r][c] = next(named)
+                else:
+                    raise BitstreamError("the payload's cluster map points outside the grid")
+                if a[r][c] >= clusters:
+                    raise BitstreamError("the payload's cluster map names a cluster beyond its count")
+            read.append(torch.tensor(a, dtype=torch.long).reshape(-1))
+            if then is not None:
+                then(decoder)
+        return reader
+
+    # ------------------------------------------------------------------ training / estimation
+    def forward(self, f: torch.Tensor, q=None) -> dict:
+        """``{"f_hat" [B, D, H, W], "likelihoods": {"y", "z", "map"}, "assign" [B, N]}``; in eval mode
+        ``f_hat`` is what ``decompress(compress(f, q))`` returns."""
+        self._check_features(f)
+        if self.training:
+            self._map_tables = {}
+        grid, assign = tuple(f.shape[-2:]), self.cluster(f)
+        clusters = self.merged_count(grid[0] * grid[1])
+        coded = super().forward(self.merge(f, assign, clusters), q)
+        likelihoods = {**coded["likelihoods"], "map": self._map_likelihoods(assign, grid, clusters)}
+        return {"f_hat": self.unmerge(coded["f_hat"], assign, grid), "likelihoods": likelihoods,
+                "assign": assign, "y_hat": coded["y_hat"]}
+
+    def _check_features(self, f: torch.Tensor) -> None:
+        super()._check_features(f)
+        if self.merged_count(f.shape[-2] * f.shape[-1]) > 255:
+            raise ShapeError(f"{f.shape[-2] * f.shape[-1]} tokens merge into more than 255; lower keep_ratio")
+
+    # ------------------------------------------------------------------ bitstreams
+    def _compress_q16(self, f: torch.Tensor, q16: torch.Tensor, stream=None, side=None) -> list[bytes]:
+        grid, assign = tuple(f.shape[-2:]), self.cluster(f)
+        clusters = self.merged_count(grid[0] * grid[1])
+        merged = self.merge(f, assign, clusters)
+        gain, _ = self.gains(q16.float() / 16)
+        y = self.g_a(pad_grid(merged, self.step)[0]) * gain
+        writers = [self._map_writer(assign[i], grid, clusters, None if side is None else side[i])
+                   for i in range(f.shape[0])]
+        streams = self._entropy_compress(y, writers)
+        return [bitstream.pack(self.payload_id, int(q16[i]), grid[0], grid[1], streams[i], self.fingerprint, stream)
+                for i in range(f.shape[0])]
+
+    @torch.no_grad()
+    def decompress(self, payloads: Sequence[bytes], expected: tuple[int, int, int] | None = None,
+                   stream: bitstream.StreamContext | None = None, side=None) -> torch.Tensor:
+        payloads = check_batch(payloads, "decompress")
+        self._tables_ready()
+        if expected is not None and expected[0] != self.config.in_channels:
+            raise ConfigError(f"this codec codes {self.config.in_channels}-wide features, the receiver expects "
+                              f"{expected[0]}")
+        outputs = []
+        device = self.log_inv_gain.device
+        for data in payloads:
+            packet = bitstream.unpack(data, self.payload_id, self.fingerprint, stream)
+            if packet.q16 > self.max_q * 16:
+                raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
+            grid = (packet.height, packet.width)
+            check_expected(grid, None if expected is None else tuple(expected[1:]), "a feature grid of")
+            clusters = self.merged_count(grid[0] * grid[1])
+            if clusters > 255:
+                raise BitstreamError(f"the payload declares a {grid[0]}x{grid[1]} grid, beyond this codec")
+            pad, latent = grid_padding(1, clusters, self.step)
+            read: list[torch.Tensor] = []
+            y_hat = self._entropy_decompress(packet.body, latent, self._map_reader(grid, clusters, read, side))
+            _, inv_gain = self.gains(torch.tensor([packet.q16 / 16], device=device))
+            merged = crop_grid(self.g_s(y_hat * inv_gain), pad)
+            outputs.append(self.unmerge(merged, read[0][None], grid))
+        return torch.cat(outputs)

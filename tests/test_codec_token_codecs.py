@@ -187,3 +187,104 @@ def test_saved_codec_decodes_payloads_of_the_original(codec, tmp_path):
     assert isinstance(loaded, RVQTokenCodec)
     assert torch.equal(loaded.decode(payloads), codec.decode(payloads))
     assert loaded.encode(f, q=2) == payloads
+
+
+# --------------------------------------------------------------------------------- merged tokens (TOFC)
+
+from intelliflow.codec.token_codecs import MergeCodecConfig, MergedTokenCodec, density_peak_clusters  # noqa: E402
+
+MERGE = MergeCodecConfig(in_channels=24, hidden_channels=32, latent_channels=8, hyper_channels=8, rate_points=4,
+                         keep_ratio=0.25)
+
+
+def blocks(batch=4, seed=0, grid=(6, 6), labels=False):
+    """Features made of a few flat regions (as image tokens are), with a little noise (and each
+    token's region [B, N] with ``labels``)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(4, MERGE.in_channels, generator=torch.Generator().manual_seed(0)) * 2
+    h, w = grid
+    rows, regions = [], []
+    for _ in range(batch):
+        cut_r, cut_c = (int(torch.randint(1, side, (1,), generator=g)) if side > 1 else 1 for side in (h, w))
+        label = torch.zeros(h, w, dtype=torch.long)
+        label[:cut_r, cut_c:], label[cut_r:, :cut_c], label[cut_r:, cut_c:] = 1, 2, 3
+        rows.append(centres[label.reshape(-1)].T.reshape(-1, h, w))
+        regions.append(label.reshape(-1))
+    x = torch.stack(rows)
+    x = x + 0.05 * torch.randn(x.shape, generator=g)
+    return (x, torch.stack(regions)) if labels else x
+
+
+@pytest.fixture(scope="module")
+def merging():
+    torch.manual_seed(0)
+    codec = MergedTokenCodec(MERGE)
+    opt = torch.optim.Adam(codec.parameters(), lr=3e-3)
+    for step in range(80):
+        f = blocks(4, seed=step + 100)
+        out = codec.train_pass(f, q=torch.rand(4) * codec.max_q)
+        loss = ((out["f_hat"] - f) ** 2).mean() + 1e-3 * out["bits"].mean() + out["aux_loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    codec.eval().update()
+    return codec
+
+
+def test_density_peaks_find_the_regions_and_number_clusters_in_reading_order():
+    label = torch.zeros(6, 6, dtype=torch.long)       # four quadrants of 9 tokens each (more than knn)
+    label[:3, 3:], label[3:, :3], label[3:, 3:] = 1, 2, 3
+    label = label.reshape(-1)
+    centres = torch.randn(4, 24, generator=torch.Generator().manual_seed(1)) * 2
+    f = (centres[label] + 0.05 * torch.randn(36, 24, generator=torch.Generator().manual_seed(2))).T.reshape(24, 6, 6)
+    assign = density_peak_clusters(f.flatten(1).T, 4)
+    # tokens of one region share a cluster, tokens of different regions do not
+    assert torch.equal(assign[:, None] == assign[None, :], label[:, None] == label[None, :])
+    first_seen = [int((assign == k).nonzero()[0]) for k in range(4)]
+    assert first_seen == sorted(first_seen) and assign[0] == 0
+    assert torch.equal(density_peak_clusters(f.flatten(1).T, 4), assign)     # a function of the tokens
+
+
+@pytest.mark.parametrize("grid", [(6, 6), (1, 10), (3, 5)])
+def test_merged_tokens_decode_bit_exactly_with_their_cluster_map(merging, grid):
+    f = blocks(3, seed=2, grid=grid)
+    for q in (0, 1.5, 3):
+        payloads = merging.encode(f, q=q)
+        for i in range(3):
+            assert torch.equal(merging.decode(payloads[i:i + 1]), merging(f[i:i + 1], q=q)["f_hat"])
+        decoded = merging.decode(payloads, expected=(MERGE.in_channels, *grid))
+        # every token carries its cluster's merged token: as many distinct tokens as clusters
+        k = merging.merged_count(grid[0] * grid[1])
+        assert all(len(torch.unique(image.flatten(1).T, dim=0)) <= k for image in decoded)
+
+
+def test_merged_tokens_rate_rises_with_q_and_real_bits_follow_the_estimate(merging):
+    f = blocks(8, seed=4)
+    sizes = [sum(len(p) for p in merging.encode(f, q=q)) for q in (0, 1, 2, 3)]
+    assert sizes == sorted(sizes)
+    errors = [((merging.decode(merging.encode(f, q=q)) - f) ** 2).mean().item() for q in (0, 3)]
+    assert errors[1] < errors[0]
+    real = torch.tensor([8.0 * len(p) for p in merging.encode(f, q=3)])
+    estimate = merging.estimate_bits(f, q=3)
+    excess = (real - estimate - 48).sum()
+    assert -0.05 * estimate.sum() <= excess <= 0.05 * estimate.sum() + 8 * 12, (real, estimate)
+    # the map of flat regions is mostly "as my neighbour": far below naming every token's cluster
+    kinds, named = MergedTokenCodec.map_symbols(merging(f[:1], q=0)["assign"][0], (6, 6))
+    assert len(named) < len(kinds) // 2
+
+
+def test_damaged_merged_token_payloads_raise(merging):
+    payload = merging.encode(blocks(1, seed=8), q=2)[0]
+    rng = random.Random(1)
+    cases = [b"", payload[:4], payload[:-1], payload + b"\x00"]
+    for _ in range(200):
+        mutated = bytearray(payload)
+        mutated[rng.randrange(len(mutated))] ^= 1 << rng.randrange(8)
+        cases.append(bytes(mutated))
+    for case in cases:
+        with pytest.raises(BitstreamError):
+            merging.decode([case])
+    with pytest.raises(ConfigError, match="keep_ratio"):
+        MergeCodecConfig(keep_ratio=0)
+    with pytest.raises(ConfigError, match="downsample must be 0"):
+        MergeCodecConfig(downsample=1)
