@@ -35,13 +35,16 @@ def recipe(model_dir, codec="hyperprior", **changes):
     elif codec == "rvq-tokens":
         data["codec"] = {"name": "rvq-tokens", "hidden_channels": 16, "latent_channels": 8, "codebooks": 3,
                          "codebook_size": 16}
+    elif codec == "merged-tokens":
+        data["codec"] = {"name": "merged-tokens", "hidden_channels": 16, "latent_channels": 8, "hyper_channels": 8,
+                         "rate_points": 3, "keep_ratio": 0.25}
     else:
         data["codec"] = {"name": "jscc", "hidden_channels": 16, "symbol_channels": 4}
         data["channel"] = {"name": "awgn", "snr_db": [0, 20], "symbols": [2, 4]}
     return recipe_from_dict(apply_overrides(data, [f"{k}={v}" for k, v in changes.items()]))
 
 
-@pytest.mark.parametrize("codec", ["hyperprior", "jscc", "rvq-tokens"])
+@pytest.mark.parametrize("codec", ["hyperprior", "jscc", "rvq-tokens", "merged-tokens"])
 def test_resumed_run_equals_an_uninterrupted_one_and_the_codec_loads(model_dir, tmp_path, codec):
     straight = train_codec(recipe(model_dir, codec), output=tmp_path / "a")
     train_codec(recipe(model_dir, codec), output=tmp_path / "b", stop_at=2)
