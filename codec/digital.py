@@ -384,15 +384,10 @@ class FeatureCodec(CompressionModel, Codec):
         self._tables_ready()
         outputs = []
         device = self.log_inv_gain.device
-        if expected is not None and expected[0] != self.config.in_channels:
-            raise ConfigError(f"this codec codes {self.config.in_channels}-wide features, the receiver expects "
-                              f"{expected[0]}")
+        self._check_width(expected)
         for data in payloads:
-            packet = bitstream.unpack(data, self.payload_id, self.fingerprint, stream)
-            if packet.q16 > self.max_q * 16:
-                raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
+            packet = self._unpack_checked(data, expected, stream)
             grid = (packet.height, packet.width)
-            check_expected(grid, None if expected is None else tuple(expected[1:]), "a feature grid of")
             if self.config.mean_grid is not None and grid != self.config.mean_grid:
                 raise BitstreamError(f"the payload declares a {grid[0]}x{grid[1]} grid; this codec codes only "
                                      f"{self.config.mean_grid[0]}x{self.config.mean_grid[1]}")
@@ -401,6 +396,23 @@ class FeatureCodec(CompressionModel, Codec):
             _, inv_gain = self.gains(torch.tensor([packet.q16 / 16], device=device))
             outputs.append(self._uncentre(crop_grid(self.g_s(y_hat * inv_gain), pad)))
         return torch.cat(outputs)
+
+    def _check_width(self, expected: tuple[int, int, int] | None) -> None:
+        """Refuse a receiver whose features are not this codec's width, before any payload."""
+        if expected is not None and expected[0] != self.config.in_channels:
+            raise ConfigError(f"this codec codes {self.config.in_channels}-wide features, the receiver expects "
+                              f"{expected[0]}")
+
+    def _unpack_checked(self, data: bytes, expected: tuple[int, int, int] | None,
+                        stream: bitstream.StreamContext | None) -> bitstream.Packet:
+        """One payload's checked header: its integrity, a rate point in range and the grid the
+        receiver expects (:class:`BitstreamError` otherwise)."""
+        packet = bitstream.unpack(data, self.payload_id, self.fingerprint, stream)
+        if packet.q16 > self.max_q * 16:
+            raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
+        check_expected((packet.height, packet.width), None if expected is None else tuple(expected[1:]),
+                       "a feature grid of")
+        return packet
 
     # ------------------------------------------------------------------ per entropy model
     def _entropy_forward(self, y):

@@ -46,7 +46,7 @@ from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 from . import bitstream
 from .digital import FeatureCodec, FeatureCodecConfig, HyperpriorFeatureCodec
 from .entropy_coding import ENTROPY_CODERS, Tables, entropy_coder
-from .interface import check_batch, check_expected, crop_grid, grid_padding, pad_grid
+from .interface import check_batch, crop_grid, grid_padding, pad_grid
 from .registry import register_codec
 from .tokens import _quantized_cdf
 
@@ -139,6 +139,16 @@ class RVQTokenCodec(FeatureCodec):
             nearest = torch.cdist(residual, self.codebook[m]).argmin(-1)
             residual = residual - self.codebook[m][nearest]
         self.initialised.fill_(True)
+        self._agree()
+
+    def _agree(self) -> None:
+        """Under DDP, every process takes rank 0's code vectors and usage (they change outside the
+        gradients DDP averages)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(self.codebook.data, 0)
+            dist.broadcast(self.usage, 0)
 
     @torch.no_grad()
     def _revive(self, indices: torch.Tensor, residuals: list[torch.Tensor], decay: float = 0.95) -> None:
@@ -154,6 +164,7 @@ class RVQTokenCodec(FeatureCodec):
                 pick = torch.randint(0, pool.shape[0], (dead.numel(),), device=pool.device)
                 self.codebook.data[m, dead] = pool[pick]
                 self.usage[m, dead] = 1.0
+        self._agree()
 
     def quantise(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Latent tokens [B, N, d] -> (indices [B, M, N] of every stage, residuals before each stage)."""
@@ -193,8 +204,6 @@ class RVQTokenCodec(FeatureCodec):
         if self.training and not bool(self.initialised):
             self._initialise(tokens)
         indices, residuals = self.quantise(tokens)
-        if self.training:
-            self._revive(indices, residuals)
         used = torch.arange(self.config.codebooks, device=f.device)[None, :] < stages[:, None]     # [B, M]
         y_hat = self.dequantise(indices, stages.tolist())
         vq_loss = tokens.new_zeros(())
@@ -205,6 +214,7 @@ class RVQTokenCodec(FeatureCodec):
                              + self.config.commitment * (residual - chosen.detach()).pow(2).mean((1, 2)))
                 vq_loss = vq_loss + (per_image * used[:, m]).mean()
             y_hat = tokens + (y_hat - tokens).detach()        # straight through
+            self._revive(indices, residuals)                   # after the losses of this batch's choices
         log_prior = F.log_softmax(self.prior_logits, -1)     # [M, K]
         log_p = torch.gather(log_prior[None].expand(f.shape[0], -1, -1), 2, indices)      # [B, M, N]
         likelihoods = torch.where(used[:, :, None], log_p.exp(), torch.ones_like(log_p))
@@ -223,10 +233,11 @@ class RVQTokenCodec(FeatureCodec):
     def update(self, scale_table=None, force: bool = True, update_quantiles: bool = False) -> bool:
         """Build the priors' coding tables now (``compress`` and ``decompress`` build them when
         first needed, after loading or training)."""
-        self._fingerprint, self._coding_tables = None, {}
         pmf = F.softmax(self.prior_logits.detach().double(), -1).cpu()
         cdfs = [_quantized_cdf([*row.tolist(), ESCAPE]) for row in pmf]
-        self._coding_tables["prior"] = Tables(cdfs, [len(row) for row in cdfs], [0] * len(cdfs))
+        # one assignment: a decoding thread sees the old tables or the new ones, never a half-built dict
+        self._fingerprint = None
+        self._coding_tables = {"prior": Tables(cdfs, [len(row) for row in cdfs], [0] * len(cdfs))}
         return True
 
     def load_state_dict(self, state_dict, strict: bool = True):
@@ -267,24 +278,19 @@ class RVQTokenCodec(FeatureCodec):
         payloads raise :class:`BitstreamError`."""
         payloads = check_batch(payloads, "decompress")
         self._tables_ready()
-        if expected is not None and expected[0] != self.config.in_channels:
-            raise ConfigError(f"this codec codes {self.config.in_channels}-wide features, the receiver expects "
-                              f"{expected[0]}")
+        self._check_width(expected)
         grids, stages, indices = set(), [], []
         for data in payloads:
-            packet = bitstream.unpack(data, self.payload_id, self.fingerprint, stream)
-            if packet.q16 > self.max_q * 16:
-                raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
+            packet = self._unpack_checked(data, expected, stream)
             grid = (packet.height, packet.width)
-            check_expected(grid, None if expected is None else tuple(expected[1:]), "a feature grid of")
             grids.add(grid)
             s, n = int(self.stages(torch.tensor([packet.q16 / 16]))[0]), grid[0] * grid[1]
             decoder = self.coder.decoder(packet.body)
             values = decoder.decode(torch.arange(s).repeat_interleave(n).tolist(), self.tables())
             if side is not None:
                 side(decoder)
-            if max(values) >= self.config.codebook_size:
-                raise BitstreamError("the payload holds an index beyond the codebook")
+            if min(values) < 0 or max(values) >= self.config.codebook_size:   # an escaped value
+                raise BitstreamError("the payload holds an index outside the codebook")
             full = torch.zeros(self.config.codebooks, n, dtype=torch.long)
             full[:s] = torch.tensor(values, dtype=torch.long).view(s, n)
             stages.append(s)
@@ -350,6 +356,8 @@ class MergeCodecConfig(FeatureCodecConfig):
         super().__post_init__()
         if self.downsample != 0:
             raise ConfigError("a merged-token codec codes a row of merged tokens: downsample must be 0")
+        if self.mean_grid is not None:
+            raise ConfigError("a merged-token codec takes no mean_grid: merged tokens lie on no fixed grid")
         if not 0 < self.keep_ratio <= 1:
             raise ConfigError(f"codec keep_ratio must be in (0, 1], got {self.keep_ratio}")
         if not isinstance(self.knn, int) or self.knn < 1:
@@ -396,7 +404,9 @@ class MergedTokenCodec(HyperpriorFeatureCodec):
     def cluster(self, f: torch.Tensor) -> torch.Tensor:
         """Features [B, D, H, W] -> each token's cluster [B, N] (row-major tokens)."""
         k = self.merged_count(f.shape[-2] * f.shape[-1])
-        return torch.stack([density_peak_clusters(image.flatten(1).T, k, self.config.knn) for image in f])
+        # on the CPU in float64, wherever the codec runs: the map is the same on every device
+        return torch.stack([density_peak_clusters(image.flatten(1).T.detach().cpu(), k, self.config.knn)
+                            for image in f])
 
     @staticmethod
     def merge(f: torch.Tensor, assign: torch.Tensor, clusters: int) -> torch.Tensor:
@@ -484,8 +494,8 @@ class MergedTokenCodec(HyperpriorFeatureCodec):
                     a[r][c] = next(named)
                 else:
                     raise BitstreamError("the payload's cluster map points outside the grid")
-                if a[r][c] >= clusters:
-                    raise BitstreamError("the payload's cluster map names a cluster beyond its count")
+                if not 0 <= a[r][c] < clusters:   # an escaped number
+                    raise BitstreamError("the payload's cluster map names a cluster outside its count")
             read.append(torch.tensor(a, dtype=torch.long).reshape(-1))
             if then is not None:
                 then(decoder)
@@ -528,17 +538,12 @@ class MergedTokenCodec(HyperpriorFeatureCodec):
                    stream: bitstream.StreamContext | None = None, side=None) -> torch.Tensor:
         payloads = check_batch(payloads, "decompress")
         self._tables_ready()
-        if expected is not None and expected[0] != self.config.in_channels:
-            raise ConfigError(f"this codec codes {self.config.in_channels}-wide features, the receiver expects "
-                              f"{expected[0]}")
+        self._check_width(expected)
         outputs = []
         device = self.log_inv_gain.device
         for data in payloads:
-            packet = bitstream.unpack(data, self.payload_id, self.fingerprint, stream)
-            if packet.q16 > self.max_q * 16:
-                raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
+            packet = self._unpack_checked(data, expected, stream)
             grid = (packet.height, packet.width)
-            check_expected(grid, None if expected is None else tuple(expected[1:]), "a feature grid of")
             clusters = self.merged_count(grid[0] * grid[1])
             if clusters > 255:
                 raise BitstreamError(f"the payload declares a {grid[0]}x{grid[1]} grid, beyond this codec")

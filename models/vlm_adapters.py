@@ -1,5 +1,5 @@
 """Split adapters for transformers' image-text-to-text models: LLaVA, LLaVA-NeXT, Qwen2-VL,
-Qwen2.5-VL, PaliGemma, Idefics3 / SmolVLM and BLIP-2.
+PaliGemma, Idefics3 / SmolVLM and BLIP-2 (with OPT).
 
 A multimodal LLM turns an image into tokens the language model reads::
 
@@ -37,6 +37,7 @@ plain prompt format) and are fixed per model: images are resized to one size
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -92,6 +93,8 @@ class VisionLanguageSplit(SplitModel):
         self.split_names: list[str] = names
         self.split = self._split_index(split)
         self.last_vision_calls = 0
+        # a tail bypasses modules for its call: heads and tails of one model take turns
+        self._lock = threading.RLock()
         self._prompt_inputs = self._build_prompt()
         self._embedding_rows()
         self._layout()
@@ -219,12 +222,20 @@ class VisionLanguageSplit(SplitModel):
             return self.processor.apply_chat_template(messages, add_generation_prompt=True)
         return self.plain_prompt.format(prompt=self.prompt)
 
+    #: extra keywords the family's processor takes (Idefics3: no tiling)
+    processor_kwargs: dict = {}
+
     def _build_prompt(self) -> dict[str, torch.Tensor]:
         from PIL import Image
 
         blank = Image.new("RGB", (self.image_size, self.image_size))
-        inputs = self.processor(text=[self.prompt_text()], images=[blank], return_tensors="pt")
+        inputs = self.processor(text=[self.prompt_text()], images=self._image_list([blank]), return_tensors="pt",
+                                **self.processor_kwargs)
         return {k: v for k, v in inputs.items() if k not in ("pixel_values", "labels") and isinstance(v, torch.Tensor)}
+
+    def _image_list(self, images: list) -> list:
+        """Images as the family's processor takes a batch of them (Idefics3: a list per prompt)."""
+        return images
 
     def prompt_inputs(self, batch: int) -> dict[str, torch.Tensor]:
         """The prompt's model inputs for ``batch`` images (input ids [B, T] and the family's extras)."""
@@ -232,7 +243,8 @@ class VisionLanguageSplit(SplitModel):
         return {k: v.repeat(batch, *([1] * (v.dim() - 1))).to(device) for k, v in self._prompt_inputs.items()}
 
     def _image_processor_pixels(self, images: list) -> torch.Tensor:
-        out = self.processor.image_processor(images=images, return_tensors="pt")
+        out = self.processor.image_processor(images=self._image_list(images), return_tensors="pt",
+                                             **self.processor_kwargs)
         return out["pixel_values"]
 
     def preprocess(self, images: Sequence, device: torch.device | str | None = None) -> torch.Tensor:
@@ -281,7 +293,8 @@ class VisionLanguageSplit(SplitModel):
             handle = module.register_forward_hook(hook)
         batch = pixels.shape[0]
         try:
-            self.model(**self.prompt_inputs(batch), **self.model_pixels(pixels))
+            with self._lock:
+                self.model(**self.prompt_inputs(batch), **self.model_pixels(pixels))
         except _Stop:
             pass
         finally:
@@ -301,6 +314,9 @@ class VisionLanguageSplit(SplitModel):
         """Bypass the vision path in front of the split point and put ``features`` there."""
         self.check_features(features)
         point, batch = self.point, features.shape[0]
+        exact = {torch.bfloat16: 256, torch.float16: 2048}.get(next(self.model.parameters()).dtype, 1 << 24)
+        if batch > exact:   # placeholder pixels say i + 1: integers the model's dtype holds exactly
+            raise ConfigError(f"{self.name}: a tail batch of at most {exact} images in this dtype, got {batch}")
         raw_all = self.from_tokens(point, features)            # [B * rows, ...]
         per_sample = raw_all.shape[0] // batch
         state = {"calls": 0}
@@ -324,7 +340,7 @@ class VisionLanguageSplit(SplitModel):
             return _first_tensor(args, kwargs)
 
         patched: list[tuple[nn.Module, Callable]] = [(self._embed, embed)]
-        handles = []
+        pre_hooks: list[tuple[nn.Module, Callable]] = []
         if point.startswith("vision."):
             # the features are what layer k-1 returns (the hidden states the model records agree),
             # or, at k = 0, what layer 0 is given
@@ -337,7 +353,7 @@ class VisionLanguageSplit(SplitModel):
                     if args:
                         return (chosen(), *args[1:]), kwargs
                     return args, {**kwargs, "hidden_states": chosen()}
-                handles.append(self._layers[0].register_forward_pre_hook(substituted, with_kwargs=True))
+                pre_hooks.append((self._layers[0], substituted))
         else:
             patched += [(layer, passthrough) for layer in self._layers]
             if self._qformer is not None:
@@ -353,16 +369,23 @@ class VisionLanguageSplit(SplitModel):
                 patched.append((self._qformer, qformer))
             if point == "projector":
                 patched.append((self._projector, lambda *args, **kwargs: chosen()))
-        try:
-            for module, forward in patched:
-                module.forward = forward
-            yield
-        finally:
-            for module, _ in patched:
-                del module.forward     # the class's forward again
-            for handle in handles:
-                handle.remove()
-            self.last_vision_calls = state["calls"]
+        saved: list[tuple[nn.Module, Callable | None]] = []
+        handles = []
+        with self._lock:
+            try:
+                handles += [module.register_forward_pre_hook(hook, with_kwargs=True) for module, hook in pre_hooks]
+                for module, forward in patched:
+                    saved.append((module, module.__dict__.get("forward")))   # an instance forward of its own
+                    module.forward = forward
+                yield
+            finally:
+                for module, before in saved:
+                    module.__dict__.pop("forward", None)     # the class's forward again
+                    if before is not None:
+                        module.forward = before
+                for handle in handles:
+                    handle.remove()
+                self.last_vision_calls = state["calls"]
 
     def _tail_pixels(self, batch: int) -> dict[str, torch.Tensor]:
         return self._placeholder(batch)
@@ -464,9 +487,10 @@ class VisionLanguageSplit(SplitModel):
 # --------------------------------------------------------------------------------- the families
 
 def _feature_layer_index(layer, num_layers: int) -> int:
-    """The hidden-state index (0: embeddings, ``i``: after layer ``i - 1``) a feature layer selects."""
+    """The earliest hidden-state index (0: embeddings, ``i``: after layer ``i - 1``) the feature
+    layers select (LLaVA concatenates every one of a list): a split point may not lie after it."""
     layers = layer if isinstance(layer, (list, tuple)) else [layer]
-    return max(int(i) % (num_layers + 1) for i in layers)
+    return min(int(i) % (num_layers + 1) for i in layers)
 
 
 @ADAPTERS.register("llava")
@@ -487,8 +511,9 @@ class LlavaSplit(VisionLanguageSplit):
                 "projector": self.model.model.multi_modal_projector}
 
     def used_layers(self):
-        # the selected hidden state is the input of layer i: layers 0 .. i-1 feed it (layer i too
-        # runs, unused, when i < L; a point at its input is the selected state itself)
+        # the (earliest) selected hidden state is the input of layer i: layers 0 .. i-1 feed it
+        # (layer i too runs, unused or for a later selected state; a point at its input is the
+        # selected state itself); a point after i would leave that state to the bypassed layers
         i = _feature_layer_index(self.model.config.vision_feature_layer, len(self._layers))
         return min(i + 1, len(self._layers))
 
@@ -505,9 +530,6 @@ class LlavaNextSplit(LlavaSplit):
     def native_image_size(self):
         pinpoints = self.model.config.image_grid_pinpoints
         return int(min(min(p) for p in pinpoints)) if pinpoints else super().native_image_size()
-
-    def _tiles(self, raw: torch.Tensor, batch: int) -> int:
-        return raw.shape[0] // batch
 
     def to_tokens(self, point, raw, batch):
         tiles = raw.shape[0] // batch
@@ -566,18 +588,10 @@ class Idefics3Split(VisionLanguageSplit):
         return {"embeddings": inner.vision_model.embeddings, "layers": inner.vision_model.encoder.layers,
                 "projector": inner.connector}
 
-    def _image_processor_pixels(self, images):
-        out = self.processor.image_processor(images=[[image] for image in images], return_tensors="pt",
-                                             do_image_splitting=False)
-        return out["pixel_values"]
+    processor_kwargs = {"do_image_splitting": False}
 
-    def _build_prompt(self):
-        from PIL import Image
-
-        blank = Image.new("RGB", (self.image_size, self.image_size))
-        inputs = self.processor(text=[self.prompt_text()], images=[[blank]], return_tensors="pt",
-                                do_image_splitting=False)
-        return {k: v for k, v in inputs.items() if k not in ("pixel_values", "labels") and isinstance(v, torch.Tensor)}
+    def _image_list(self, images):
+        return [[image] for image in images]
 
 
 @ADAPTERS.register("smolvlm")
@@ -636,7 +650,7 @@ class Qwen2VLSplit(VisionLanguageSplit):
 @ADAPTERS.register("blip-2")
 class Blip2Split(VisionLanguageSplit):
     """``Blip2ForConditionalGeneration``: a ViT tower, the Q-Former (32 learned queries read the
-    image), the language projection, then OPT or T5. Split inside the tower, after the Q-Former
+    image), the language projection, then OPT. Split inside the tower, after the Q-Former
     (``"qformer"``: 32 query tokens on no grid, laid out 1 x 32) or after the projection."""
 
     model_class_name = "Blip2ForConditionalGeneration"
@@ -644,6 +658,9 @@ class Blip2Split(VisionLanguageSplit):
     plain_prompt = "{prompt}"
 
     def parts(self):
+        if getattr(self.model.config.text_config, "is_encoder_decoder", False):
+            raise ConfigError(f"{self.name}: BLIP-2 with an encoder-decoder language model (Flan-T5) is not "
+                              "supported; the BLIP-2 OPT models are")
         vision = self.model.vision_model
         return {"embeddings": vision.embeddings, "layers": vision.encoder.layers, "qformer": self.model.qformer,
                 "projector": self.model.language_projection}

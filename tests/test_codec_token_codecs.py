@@ -288,3 +288,48 @@ def test_damaged_merged_token_payloads_raise(merging):
         MergeCodecConfig(keep_ratio=0)
     with pytest.raises(ConfigError, match="downsample must be 0"):
         MergeCodecConfig(downsample=1)
+
+
+def _forged(codec, q16, grid, write):
+    """A payload a sender with the codec's weights can make: any symbols, a valid header and check."""
+    from intelliflow.codec import bitstream
+
+    encoder = codec.coder.encoder()
+    write(encoder)
+    return bitstream.pack(codec.payload_id, q16, grid[0], grid[1], encoder.finish(), codec.fingerprint)
+
+
+def test_forged_and_damaged_bodies_reach_the_entropy_decoder_and_are_refused(codec, merging):
+    """Indices outside the codebook and cluster numbers outside the map (the coders' escape codes
+    any integer) are BitstreamErrors; damaged bare stream bodies (no check of their own: the link
+    checks) decode to something or are refused, never another exception."""
+    for bad in (-1, -100, CONFIG.codebook_size, 10 ** 6):
+        payload = _forged(codec, 0, (1, 3), lambda enc: enc.encode([0, bad, 1], [0, 0, 0], codec.tables()))
+        with pytest.raises(BitstreamError, match="outside the codebook"):
+            codec.decode([payload])
+    grid, clusters = (2, 4), merging.merged_count(8)
+    for bad in (-1, clusters, 999):
+        from intelliflow.codec import bitstream
+        with torch.no_grad():
+            y = merging.g_a(torch.zeros(1, MERGE.in_channels, 1, clusters))
+            body = merging._entropy_compress(y, [lambda e, bad=bad: (
+                e.encode([2] * 8, [0] * 8, merging._map_table(clusters)),
+                e.encode([0, bad, 1, 0, 0, 0, 0, 0], [1] * 8, merging._map_table(clusters)))])[0]
+        payload = bitstream.pack(merging.payload_id, 0, grid[0], grid[1], body, merging.fingerprint)
+        with pytest.raises(BitstreamError, match="cluster map"):
+            merging.decode([payload])
+    rng = random.Random(3)
+    for c, f, q in ((codec, tokens(2, (2, 6)), 2), (merging, blocks(2, seed=6), 2)):
+        stream = c.stream_for(tuple(f.shape[-2:]), q=q)
+        bare = c.encode(f, q=q, stream=stream)
+        for _ in range(150):
+            mutated = bytearray(bare[0])
+            if mutated:
+                mutated[rng.randrange(len(mutated))] ^= 1 << rng.randrange(8)
+            if rng.random() < 0.3:
+                mutated = mutated[: rng.randrange(len(mutated) + 1)]
+            try:
+                out = c.decode([bytes(mutated)], stream=stream)
+                assert out.shape == f[:1].shape
+            except BitstreamError:
+                pass

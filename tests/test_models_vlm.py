@@ -120,3 +120,43 @@ def test_costs_per_split_point_move_work_to_the_device(folders, capsys):
     server = [r["server_flops"] for r in rows]
     assert device == sorted(device) and len(set(device)) == len(device)
     assert server == sorted(server, reverse=True)
+
+
+def test_llava_with_several_feature_layers_splits_only_before_the_earliest(tmp_path):
+    """LLaVA concatenates every selected hidden state: a point after the earliest would leave that
+    state to the bypassed layers, so the points stop there, and the tokens stay exact."""
+    folder = tiny_vlms.llava(tmp_path / "llava", feature_layer=[-3, -1])     # hidden states 1 and 3
+    model = load_split_model(folder)
+    assert model.split_names == ["vision.0", "vision.1", "projector"]
+    pixels = model.preprocess(images(2))
+    with torch.no_grad():
+        expected = model.full_generate_ids(pixels, max_new_tokens=6, min_new_tokens=6)
+        for point in model.split_names:
+            split = load_split_model(folder, split=point)
+            assert torch.equal(split.tail_generate_ids(split.head(pixels), max_new_tokens=6, min_new_tokens=6),
+                               expected), point
+
+
+def test_blip2_with_t5_is_refused_in_one_line(tmp_path):
+    folder = tiny_vlms.blip2(tmp_path / "blip2-t5", language="t5")
+    with pytest.raises(ConfigError, match="Flan-T5"):
+        load_split_model(folder)
+
+
+def test_a_failed_tail_leaves_the_model_as_it_was(folders):
+    """An error inside the tail's generate restores every bypassed module (an instance forward the
+    model had of its own included): the next head and the unsplit model are unchanged."""
+    model = load_split_model(folders["llava"], split="vision.1")
+    pixels = model.preprocess(images(2))
+    own = model._embed.forward
+    model._embed.forward = lambda *args, **kwargs: own(*args, **kwargs)      # e.g. an accelerate hook
+    mine = model._embed.__dict__["forward"]
+    with torch.no_grad():
+        features = model.head(pixels)
+        expected = model.full_generate_ids(pixels, max_new_tokens=4)
+        with pytest.raises(Exception):
+            model.tail_generate_ids(features, max_new_tokens=4, num_beams=0)
+        assert model._embed.__dict__["forward"] is mine
+        assert all("forward" not in layer.__dict__ for layer in model._layers)
+        assert torch.equal(model.head(pixels), features)
+        assert torch.equal(model.full_generate_ids(pixels, max_new_tokens=4), expected)

@@ -34,14 +34,14 @@ def _text(tok, **extra):
                 pad_token_id=tok.pad_token_id, **extra)
 
 
-def llava(folder, seed=0):
+def llava(folder, seed=0, feature_layer=-2):
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     torch.manual_seed(seed)
     tok = _tokenizer("<image>")
     config = LlavaConfig(vision_config=dict(VISION, model_type="clip_vision_model"),
                          text_config=dict(_text(tok), model_type="llama"),
-                         image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
+                         image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=feature_layer,
                          vision_feature_select_strategy="default")
     images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     processor = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=8,
@@ -124,7 +124,7 @@ def qwen2_vl(folder, seed=0):
     return _finish(Qwen2VLForConditionalGeneration(config), tok, processor, folder)
 
 
-def blip2(folder, seed=0):
+def blip2(folder, seed=0, language="opt"):
     from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor
 
     torch.manual_seed(seed)
@@ -135,7 +135,11 @@ def blip2(folder, seed=0):
                          text_config=dict(model_type="opt", vocab_size=len(tok), hidden_size=32, ffn_dim=64,
                                           num_hidden_layers=2, num_attention_heads=2, word_embed_proj_dim=32,
                                           max_position_embeddings=256, bos_token_id=tok.bos_token_id,
-                                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+                                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                         if language == "opt" else
+                         dict(model_type="t5", vocab_size=len(tok), d_model=32, d_kv=16, d_ff=64, num_layers=1,
+                              num_heads=2, decoder_start_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                              pad_token_id=tok.pad_token_id),
                          image_token_index=tok.convert_tokens_to_ids("<image>"))
     images = BlipImageProcessor(size={"height": 32, "width": 32})
     processor = Blip2Processor(image_processor=images, tokenizer=tok, num_query_tokens=8)

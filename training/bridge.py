@@ -25,7 +25,7 @@ per batch from ``channel.symbols``). ``loss(outputs, targets)`` returns the batc
 
 This module builds them and one step; :func:`intelliflow.training.train_loop` runs them (checkpoints,
 ``--resume``, logs, validation). One process. The trained codec is saved to ``OUT/codec`` (its
-``config.json`` names the model's entry point and the split); load it with
+``config.json`` names the model's entry point and, as ``layer``, the submodule it splits after); load it with
 :func:`~intelliflow.codec.resolve_codec` and put it back with ``split_at(model, split,
 transform=CodecLink(codec, channel, ...))``.
 """
