@@ -15,7 +15,9 @@ from intelliflow.registry import Registry
 from .protocol import SplitModel
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-SHIPPED = {"shapes-captioner": WEIGHTS_DIR / "shapes-captioner"}
+SHIPPED = {"shapes-captioner": WEIGHTS_DIR / "shapes-captioner", "shapes-llava": WEIGHTS_DIR / "shapes-llava"}
+#: the recipe that trains each shipped model
+RECIPES = {"shapes-captioner": "recipes/shapes/captioner.yaml", "shapes-llava": "recipes/shapes/llava_captioner.yaml"}
 #: split adapters of Hugging Face models, by the ``model_type`` of their ``config.json``
 ADAPTERS = Registry("split adapter", __package__)
 
@@ -38,9 +40,9 @@ def load_split_model(name_or_path: str | Path, split: int | str | None = None) -
         folder = SHIPPED[str(name_or_path)]
         if not (folder / "model.safetensors").is_file():
             raise CheckpointError(f"the weights of {name_or_path!r} are not in this installation ({folder}); "
-                                  "train them with: intelliflow train recipes/shapes/captioner.yaml")
-        return ShapesCaptioner.load(folder, split=split)
-    folder = Path(name_or_path)
+                                  f"train them with: intelliflow train {RECIPES[str(name_or_path)]}")
+    else:
+        folder = Path(name_or_path)
     if not (folder / "config.json").is_file():
         raise RegistryError(f"unknown model {str(name_or_path)!r}: not one of {sorted(SHIPPED)} and not a folder "
                             "with a config.json")

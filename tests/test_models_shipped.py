@@ -76,3 +76,26 @@ def test_batched_generation_is_quiet_and_unchanged():
             bare = model.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=model.vision_tail(features)))
         assert any("attention_mask" in r.getMessage() for r in records)
         assert torch.equal(bare, tail_ids)
+
+
+def test_shipped_llava_captioner_loads_by_name_splits_exactly_and_captions_well():
+    """shapes-llava: a LLaVA folder (CLIP tower, projector, Llama) split by the LLaVA adapter."""
+    from intelliflow.models.vlm_adapters import LlavaSplit
+
+    folder = shipped_models()["shapes-llava"]
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 20e6
+    assert "seed" in (folder / "README.md").read_text()
+    dataset = ShapesDataset("test", limit=60)
+    samples = [dataset[i] for i in range(len(dataset))]
+    model = load_split_model("shapes-llava")
+    assert isinstance(model, LlavaSplit) and model.point == "projector" and model.feature_grid == (8, 8)
+    with torch.no_grad():
+        px = model.preprocess([s.image for s in samples])
+        expected = model.full_generate_ids(px)
+        for point in ("vision.2", "projector"):
+            split = load_split_model("shapes-llava", split=point)
+            assert torch.equal(split.tail_generate_ids(split.head(px)), expected), point
+    captions = model.decode_ids(expected)
+    scores = semantic_accuracy({s.image_id: c for s, c in zip(samples, captions)},
+                               {s.image_id: s.scene for s in samples})
+    assert scores["semantic_accuracy"] >= 0.9 and scores["relation_accuracy"] >= 0.8
