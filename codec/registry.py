@@ -71,6 +71,8 @@ def register_codec(name: str, *, config: type | None = None, option: str | None 
     :param payload_id: the 4-bit kind this codec writes in its payload header (1..15, unique).
     """
     def register(cls: type) -> type:
+        if "-" in name:   # "name-option" is how a name carries its option (jpeg-30)
+            raise RegistryError(f"codec name {name!r} has a dash; a dash separates a codec's option")
         if payload_id is not None:
             if not 1 <= payload_id <= 15 or _PAYLOAD_IDS.get(payload_id, name) != name:
                 raise RegistryError(f"payload id {payload_id} of codec {name!r} is out of 1..15 or taken by "

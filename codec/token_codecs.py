@@ -96,7 +96,7 @@ def _mlp(width_in: int, hidden: int, width_out: int) -> nn.Sequential:
                          nn.Conv2d(hidden, width_out, 1))
 
 
-@register_codec("rvq-tokens", config=RVQCodecConfig, payload_id=5)
+@register_codec("rvq", config=RVQCodecConfig, payload_id=5)
 class RVQTokenCodec(FeatureCodec):
     """Residual-VQ token codec (see the module docstring)."""
 
@@ -368,7 +368,7 @@ class MergeCodecConfig(FeatureCodecConfig):
 SAME_LEFT, SAME_ABOVE, NAMED = 0, 1, 2
 
 
-@register_codec("merged-tokens", config=MergeCodecConfig, payload_id=6)
+@register_codec("tofc", config=MergeCodecConfig, payload_id=6)
 class MergedTokenCodec(HyperpriorFeatureCodec):
     """Token merging after TOFC, then a learned hyperprior on the merged tokens.
 

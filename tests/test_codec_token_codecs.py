@@ -163,7 +163,7 @@ def test_training_initialises_code_vectors_from_data_and_learns(codec):
 
 
 def test_registry_builds_it_and_bad_configs_are_clear_errors(codec):
-    built = build_codec({"name": "rvq-tokens", "in_channels": 16, "codebooks": 2, "codebook_size": 8})
+    built = build_codec({"name": "rvq", "in_channels": 16, "codebooks": 2, "codebook_size": 8})
     assert isinstance(built, RVQTokenCodec) and built.max_q == 1
     with pytest.raises(ConfigError, match="codebooks must be at most 16"):
         RVQCodecConfig(codebooks=17)

@@ -32,11 +32,11 @@ def recipe(model_dir, codec="hyperprior", **changes):
     if codec == "hyperprior":
         data["codec"] = {"name": "hyperprior", "hidden_channels": 16, "latent_channels": 8, "hyper_channels": 8,
                          "rate_points": 3}
-    elif codec == "rvq-tokens":
-        data["codec"] = {"name": "rvq-tokens", "hidden_channels": 16, "latent_channels": 8, "codebooks": 3,
+    elif codec == "rvq":
+        data["codec"] = {"name": "rvq", "hidden_channels": 16, "latent_channels": 8, "codebooks": 3,
                          "codebook_size": 16}
-    elif codec == "merged-tokens":
-        data["codec"] = {"name": "merged-tokens", "hidden_channels": 16, "latent_channels": 8, "hyper_channels": 8,
+    elif codec == "tofc":
+        data["codec"] = {"name": "tofc", "hidden_channels": 16, "latent_channels": 8, "hyper_channels": 8,
                          "rate_points": 3, "keep_ratio": 0.25}
     else:
         data["codec"] = {"name": "jscc", "hidden_channels": 16, "symbol_channels": 4}
@@ -44,7 +44,7 @@ def recipe(model_dir, codec="hyperprior", **changes):
     return recipe_from_dict(apply_overrides(data, [f"{k}={v}" for k, v in changes.items()]))
 
 
-@pytest.mark.parametrize("codec", ["hyperprior", "jscc", "rvq-tokens", "merged-tokens"])
+@pytest.mark.parametrize("codec", ["hyperprior", "jscc", "rvq", "tofc"])
 def test_resumed_run_equals_an_uninterrupted_one_and_the_codec_loads(model_dir, tmp_path, codec):
     straight = train_codec(recipe(model_dir, codec), output=tmp_path / "a")
     train_codec(recipe(model_dir, codec), output=tmp_path / "b", stop_at=2)
@@ -240,13 +240,13 @@ def test_bfloat16_autocast_trains_with_the_entropy_model_in_float32(model_dir, t
 
 
 def test_a_token_codec_trains_on_a_multimodal_llm_s_query_tokens(tmp_path):
-    """rvq-tokens on BLIP-2's Q-Former outputs (8 query tokens on no grid, 1 x 8): trained through
+    """rvq on BLIP-2's Q-Former outputs (8 query tokens on no grid, 1 x 8): trained through
     the captioning loss with intelliflow's one codec loop; its payloads decode to what it coded."""
     import tiny_vlms
     from intelliflow.models import load_split_model
 
     folder = tiny_vlms.blip2(tmp_path / "blip2")
-    data = recipe(folder, "rvq-tokens", **{"model.split": 3, "eval.every": 0})
+    data = recipe(folder, "rvq", **{"model.split": 3, "eval.every": 0})
     out = train_codec(data, output=tmp_path / "run")
     codec = load_codec(out)
     model = load_split_model(folder, split="qformer")
