@@ -33,7 +33,6 @@ else); :attr:`LinkReport.lost` says which.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -43,6 +42,7 @@ from torch import nn
 from intelliflow.codec import resolve_codec
 from intelliflow.errors import ConfigError, ShapeError
 from intelliflow.models import grid_to_tokens, tokens_to_grid
+from intelliflow.models.protocol import square_grid
 
 
 def feature_layout(shape: tuple[int, ...] | torch.Size, grid: tuple[int, int] | None = None
@@ -73,10 +73,9 @@ def feature_layout(shape: tuple[int, ...] | torch.Size, grid: tuple[int, int] | 
         if h < 1 or w < 1 or h * w > n:
             raise ShapeError(f"{n} tokens do not hold a {h}x{w} grid")
         return (h, w), n - h * w
-    for prefix in (0, 1):
-        side = math.isqrt(max(n - prefix, 0))
-        if side and side * side == n - prefix:
-            return (side, side), prefix
+    found = square_grid(n)
+    if found is not None:
+        return found[1], found[0]
     raise ShapeError(f"{n} tokens are not a square grid (nor 1 + a square): give the grid, "
                      f"CodecLink(..., grid=(H, W)) (prefix tokens = N - H*W)")
 

@@ -137,3 +137,19 @@ def grid_to_tokens(grid: torch.Tensor, prefix: torch.Tensor | None = None) -> to
     b, d, h, w = grid.shape
     tokens = grid.reshape(b, d, h * w).transpose(1, 2)
     return tokens if prefix is None or prefix.shape[1] == 0 else torch.cat([prefix, tokens], dim=1)
+
+
+def square_grid(tokens: int) -> tuple[int, tuple[int, int]] | None:
+    """``(prefix_tokens, (s, s))`` where ``tokens`` is a square grid ``s²`` or a CLS token and one
+    (``1 + s²``); ``None`` otherwise.
+
+    >>> square_grid(196), square_grid(197), square_grid(32)
+    ((0, (14, 14)), (1, (14, 14)), None)
+    """
+    import math
+
+    for prefix in (0, 1):
+        side = math.isqrt(max(tokens - prefix, 0))
+        if side and side * side == tokens - prefix:
+            return prefix, (side, side)
+    return None

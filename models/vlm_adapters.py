@@ -49,7 +49,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from intelliflow.errors import ConfigError, ShapeError
 
 from .hf_adapters import _load_folder, _pretrained
-from .protocol import SplitModel
+from .protocol import SplitModel, square_grid
 from .registry import ADAPTERS
 
 
@@ -85,7 +85,6 @@ class VisionLanguageSplit(SplitModel):
         parts = self.parts()
         self._embed, self._layers = parts["embeddings"], parts["layers"]
         self._qformer, self._projector = parts.get("qformer"), parts["projector"]
-        self._rows_per_sample = 1
         self.image_size = int(image_size or self.native_image_size())
         self.prompt = prompt or self.default_prompt
         names = [f"vision.{k}" for k in range(self.used_layers())]
@@ -96,7 +95,6 @@ class VisionLanguageSplit(SplitModel):
         # a tail bypasses modules for its call: heads and tails of one model take turns
         self._lock = threading.RLock()
         self._prompt_inputs = self._build_prompt()
-        self._embedding_rows()
         self._layout()
 
     # ---------------------------------------------------------------- what a family declares
@@ -172,42 +170,30 @@ class VisionLanguageSplit(SplitModel):
     def grid_for(self, point: str, tokens: int) -> tuple[int, tuple[int, int]]:
         """``(prefix_tokens, (H', W'))`` of ``tokens`` features at ``point``: a square grid behind
         the prefix (a CLS token) where there is one, else one row."""
-        for prefix in (0, 1):
-            side = int(round((tokens - prefix) ** 0.5))
-            if side * side == tokens - prefix and side > 0:
-                return prefix, (side, side)
-        return 0, (1, tokens)
-
-    def _embedding_rows(self) -> None:
-        """Learn the shape the patch embedding returns per image and its rows of pixels per image."""
-        caught = []
-
-        def hook(module, args, kwargs, output):
-            caught.append((_first_tensor(args, kwargs, "pixel_values").shape[0], tuple(output.shape)))
-            raise _Stop
-        handle = self._embed.register_forward_hook(hook, with_kwargs=True)
-        blank = self.preprocess([np.zeros((self.image_size, self.image_size, 3), np.uint8)])
-        try:
-            self.model(**self.prompt_inputs(1), **self.model_pixels(blank))
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        self._rows_per_sample, self._embed_raw = caught[0]
+        return square_grid(tokens) or (0, (1, tokens))
 
     def _layout(self) -> None:
-        """Run the head once on a blank image to learn each point's raw shape and token layout."""
+        """One forward pass on a blank image learns each point's raw shape and token layout, the
+        shape the patch embedding returns per image and its rows of pixels per image."""
         blank = self.preprocess([np.zeros((self.image_size, self.image_size, 3), np.uint8)])
+        self._pixel_shape = tuple(blank.shape[1:])
+        caught: dict[str, torch.Tensor] = {}
+
+        def embedded(module, args, kwargs, output):
+            self._rows_per_sample = _first_tensor(args, kwargs, "pixel_values").shape[0]
+            self._embed_raw = tuple(output.shape)
+        handles = [self._embed.register_forward_hook(embedded, with_kwargs=True)]
+        handles += [self._hook(point, caught, stop=point == self.split_names[-1]) for point in self.split_names]
+        self._run(blank, handles)
         self._raw, self._grid, self._dims, self._prefix = {}, {}, {}, {}
         for point in self.split_names:
-            raw = self._capture(blank, point)
-            self._raw[point] = tuple(raw.shape)
-            tokens = self.to_tokens(point, raw, 1)
+            if point not in caught:
+                raise ConfigError(f"{self.name}: the forward pass never reached split point {point!r}")
+            self._raw[point] = tuple(caught[point].shape)
+            tokens = self.to_tokens(point, caught[point], 1)
             self._prefix[point], self._grid[point] = self.grid_for(point, tokens.shape[1])
             self._dims[point] = tokens.shape[-1]
-        self.prefix_tokens = self._prefix[self.point]
-        if not self.on_grid:
-            self.prefix_tokens = 0
+        self.prefix_tokens = self._prefix[self.point] if self.on_grid else 0
 
     def _raw_shape(self, point: str, batch: int) -> tuple[int, ...]:
         raw = self._raw[point]
@@ -266,42 +252,44 @@ class VisionLanguageSplit(SplitModel):
 
     def _placeholder(self, batch: int) -> dict[str, torch.Tensor]:
         """Pixels that say which image they are (sample ``i`` is all ``i + 1``), in the model's form."""
-        template = self._pixels_template
-        values = torch.arange(1, batch + 1, dtype=template.dtype, device=self.device)
-        pixels = values.view(batch, *([1] * (template.dim() - 1))).expand(batch, *template.shape[1:]).contiguous()
-        return self.model_pixels(pixels)
+        shape = self._pixel_shape
+        values = torch.arange(1, batch + 1, dtype=torch.float32, device=self.device)
+        return self.model_pixels(values.view(batch, *([1] * len(shape))).expand(batch, *shape).contiguous())
 
     # ---------------------------------------------------------------- head
-    def _capture(self, pixels: torch.Tensor, point: str) -> torch.Tensor:
-        """The raw tensor the model computes at ``point`` on ``pixels``: its forward, stopped there."""
-        self._pixels_template = pixels[:1].detach()
-        caught: list[torch.Tensor] = []
+    def _hook(self, point: str, caught: dict, stop: bool):
+        """A hook that puts the raw tensor the model computes at ``point`` into ``caught[point]``
+        (the input of a tower layer, the output of the Q-Former or projector); ``stop`` ends the
+        forward pass there."""
+        def keep(tensor):
+            caught[point] = tensor
+            if stop:
+                raise _Stop
         if point.startswith("vision."):
-            module = self._layers[int(point.split(".")[1])]
+            return self._layers[int(point.split(".")[1])].register_forward_pre_hook(
+                lambda module, args, kwargs: keep(_first_tensor(args, kwargs)), with_kwargs=True)
+        module = self._qformer if point == "qformer" else self._projector
+        return module.register_forward_hook(lambda module, args, output: keep(
+            output[0] if isinstance(output, (tuple, list)) else getattr(output, "last_hidden_state", output)))
 
-            def hook(module, args, kwargs):
-                caught.append(_first_tensor(args, kwargs))
-                raise _Stop
-            handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-        else:
-            module = self._qformer if point == "qformer" else self._projector
-
-            def hook(module, args, output):
-                caught.append(output[0] if isinstance(output, (tuple, list)) else
-                              getattr(output, "last_hidden_state", output))
-                raise _Stop
-            handle = module.register_forward_hook(hook)
-        batch = pixels.shape[0]
+    def _run(self, pixels: torch.Tensor, handles: list) -> None:
+        """The model's forward on the prompt and ``pixels`` until a hook stops it; the hooks go after."""
         try:
             with self._lock:
-                self.model(**self.prompt_inputs(batch), **self.model_pixels(pixels))
+                self.model(**self.prompt_inputs(pixels.shape[0]), **self.model_pixels(pixels))
         except _Stop:
             pass
         finally:
-            handle.remove()
-        if not caught:
+            for handle in handles:
+                handle.remove()
+
+    def _capture(self, pixels: torch.Tensor, point: str) -> torch.Tensor:
+        """The raw tensor the model computes at ``point`` on ``pixels``: its forward, stopped there."""
+        caught: dict[str, torch.Tensor] = {}
+        self._run(pixels, [self._hook(point, caught, stop=True)])
+        if point not in caught:
             raise ConfigError(f"{self.name}: the forward pass never reached split point {point!r}")
-        return caught[0]
+        return caught[point]
 
     def head(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Device side: batch-first pixels -> features [B, N, D] at the split point."""
@@ -387,23 +375,15 @@ class VisionLanguageSplit(SplitModel):
                     handle.remove()
                 self.last_vision_calls = state["calls"]
 
-    def _tail_pixels(self, batch: int) -> dict[str, torch.Tensor]:
-        return self._placeholder(batch)
-
-    def _generated(self, ids: torch.Tensor) -> torch.Tensor:
-        """Generated ids without the prompt (decoder-only models return prompt + new tokens)."""
-        prompt = self._prompt_inputs["input_ids"].shape[1]
-        return ids[:, prompt:] if ids.shape[1] >= prompt and self._returns_prompt else ids
-
-    _returns_prompt = True
-
     def _generate(self, batch: int, pixels: dict, generation: dict) -> torch.Tensor:
+        """Generated ids [B, T] without the prompt (the decoder-only LLMs return prompt + new tokens)."""
         generation = {"pad_token_id": self._pad_id(), **generation}
-        return self._generated(self.model.generate(**self.prompt_inputs(batch), **pixels, **generation))
+        ids = self.model.generate(**self.prompt_inputs(batch), **pixels, **generation)
+        return ids[:, self._prompt_inputs["input_ids"].shape[1]:]
 
     def tail_generate_ids(self, features: torch.Tensor, **generation) -> torch.Tensor:
         with self._features_at_split(features):
-            return self._generate(features.shape[0], self._tail_pixels(features.shape[0]), generation)
+            return self._generate(features.shape[0], self._placeholder(features.shape[0]), generation)
 
     def full_generate_ids(self, pixel_values: torch.Tensor, **generation) -> torch.Tensor:
         return self._generate(pixel_values.shape[0], self.model_pixels(pixel_values), generation)
@@ -452,7 +432,7 @@ class VisionLanguageSplit(SplitModel):
 
     def tail_logits(self, features, captions):
         with self._features_at_split(features):
-            return self._logits(captions, self._tail_pixels(features.shape[0]))
+            return self._logits(captions, self._placeholder(features.shape[0]))
 
     def full_logits(self, pixel_values, captions):
         return self._logits(captions, self.model_pixels(pixel_values))
