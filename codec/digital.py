@@ -341,12 +341,22 @@ class FeatureCodec(CompressionModel, Codec):
         return self._compress_q16(f, q16, stream, side)
 
     def _compress_q16(self, f: torch.Tensor, q16: torch.Tensor, stream=None, side=None) -> list[bytes]:
-        gain, _ = self.gains(q16.float() / 16)
-        y = self.g_a(pad_grid(self._centre(f), self.step)[0]) * gain
-        streams = self._entropy_compress(y, side)
+        streams = self._latent_streams(f, q16, side)
         h, w = f.shape[-2:]  # the header holds the feature grid; the latent grid follows from it
         return [bitstream.pack(self.payload_id, int(q16[i]), h, w, streams[i], self.fingerprint, stream)
                 for i in range(f.shape[0])]
+
+    def _latent_streams(self, f: torch.Tensor, q16: torch.Tensor, side=None) -> list[bytes]:
+        """Grids [B, D, H, W] at rate points ``q16`` [B] -> one entropy-coded body per image."""
+        gain, _ = self.gains(q16.float() / 16)
+        return self._entropy_compress(self.g_a(pad_grid(self._centre(f), self.step)[0]) * gain, side)
+
+    def _grid_from_body(self, body: bytes, grid: tuple[int, int], q16: int, side=None) -> torch.Tensor:
+        """One image's entropy-coded body -> its grid [1, D, H, W] (``grid`` = (H, W))."""
+        pad, latent = grid_padding(*grid, self.step)
+        y_hat = self._entropy_decompress(body, latent, side)
+        _, inv_gain = self.gains(torch.tensor([q16 / 16], device=self.log_inv_gain.device))
+        return self._uncentre(crop_grid(self.g_s(y_hat * inv_gain), pad))
 
     def _compress_to_budget(self, f: torch.Tensor, target_bytes, stream=None, side=None) -> list[bytes]:
         budgets = [int(target_bytes)] * f.shape[0] if isinstance(target_bytes, (int, float)) else list(target_bytes)
@@ -383,7 +393,6 @@ class FeatureCodec(CompressionModel, Codec):
         payloads = check_batch(payloads, "decompress")
         self._tables_ready()
         outputs = []
-        device = self.log_inv_gain.device
         self._check_width(expected)
         for data in payloads:
             packet = self._unpack_checked(data, expected, stream)
@@ -391,10 +400,7 @@ class FeatureCodec(CompressionModel, Codec):
             if self.config.mean_grid is not None and grid != self.config.mean_grid:
                 raise BitstreamError(f"the payload declares a {grid[0]}x{grid[1]} grid; this codec codes only "
                                      f"{self.config.mean_grid[0]}x{self.config.mean_grid[1]}")
-            pad, latent = grid_padding(*grid, self.step)
-            y_hat = self._entropy_decompress(packet.body, latent, side)
-            _, inv_gain = self.gains(torch.tensor([packet.q16 / 16], device=device))
-            outputs.append(self._uncentre(crop_grid(self.g_s(y_hat * inv_gain), pad)))
+            outputs.append(self._grid_from_body(packet.body, grid, packet.q16, side))
         return torch.cat(outputs)
 
     def _check_width(self, expected: tuple[int, int, int] | None) -> None:

@@ -46,7 +46,7 @@ from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 from . import bitstream
 from .digital import FeatureCodec, FeatureCodecConfig, HyperpriorFeatureCodec
 from .entropy_coding import ENTROPY_CODERS, Tables, entropy_coder
-from .interface import check_batch, crop_grid, grid_padding, pad_grid
+from .interface import check_batch
 from .registry import register_codec
 from .tokens import _quantized_cdf
 
@@ -524,12 +524,9 @@ class MergedTokenCodec(HyperpriorFeatureCodec):
     def _compress_q16(self, f: torch.Tensor, q16: torch.Tensor, stream=None, side=None) -> list[bytes]:
         grid, assign = tuple(f.shape[-2:]), self.cluster(f)
         clusters = self.merged_count(grid[0] * grid[1])
-        merged = self.merge(f, assign, clusters)
-        gain, _ = self.gains(q16.float() / 16)
-        y = self.g_a(pad_grid(merged, self.step)[0]) * gain
         writers = [self._map_writer(assign[i], grid, clusters, None if side is None else side[i])
                    for i in range(f.shape[0])]
-        streams = self._entropy_compress(y, writers)
+        streams = self._latent_streams(self.merge(f, assign, clusters), q16, writers)
         return [bitstream.pack(self.payload_id, int(q16[i]), grid[0], grid[1], streams[i], self.fingerprint, stream)
                 for i in range(f.shape[0])]
 
@@ -540,17 +537,14 @@ class MergedTokenCodec(HyperpriorFeatureCodec):
         self._tables_ready()
         self._check_width(expected)
         outputs = []
-        device = self.log_inv_gain.device
         for data in payloads:
             packet = self._unpack_checked(data, expected, stream)
             grid = (packet.height, packet.width)
             clusters = self.merged_count(grid[0] * grid[1])
             if clusters > 255:
                 raise BitstreamError(f"the payload declares a {grid[0]}x{grid[1]} grid, beyond this codec")
-            pad, latent = grid_padding(1, clusters, self.step)
             read: list[torch.Tensor] = []
-            y_hat = self._entropy_decompress(packet.body, latent, self._map_reader(grid, clusters, read, side))
-            _, inv_gain = self.gains(torch.tensor([packet.q16 / 16], device=device))
-            merged = crop_grid(self.g_s(y_hat * inv_gain), pad)
+            merged = self._grid_from_body(packet.body, (1, clusters), packet.q16,
+                                          self._map_reader(grid, clusters, read, side))
             outputs.append(self.unmerge(merged, read[0][None], grid))
         return torch.cat(outputs)
