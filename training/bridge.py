@@ -44,7 +44,7 @@ from intelliflow.config import entry_point, from_dict, to_dict
 from intelliflow.errors import ConfigError, ShapeError
 from intelliflow.training import LoopConfig, Step, TrainState, lr_schedule, train_loop
 
-from .codec import _ENTROPY_TABLES, ChannelSection, CodecTraining
+from .codec import _ENTROPY_TABLES, ChannelSection, CodecTraining, codec_optimizer, draw_generators
 
 
 @dataclass
@@ -287,17 +287,8 @@ def train_bridge(recipe: BridgeRecipe, output: str | Path | None = None, resume:
     split = split_at(model, recipe.model.split, transform=link)
 
     main_params = [p for n, p in codec.named_parameters() if not n.endswith(".quantiles")]
-    groups = [{"params": main_params, "lr": t.lr, "weight_decay": 0.0}]
-    aux_params = [p for n, p in codec.named_parameters() if n.endswith(".quantiles")]
-    if aux_params:
-        groups.append({"params": aux_params, "lr": t.aux_lr, "weight_decay": 0.0})
-    optimizer = torch.optim.Adam(groups)
-    generator = torch.Generator().manual_seed(recipe.seed * 7919)   # rate points, SNRs, bandwidths
-    generators = {"draws": generator}
-    if recipe.channel.name != "none":
-        from sionna.phy import config as sionna_config
-
-        generators["sionna"] = sionna_config.torch_rng("cpu")
+    optimizer = codec_optimizer(main_params, codec, t)
+    generator, generators = draw_generators(recipe.seed * 7919, recipe.channel.name)
     state = TrainState({"link": link}, optimizer, lr_schedule(optimizer, t), clip=main_params,
                        keep=lambda k: not k.endswith(_ENTROPY_TABLES), generators=generators)
     max_q = codec.rate_range()[1] if digital else 0.0

@@ -143,6 +143,28 @@ def _targets(recipe: CodecRecipe, batch: dict, step: int, model, features) -> li
 _ENTROPY_TABLES = ("._quantized_cdf", "._offset", "._cdf_length", ".scale_table")
 
 
+def codec_optimizer(main_params: list, codec, train: CodecTraining) -> torch.optim.Optimizer:
+    """Adam over ``main_params`` at ``train.lr`` and, in a group of their own at ``train.aux_lr``,
+    the codec's entropy-model quantiles (CompressAI's auxiliary parameters), where it has them."""
+    groups = [{"params": main_params, "lr": train.lr, "weight_decay": 0.0}]
+    aux_params = [p for n, p in codec.named_parameters() if n.endswith(".quantiles")]
+    if aux_params:
+        groups.append({"params": aux_params, "lr": train.aux_lr, "weight_decay": 0.0})
+    return torch.optim.Adam(groups)
+
+
+def draw_generators(seed: int, channel: str) -> tuple[torch.Generator, dict]:
+    """The generator of a run's rate points, SNRs and bandwidths, and every generator a checkpoint
+    keeps (Sionna's too where a channel is simulated)."""
+    generator = torch.Generator().manual_seed(seed)
+    generators = {"draws": generator}
+    if channel != "none":
+        from sionna.phy import config as sionna_config
+
+        generators["sionna"] = sionna_config.torch_rng("cpu")
+    return generator, generators
+
+
 def train_codec(recipe: CodecRecipe, output: str | Path | None = None, resume: bool = False,
                 stop_at: int | None = None) -> Path:
     """Run a codec recipe; returns the folder of the trained codec (``OUT/codec``).
@@ -211,17 +233,8 @@ def _train_codec(recipe: CodecRecipe, out: Path, resume: bool, stop_at: int | No
         codec.set_feature_mean(torch.cat(grids))
 
     main_params = [p for n, p in flow.named_parameters() if p.requires_grad and not n.endswith(".quantiles")]
-    groups = [{"params": main_params, "lr": t.lr, "weight_decay": 0.0}]
-    aux_params = [p for n, p in codec.named_parameters() if n.endswith(".quantiles")]
-    if aux_params:
-        groups.append({"params": aux_params, "lr": t.aux_lr, "weight_decay": 0.0})
-    optimizer = torch.optim.Adam(groups)
-    generator = torch.Generator().manual_seed(recipe.seed * 7919 + rank)  # rate points, SNRs, bandwidths
-    generators = {"draws": generator}
-    if recipe.channel.name != "none":
-        from sionna.phy import config as sionna_config
-
-        generators["sionna"] = sionna_config.torch_rng("cpu")
+    optimizer = codec_optimizer(main_params, codec, t)
+    generator, generators = draw_generators(recipe.seed * 7919 + rank, recipe.channel.name)
     tables = [k for k in flow.state_dict() if k.endswith(_ENTROPY_TABLES)]
     state = TrainState({"flow": flow}, optimizer, lr_schedule(optimizer, t), clip=main_params,
                        keep=lambda k: (k.startswith("flow.codec.") or recipe.model.trainable != "none")
