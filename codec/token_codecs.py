@@ -16,10 +16,23 @@ summed code vectors back::
 
 The rate point ``q`` sets the stages: ``s = floor(q) + 1`` of ``codebooks`` (variable rate: one
 trained codec, every stage count). Indices are integers, so the decoder's ``ŷ`` is the encoder's
-exactly, on any machine; ``decompress`` returns what the eval ``forward`` returns. Training uses
-the straight-through estimator with VQ-VAE's codebook and commitment losses (the codec's
-``aux_loss``), code vectors initialised from the first training batch's residuals, and the priors
-learned by the rate term itself (bits = ``-log2 p(index)``).
+exactly, on any machine; ``decompress`` returns what the eval ``forward`` returns.
+
+The assignment is entropy-constrained (ECVQ, Chou, Lookabaugh & Gray 1989): stage ``m`` picks the
+code vector minimising ``|r - c|² / (d · P_m) + β(q) · (-log2 p_m(c))``, the squared error relative
+to the stage's mean residual power ``P_m`` plus ``β(q)`` times what the index costs under the
+stage's prior, with ``β`` log-linear from ``assignment_rate_low`` (q = 0) to
+``assignment_rate_high`` (the top rate point). So tokens that carry little (a plain background)
+share a few cheap code vectors, and the indices cost far less than ``log2 codebook_size``; nearest
+neighbour assignment (``β = 0``) keeps every code vector in use and the priors near uniform. Only
+the encoder chooses: the decoder reads indices, whatever rule chose them.
+
+The priors are the code vectors' frequencies, a moving average over training batches (mixed with a
+thousandth of the uniform distribution, so every index stays codable), as Encodec tracks its code usage:
+the likelihoods carry no gradient, and the rate follows ``β``. Training uses the straight-through
+estimator with VQ-VAE's codebook and commitment losses (the codec's ``aux_loss``), code vectors
+initialised from the first training batch's residuals, and code vectors no token has chosen for
+many batches moved onto residuals of the current batch.
 
 >>> import torch
 >>> codec = RVQTokenCodec(RVQCodecConfig(in_channels=16, hidden_channels=32, latent_channels=8,
@@ -65,6 +78,12 @@ class RVQCodecConfig:
     codebook_size: int = 256
     #: VQ-VAE's commitment weight (the encoder's pull towards its code vectors)
     commitment: float = 0.25
+    #: β of the entropy-constrained assignment at q = 0 and at the top rate point: relative squared
+    #: error traded for one bit of index (0: nearest neighbour)
+    assignment_rate_low: float = 0.05
+    assignment_rate_high: float = 0.005
+    #: how much of each batch's code frequencies enters the priors' moving average
+    prior_momentum: float = 0.05
     entropy_coder: str = "arithmetic"
 
     def __post_init__(self):
@@ -80,6 +99,14 @@ class RVQCodecConfig:
         if self.entropy_coder not in ENTROPY_CODERS:
             raise ConfigError(f"codec entropy_coder must be one of {', '.join(ENTROPY_CODERS)}, "
                               f"got {self.entropy_coder!r}")
+        for name in ("assignment_rate_low", "assignment_rate_high"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+                raise ConfigError(f"codec {name} must be a number at least 0, got {str(value)[:20]}")
+        if (self.assignment_rate_low == 0) != (self.assignment_rate_high == 0):
+            raise ConfigError("codec assignment_rate_low and assignment_rate_high must both be 0 or both positive")
+        if not 0 < self.prior_momentum <= 1:
+            raise ConfigError(f"codec prior_momentum must be in (0, 1], got {self.prior_momentum}")
 
     # what the shared feature-codec machinery reads
     @property
@@ -106,10 +133,11 @@ class RVQTokenCodec(FeatureCodec):
         self.g_a = _mlp(c.in_channels, c.hidden_channels, c.latent_channels)
         self.g_s = _mlp(c.latent_channels, c.hidden_channels, c.in_channels)
         self.codebook = nn.Parameter(torch.randn(c.codebooks, c.codebook_size, c.latent_channels) * 0.1)
-        self.prior_logits = nn.Parameter(torch.zeros(c.codebooks, c.codebook_size))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
-        #: how often each code vector is chosen (moving average over training batches)
-        self.register_buffer("usage", torch.ones(c.codebooks, c.codebook_size))
+        #: each stage's prior: how often each code vector is chosen, a moving average over batches
+        self.register_buffer("prior", torch.full((c.codebooks, c.codebook_size), 1.0 / c.codebook_size))
+        #: each stage's mean residual power per latent channel (the assignment's error scale)
+        self.register_buffer("residual_power", torch.ones(c.codebooks))
         self.coder = entropy_coder(c.entropy_coder)
         self._fingerprint = None
         self._coding_tables = None
@@ -118,6 +146,20 @@ class RVQTokenCodec(FeatureCodec):
     def stages(self, q: torch.Tensor) -> torch.Tensor:
         """Stages used at rate points ``q`` [B]: ``floor(q) + 1`` [B] long."""
         return q.floor().long().clamp(0, self.config.codebooks - 1) + 1
+
+    def assignment_rate(self, q: torch.Tensor) -> torch.Tensor:
+        """β of the entropy-constrained assignment at rate points ``q`` [B] -> [B], log-linear from
+        ``assignment_rate_low`` (q = 0) to ``assignment_rate_high`` (the top rate point)."""
+        c = self.config
+        if c.assignment_rate_low == 0:
+            return torch.zeros_like(q, dtype=torch.float32)
+        t = (q.float() / max(c.codebooks - 1, 1)).clamp(0, 1)
+        return torch.exp((1 - t) * math.log(c.assignment_rate_low) + t * math.log(c.assignment_rate_high))
+
+    def log2_prior(self) -> torch.Tensor:
+        """What each index costs, ``-log2 p`` [M, K]: the priors mixed with a thousandth of uniform."""
+        k = self.config.codebook_size
+        return -torch.log2(0.999 * self.prior / self.prior.sum(-1, keepdim=True) + 0.001 / k)
 
     # ------------------------------------------------------------------ quantisation
     def _tokens(self, f: torch.Tensor) -> torch.Tensor:
@@ -136,44 +178,57 @@ class RVQTokenCodec(FeatureCodec):
         for m in range(self.config.codebooks):
             pick = torch.randint(0, residual.shape[0], (k,), device=residual.device)
             self.codebook[m].copy_(residual[pick] + 1e-3 * torch.randn_like(residual[pick]))
+            self.residual_power[m] = residual.pow(2).mean().clamp_min(1e-12)
             nearest = torch.cdist(residual, self.codebook[m]).argmin(-1)
             residual = residual - self.codebook[m][nearest]
         self.initialised.fill_(True)
         self._agree()
 
     def _agree(self) -> None:
-        """Under DDP, every process takes rank 0's code vectors and usage (they change outside the
-        gradients DDP averages)."""
+        """Under DDP, every process takes rank 0's code vectors, priors and residual powers (they
+        change outside the gradients DDP averages)."""
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            dist.broadcast(self.codebook.data, 0)
-            dist.broadcast(self.usage, 0)
+            for tensor in (self.codebook.data, self.prior, self.residual_power):
+                dist.broadcast(tensor, 0)
 
     @torch.no_grad()
-    def _revive(self, indices: torch.Tensor, residuals: list[torch.Tensor], decay: float = 0.95) -> None:
-        """Code vectors no batch has chosen for a while move onto residuals of this batch (as
-        Encodec replaces expired codes), so that every stage keeps all its code vectors in use."""
-        k = self.config.codebook_size
+    def _track(self, indices: torch.Tensor, residuals: list[torch.Tensor], used: torch.Tensor) -> None:
+        """After a training batch: the priors and residual powers move towards this batch's (the
+        stages its images used); code vectors whose prior has fallen below a thousandth of the
+        uniform share move onto residuals of this batch, at the uniform share (as Encodec replaces
+        expired codes)."""
+        k, momentum = self.config.codebook_size, self.config.prior_momentum
         for m, residual in enumerate(residuals):
-            counts = torch.bincount(indices[:, m].reshape(-1), minlength=k).float()
-            self.usage[m].mul_(decay).add_((1 - decay) * counts / counts.sum() * k)
-            dead = (self.usage[m] < 0.03).nonzero().flatten()
+            rows = used[:, m]
+            if not bool(rows.any()):
+                continue
+            chosen = indices[rows, m].reshape(-1)
+            counts = torch.bincount(chosen, minlength=k).to(self.prior.dtype)
+            self.prior[m].mul_(1 - momentum).add_(momentum * counts / counts.sum())
+            pool = residual.detach()[rows].reshape(-1, residual.shape[-1])
+            self.residual_power[m].mul_(1 - momentum).add_(momentum * pool.pow(2).mean().clamp_min(1e-12))
+            dead = (self.prior[m] < 1e-3 / k).nonzero().flatten()
             if dead.numel():
-                pool = residual.detach().reshape(-1, residual.shape[-1])
                 pick = torch.randint(0, pool.shape[0], (dead.numel(),), device=pool.device)
                 self.codebook.data[m, dead] = pool[pick]
-                self.usage[m, dead] = 1.0
+                self.prior[m, dead] = 1.0 / k
+                self.prior[m].div_(self.prior[m].sum())
         self._agree()
 
-    def quantise(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Latent tokens [B, N, d] -> (indices [B, M, N] of every stage, residuals before each stage)."""
+    def quantise(self, tokens: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Latent tokens [B, N, d] at rate points ``q`` [B] -> (indices [B, M, N] of every stage,
+        residuals before each stage), each stage's index chosen by the entropy-constrained rule."""
+        beta = self.assignment_rate(q).to(tokens.device)[:, None, None]                  # [B, 1, 1]
+        cost = self.log2_prior().to(tokens.device)                                      # [M, K]
+        d = tokens.shape[-1]
         residual, indices, residuals = tokens, [], []
         for m in range(self.config.codebooks):
             residuals.append(residual)
             book = self.codebook[m]
             distance = (residual.pow(2).sum(-1, keepdim=True) - 2 * residual @ book.T + book.pow(2).sum(-1))
-            index = distance.argmin(-1)                       # [B, N]
+            index = (distance / (d * self.residual_power[m]) + beta * cost[m]).argmin(-1)   # [B, N]
             indices.append(index)
             residual = residual - book[index].detach()
         return torch.stack(indices, 1), residuals
@@ -197,13 +252,14 @@ class RVQTokenCodec(FeatureCodec):
         ``f_hat`` is what ``decompress(compress(f, q))`` returns. Likelihoods of unused stages are 1.
         """
         self._check_features(f)
-        stages = self.stages(self._q_tensor(q, f.shape[0], f.device))
+        q = self._q_tensor(q, f.shape[0], f.device)
+        stages = self.stages(q)
         if self.training:   # the priors and code vectors move: tables and fingerprint are rebuilt when next needed
             self._fingerprint = self._coding_tables = None
         tokens = self._tokens(f)
         if self.training and not bool(self.initialised):
             self._initialise(tokens)
-        indices, residuals = self.quantise(tokens)
+        indices, residuals = self.quantise(tokens, q)
         used = torch.arange(self.config.codebooks, device=f.device)[None, :] < stages[:, None]     # [B, M]
         y_hat = self.dequantise(indices, stages.tolist())
         vq_loss = tokens.new_zeros(())
@@ -214,10 +270,10 @@ class RVQTokenCodec(FeatureCodec):
                              + self.config.commitment * (residual - chosen.detach()).pow(2).mean((1, 2)))
                 vq_loss = vq_loss + (per_image * used[:, m]).mean()
             y_hat = tokens + (y_hat - tokens).detach()        # straight through
-            self._revive(indices, residuals)                   # after the losses of this batch's choices
-        log_prior = F.log_softmax(self.prior_logits, -1)     # [M, K]
-        log_p = torch.gather(log_prior[None].expand(f.shape[0], -1, -1), 2, indices)      # [B, M, N]
-        likelihoods = torch.where(used[:, :, None], log_p.exp(), torch.ones_like(log_p))
+            self._track(indices, residuals, used)              # after the losses of this batch's choices
+        bits = self.log2_prior().to(f.device)                # [M, K]
+        p = torch.exp2(-torch.gather(bits[None].expand(f.shape[0], -1, -1), 2, indices))   # [B, M, N]
+        likelihoods = torch.where(used[:, :, None], p, torch.ones_like(p))
         return {"f_hat": self._features(y_hat, tuple(f.shape[-2:])), "likelihoods": {"indices": likelihoods},
                 "vq_loss": vq_loss, "indices": indices, "stages": stages}
 
@@ -233,7 +289,7 @@ class RVQTokenCodec(FeatureCodec):
     def update(self, scale_table=None, force: bool = True, update_quantiles: bool = False) -> bool:
         """Build the priors' coding tables now (``compress`` and ``decompress`` build them when
         first needed, after loading or training)."""
-        pmf = F.softmax(self.prior_logits.detach().double(), -1).cpu()
+        pmf = torch.exp2(-self.log2_prior().double()).cpu()
         cdfs = [_quantized_cdf([*row.tolist(), ESCAPE]) for row in pmf]
         # one assignment: a decoding thread sees the old tables or the new ones, never a half-built dict
         self._fingerprint = None
@@ -257,7 +313,7 @@ class RVQTokenCodec(FeatureCodec):
     # ------------------------------------------------------------------ bitstreams
     def _compress_q16(self, f: torch.Tensor, q16: torch.Tensor, stream=None, side=None) -> list[bytes]:
         stages = self.stages(q16.float() / 16)
-        indices, _ = self.quantise(self._tokens(f))
+        indices, _ = self.quantise(self._tokens(f), q16.float() / 16)
         h, w = f.shape[-2:]
         out = []
         for i in range(f.shape[0]):

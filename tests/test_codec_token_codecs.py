@@ -74,18 +74,39 @@ def test_the_priors_set_what_an_index_costs(codec):
     f = tokens(16, (4, 4), seed=11)
     uniform, skewed = copy.deepcopy(codec), copy.deepcopy(codec)
     with torch.no_grad():
-        uniform.prior_logits.zero_()
+        uniform.prior.fill_(1.0)
         counts = torch.stack([torch.bincount(row.reshape(-1), minlength=CONFIG.codebook_size)
                               for row in codec(f, q=3)["indices"].transpose(0, 1)]).double()
-        skewed.prior_logits.copy_(torch.log(counts + 0.5))
+        skewed.prior.copy_(counts + 0.5)
     uniform.update(), skewed.update()
     n = 16 * 16 * CONFIG.codebooks
     bits = {name: 8 * sum(len(p) - 6 for p in c.encode(f, q=3)) for name, c in (("uniform", uniform), ("skewed", skewed))}
     assert abs(bits["uniform"] - n * codec.index_bits()) < 16 * 12
-    p = (counts + 0.5) / (counts + 0.5).sum(1, keepdim=True)
-    information = float(-(counts * torch.log2(p)).sum())
+    indices = skewed(f, q=3)["indices"]               # the skewed priors also steer the assignment
+    information = float(sum(skewed.log2_prior()[m][indices[:, m]].sum() for m in range(CONFIG.codebooks)))
     assert bits["skewed"] < 0.9 * bits["uniform"] and abs(bits["skewed"] - information) < 0.02 * information + 16 * 12
-    assert torch.equal(skewed.decode(skewed.encode(f, q=3)), codec(f, q=3)["f_hat"])
+    assert torch.equal(skewed.decode(skewed.encode(f, q=3)), skewed(f, q=3)["f_hat"])
+
+
+def test_entropy_constrained_assignment_trades_error_for_bits(codec):
+    """A larger β picks cheaper indices: at one stage, fewer bits and more latent error than nearest
+    neighbour (β = 0) under the same priors and code vectors (each token minimises error + β bits)."""
+    import copy
+    import dataclasses
+
+    f = tokens(16, (4, 4), seed=5)
+    bits, errors = [], []
+    with torch.no_grad():
+        y = codec._tokens(f)
+        for beta in (0.0, 0.05, 0.5):
+            other = copy.deepcopy(codec)
+            other.config = dataclasses.replace(CONFIG, assignment_rate_low=beta, assignment_rate_high=beta)
+            bits.append(float(other.estimate_bits(f, q=0).sum()))
+            first = other.quantise(y, torch.zeros(16))[0][:, 0]
+            errors.append(float((y - other.codebook[0][first]).pow(2).sum()))
+            assert torch.equal(other.decode(other.encode(f, q=2)), other(f, q=2)["f_hat"])
+    assert bits[0] > bits[1] > bits[2] and errors[0] < errors[1] < errors[2]
+    assert bits[2] < 0.95 * bits[0], bits
 
 
 def test_real_bits_match_the_likelihood_estimate(codec):
