@@ -69,6 +69,19 @@ from .registry import register_codec
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 32.0, 64
 
 
+def checked_mean_grid(value) -> tuple[int, int] | None:
+    """A codec's ``mean_grid`` as ``(H, W)``, or ``None``; anything else is a :class:`ConfigError`."""
+    if value is None:
+        return None
+    try:
+        grid = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        grid = ()
+    if len(grid) != 2 or not all(0 < v < 256 for v in grid):
+        raise ConfigError(f"codec mean_grid must be [H, W] with H and W in 1..255, got {value!r}")
+    return grid
+
+
 @dataclass
 class FeatureCodecConfig(GridCodecConfig):
     """Sizes of a digital feature codec. ``downsample`` stride-2 stages shrink the latent grid."""
@@ -93,11 +106,7 @@ class FeatureCodecConfig(GridCodecConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mean_grid is not None:
-            grid = tuple(int(v) for v in self.mean_grid)
-            if len(grid) != 2 or not all(0 < v < 256 for v in grid):
-                raise ConfigError(f"codec mean_grid must be [H, W] with H and W in 1..255, got {self.mean_grid!r}")
-            self.mean_grid = grid
+        self.mean_grid = checked_mean_grid(self.mean_grid)
         for name in ("latent_channels", "hyper_channels", "rate_points"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"codec {name} must be positive, got {getattr(self, name)}")
@@ -397,9 +406,6 @@ class FeatureCodec(CompressionModel, Codec):
         for data in payloads:
             packet = self._unpack_checked(data, expected, stream)
             grid = (packet.height, packet.width)
-            if self.config.mean_grid is not None and grid != self.config.mean_grid:
-                raise BitstreamError(f"the payload declares a {grid[0]}x{grid[1]} grid; this codec codes only "
-                                     f"{self.config.mean_grid[0]}x{self.config.mean_grid[1]}")
             outputs.append(self._grid_from_body(packet.body, grid, packet.q16, side))
         return torch.cat(outputs)
 
@@ -416,6 +422,10 @@ class FeatureCodec(CompressionModel, Codec):
         packet = bitstream.unpack(data, self.payload_id, self.fingerprint, stream)
         if packet.q16 > self.max_q * 16:
             raise BitstreamError(f"rate point {packet.q} is beyond this codec's maximum {self.max_q}")
+        mean_grid = self.config.mean_grid
+        if mean_grid is not None and (packet.height, packet.width) != mean_grid:
+            raise BitstreamError(f"the payload declares a {packet.height}x{packet.width} grid; this codec codes "
+                                 f"only {mean_grid[0]}x{mean_grid[1]}")
         check_expected((packet.height, packet.width), None if expected is None else tuple(expected[1:]),
                        "a feature grid of")
         return packet

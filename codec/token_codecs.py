@@ -57,7 +57,7 @@ from torch.nn import functional as F
 from intelliflow.errors import BitstreamError, ConfigError, ShapeError
 
 from . import bitstream
-from .digital import FeatureCodec, FeatureCodecConfig, HyperpriorFeatureCodec
+from .digital import FeatureCodec, FeatureCodecConfig, HyperpriorFeatureCodec, checked_mean_grid
 from .entropy_coding import ENTROPY_CODERS, Tables, entropy_coder
 from .interface import check_batch
 from .registry import register_codec
@@ -84,6 +84,10 @@ class RVQCodecConfig:
     assignment_rate_high: float = 0.005
     #: how much of each batch's code frequencies enters the priors' moving average
     prior_momentum: float = 0.05
+    #: ``[H, W]``: code each image's difference from the training features' mean on that grid, as
+    #: the feature codecs' ``mean_grid`` (a per-token codec cannot synthesise what every image
+    #: shares by position, such as a positional embedding); ``None``: tokens as they are
+    mean_grid: tuple[int, int] | None = None
     entropy_coder: str = "arithmetic"
 
     def __post_init__(self):
@@ -107,6 +111,7 @@ class RVQCodecConfig:
             raise ConfigError("codec assignment_rate_low and assignment_rate_high must both be 0 or both positive")
         if not 0 < self.prior_momentum <= 1:
             raise ConfigError(f"codec prior_momentum must be in (0, 1], got {self.prior_momentum}")
+        self.mean_grid = checked_mean_grid(self.mean_grid)
 
     # what the shared feature-codec machinery reads
     @property
@@ -114,7 +119,6 @@ class RVQCodecConfig:
         return self.codebooks
 
     downsample = 0
-    mean_grid = None
 
 
 def _mlp(width_in: int, hidden: int, width_out: int) -> nn.Sequential:
@@ -138,6 +142,8 @@ class RVQTokenCodec(FeatureCodec):
         self.register_buffer("prior", torch.full((c.codebooks, c.codebook_size), 1.0 / c.codebook_size))
         #: each stage's mean residual power per latent channel (the assignment's error scale)
         self.register_buffer("residual_power", torch.ones(c.codebooks))
+        if c.mean_grid is not None:
+            self.register_buffer("feature_mean", torch.zeros(c.in_channels, *c.mean_grid))
         self.coder = entropy_coder(c.entropy_coder)
         self._fingerprint = None
         self._coding_tables = None
@@ -163,12 +169,12 @@ class RVQTokenCodec(FeatureCodec):
 
     # ------------------------------------------------------------------ quantisation
     def _tokens(self, f: torch.Tensor) -> torch.Tensor:
-        y = self.g_a(f)                                    # [B, d, H, W]
+        y = self.g_a(self._centre(f))                      # [B, d, H, W]
         return y.flatten(2).transpose(1, 2)                # [B, N, d]
 
     def _features(self, y_hat: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         b, n, d = y_hat.shape
-        return self.g_s(y_hat.transpose(1, 2).reshape(b, d, *grid))
+        return self._uncentre(self.g_s(y_hat.transpose(1, 2).reshape(b, d, *grid)))
 
     @torch.no_grad()
     def _initialise(self, tokens: torch.Tensor) -> None:
