@@ -107,6 +107,9 @@ def test_entropy_constrained_assignment_trades_error_for_bits(codec):
             assert torch.equal(other.decode(other.encode(f, q=2)), other(f, q=2)["f_hat"])
     assert bits[0] > bits[1] > bits[2] and errors[0] < errors[1] < errors[2]
     assert bits[2] < 0.95 * bits[0], bits
+    # trained with it, the priors follow the tokens' few clusters: an index costs well under log2(K)
+    per_index = codec.estimate_bits(f, q=3).mean() / (16 * CONFIG.codebooks)
+    assert per_index < 0.7 * codec.index_bits()
 
 
 def test_real_bits_match_the_likelihood_estimate(codec):
