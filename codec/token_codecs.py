@@ -29,7 +29,16 @@ the encoder chooses: the decoder reads indices, whatever rule chose them.
 
 The priors are the code vectors' frequencies, a moving average over training batches (mixed with a
 thousandth of the uniform distribution, so every index stays codable), as Encodec tracks its code usage:
-the likelihoods carry no gradient, and the rate follows ``β``. Training uses the straight-through
+the likelihoods carry no gradient, and the rate follows ``β``. With ``contexts`` (the default) each
+index is coded under its context, not only its stage's prior: a stage-0 index under its left
+neighbour's stage-0 index (the upper one's at the start of a row), a later stage's index under the
+previous stage's index at the same token. Those conditional frequencies are counted over training
+batches too (moving averages of the pairs' counts) and shrunk towards the stage's prior
+(``(count(context, c) + α p_m(c)) / (count(context) + α)``, ``α = context_strength``), so a rare
+context codes at about the prior's cost. On the shipped captioner's 8x8 tokens this codes the same
+indices in about 30 % fewer bits than the priors alone (a plain background repeats its neighbour's
+index; a later stage's index depends on the coarser one it refines). The assignment still weighs
+each index by its stage's prior (the contexts of stage 0 are only known in raster order). Training uses the straight-through
 estimator with VQ-VAE's codebook and commitment losses (the codec's ``aux_loss``), code vectors
 initialised from the first training batch's residuals, and code vectors no token has chosen for
 many batches moved onto residuals of the current batch.
@@ -84,6 +93,11 @@ class RVQCodecConfig:
     assignment_rate_high: float = 0.005
     #: how much of each batch's code frequencies enters the priors' moving average
     prior_momentum: float = 0.05
+    #: code each index under its context (the left neighbour's stage-0 index; the previous stage's
+    #: index at the same token), not only its stage's prior; ``False``: the priors alone
+    contexts: bool = True
+    #: α: how many counts of the stage's prior a context's frequencies start from
+    context_strength: float = 16.0
     #: ``[H, W]``: code each image's difference from the training features' mean on that grid, as
     #: the feature codecs' ``mean_grid`` (a per-token codec cannot synthesise what every image
     #: shares by position, such as a positional embedding); ``None``: tokens as they are
@@ -111,6 +125,14 @@ class RVQCodecConfig:
             raise ConfigError("codec assignment_rate_low and assignment_rate_high must both be 0 or both positive")
         if not 0 < self.prior_momentum <= 1:
             raise ConfigError(f"codec prior_momentum must be in (0, 1], got {self.prior_momentum}")
+        if not isinstance(self.contexts, bool):
+            raise ConfigError(f"codec contexts must be true or false, got {str(self.contexts)[:20]}")
+        if self.contexts and self.codebook_size > 1024:
+            raise ConfigError(f"codec contexts keep codebook_size^2 counts a stage: codebook_size must be at most "
+                              f"1024 with them, got {self.codebook_size} (or set contexts: false)")
+        value = self.context_strength
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < math.inf:
+            raise ConfigError(f"codec context_strength must be a positive number, got {str(value)[:20]}")
         self.mean_grid = checked_mean_grid(self.mean_grid)
 
     # what the shared feature-codec machinery reads
@@ -142,6 +164,9 @@ class RVQTokenCodec(FeatureCodec):
         self.register_buffer("prior", torch.full((c.codebooks, c.codebook_size), 1.0 / c.codebook_size))
         #: each stage's mean residual power per latent channel (the assignment's error scale)
         self.register_buffer("residual_power", torch.ones(c.codebooks))
+        if c.contexts:
+            #: [M, contexts, K]: how often each index follows each context, a moving sum over batches
+            self.register_buffer("context_counts", torch.zeros(c.codebooks, self.context_rows, c.codebook_size))
         if c.mean_grid is not None:
             self.register_buffer("feature_mean", torch.zeros(c.in_channels, *c.mean_grid))
         self.coder = entropy_coder(c.entropy_coder)
@@ -163,9 +188,41 @@ class RVQTokenCodec(FeatureCodec):
         return torch.exp((1 - t) * math.log(c.assignment_rate_low) + t * math.log(c.assignment_rate_high))
 
     def log2_prior(self) -> torch.Tensor:
-        """What each index costs, ``-log2 p`` [M, K]: the priors mixed with a thousandth of uniform."""
+        """What each index costs under its stage's prior alone, ``-log2 p`` [M, K] (the assignment's
+        rate term): the priors mixed with a thousandth of uniform."""
         k = self.config.codebook_size
         return -torch.log2(0.999 * self.prior / self.prior.sum(-1, keepdim=True) + 0.001 / k)
+
+    @property
+    def context_rows(self) -> int:
+        """Contexts (coding tables) a stage: ``codebook_size + 1`` (an index, or no neighbour), or 1
+        without ``contexts``."""
+        return self.config.codebook_size + 1 if self.config.contexts else 1
+
+    def contexts(self, indices: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Each index's context [B, M, N] in ``0 .. context_rows - 1``, from indices [B, M, N] of
+        tokens on ``grid`` (H, W) in raster order: stage 0, the left neighbour's stage-0 index (the
+        upper one's in the first column, ``codebook_size`` for the first token); stage m > 0, stage
+        m - 1's index of the same token. All zero without ``contexts``."""
+        if not self.config.contexts:
+            return torch.zeros_like(indices)
+        b, _, n = indices.shape
+        first = indices[:, 0].reshape(b, *grid)
+        context = torch.full_like(first, self.config.codebook_size)
+        context[:, :, 1:] = first[:, :, :-1]
+        context[:, 1:, 0] = first[:, :-1, 0]
+        return torch.cat([context.reshape(b, 1, n), indices[:, :-1]], 1)
+
+    def log2_conditional(self) -> torch.Tensor:
+        """What each index costs in each context, ``-log2 p`` [M, context_rows, K]: the context's
+        counted frequencies shrunk towards the stage's prior by ``context_strength`` counts, mixed
+        with a thousandth of uniform (the stage's prior alone without ``contexts``)."""
+        c = self.config
+        prior = (self.prior / self.prior.sum(-1, keepdim=True))[:, None]          # [M, 1, K]
+        if c.contexts:
+            counts = self.context_counts
+            prior = (counts + c.context_strength * prior) / (counts.sum(-1, keepdim=True) + c.context_strength)
+        return -torch.log2(0.999 * prior + 0.001 / c.codebook_size)
 
     # ------------------------------------------------------------------ quantisation
     def _tokens(self, f: torch.Tensor) -> torch.Tensor:
@@ -196,16 +253,20 @@ class RVQTokenCodec(FeatureCodec):
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            for tensor in (self.codebook.data, self.prior, self.residual_power):
+            for tensor in (self.codebook.data, self.prior, self.residual_power,
+                           *([self.context_counts] if self.config.contexts else [])):
                 dist.broadcast(tensor, 0)
 
     @torch.no_grad()
-    def _track(self, indices: torch.Tensor, residuals: list[torch.Tensor], used: torch.Tensor) -> None:
+    def _track(self, indices: torch.Tensor, contexts: torch.Tensor, residuals: list[torch.Tensor],
+               used: torch.Tensor) -> None:
         """After a training batch: the priors and residual powers move towards this batch's (the
-        stages its images used); code vectors whose prior has fallen below a thousandth of the
-        uniform share move onto residuals of this batch, at the uniform share (as Encodec replaces
-        expired codes)."""
-        k, momentum = self.config.codebook_size, self.config.prior_momentum
+        stages its images used), and the context counts decay by ``1 - prior_momentum`` and add this
+        batch's pairs; code vectors whose prior has fallen below a thousandth of the uniform share
+        move onto residuals of this batch, at the uniform share (as Encodec replaces expired codes),
+        and their counts start again."""
+        c = self.config
+        k, momentum = c.codebook_size, c.prior_momentum
         for m, residual in enumerate(residuals):
             rows = used[:, m]
             if not bool(rows.any()):
@@ -213,6 +274,10 @@ class RVQTokenCodec(FeatureCodec):
             chosen = indices[rows, m].reshape(-1)
             counts = torch.bincount(chosen, minlength=k).to(self.prior.dtype)
             self.prior[m].mul_(1 - momentum).add_(momentum * counts / counts.sum())
+            if c.contexts:
+                pairs = contexts[rows, m].reshape(-1) * k + chosen
+                joint = torch.bincount(pairs, minlength=self.context_rows * k).view(self.context_rows, k)
+                self.context_counts[m].mul_(1 - momentum).add_(joint.to(self.context_counts.dtype))
             pool = residual.detach()[rows].reshape(-1, residual.shape[-1])
             self.residual_power[m].mul_(1 - momentum).add_(momentum * pool.pow(2).mean().clamp_min(1e-12))
             dead = (self.prior[m] < 1e-3 / k).nonzero().flatten()
@@ -221,6 +286,12 @@ class RVQTokenCodec(FeatureCodec):
                 self.codebook.data[m, dead] = pool[pick]
                 self.prior[m, dead] = 1.0 / k
                 self.prior[m].div_(self.prior[m].sum())
+                if c.contexts:   # the old code vector's counts, as an index and as a context, start again
+                    self.context_counts[m][:, dead] = 0
+                    if m == 0:
+                        self.context_counts[0][dead] = 0
+                    if m + 1 < c.codebooks:
+                        self.context_counts[m + 1][dead] = 0
         self._agree()
 
     def quantise(self, tokens: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -276,9 +347,12 @@ class RVQTokenCodec(FeatureCodec):
                              + self.config.commitment * (residual - chosen.detach()).pow(2).mean((1, 2)))
                 vq_loss = vq_loss + (per_image * used[:, m]).mean()
             y_hat = tokens + (y_hat - tokens).detach()        # straight through
-            self._track(indices, residuals, used)              # after the losses of this batch's choices
-        bits = self.log2_prior().to(f.device)                # [M, K]
-        p = torch.exp2(-torch.gather(bits[None].expand(f.shape[0], -1, -1), 2, indices))   # [B, M, N]
+        contexts = self.contexts(indices, tuple(f.shape[-2:]))                             # [B, M, N]
+        if self.training:
+            self._track(indices, contexts, residuals, used)    # after the losses of this batch's choices
+        bits = self.log2_conditional().to(f.device).flatten(1)                            # [M, R * K]
+        cell = contexts * self.config.codebook_size + indices
+        p = torch.exp2(-torch.gather(bits[None].expand(f.shape[0], -1, -1), 2, cell))   # [B, M, N]
         likelihoods = torch.where(used[:, :, None], p, torch.ones_like(p))
         return {"f_hat": self._features(y_hat, tuple(f.shape[-2:])), "likelihoods": {"indices": likelihoods},
                 "vq_loss": vq_loss, "indices": indices, "stages": stages}
@@ -293,13 +367,14 @@ class RVQTokenCodec(FeatureCodec):
 
     # ------------------------------------------------------------------ entropy coding tables
     def update(self, scale_table=None, force: bool = True, update_quantiles: bool = False) -> bool:
-        """Build the priors' coding tables now (``compress`` and ``decompress`` build them when
-        first needed, after loading or training)."""
-        pmf = torch.exp2(-self.log2_prior().double()).cpu()
+        """Build the coding tables now, a row per stage and context (row ``m * context_rows +
+        context``); ``compress`` and ``decompress`` build them when first needed, after loading or
+        training."""
+        pmf = torch.exp2(-self.log2_conditional().double().cpu()).flatten(0, 1)
         cdfs = [_quantized_cdf([*row.tolist(), ESCAPE]) for row in pmf]
         # one assignment: a decoding thread sees the old tables or the new ones, never a half-built dict
         self._fingerprint = None
-        self._coding_tables = {"prior": Tables(cdfs, [len(row) for row in cdfs], [0] * len(cdfs))}
+        self._coding_tables = {"prior": Tables(cdfs, [len(row) for row in cdfs], [0] * len(cdfs)), "rows": {}}
         return True
 
     def load_state_dict(self, state_dict, strict: bool = True):
@@ -316,18 +391,28 @@ class RVQTokenCodec(FeatureCodec):
         self._tables_ready()
         return self._coding_tables[name]
 
+    def _row(self, row: int) -> Tables:
+        """One row of the tables, as tables of their own (a decoder reading one index at a time
+        passes one row, not all ``M * context_rows``)."""
+        rows = self._coding_tables["rows"]
+        if row not in rows:
+            t = self.tables()
+            rows[row] = Tables(t.cdf[row:row + 1], t.lengths[row:row + 1], t.offsets[row:row + 1])
+        return rows[row]
+
     # ------------------------------------------------------------------ bitstreams
     def _compress_q16(self, f: torch.Tensor, q16: torch.Tensor, stream=None, side=None) -> list[bytes]:
         stages = self.stages(q16.float() / 16)
         indices, _ = self.quantise(self._tokens(f), q16.float() / 16)
         h, w = f.shape[-2:]
+        rows = self.contexts(indices, (h, w)) + self.context_rows * torch.arange(self.config.codebooks)[:, None]
         out = []
         for i in range(f.shape[0]):
             s = int(stages[i])
-            symbols = indices[i, :s].reshape(-1).tolist()
-            rows = torch.arange(s).repeat_interleave(indices.shape[2]).tolist()
+            # one call: the same message as the decoder's calls (one index at a time in stage 0, a
+            # stage at a time after), since a valid index is never escaped
             encoder = self.coder.encoder()
-            encoder.encode(symbols, rows, self.tables())
+            encoder.encode(indices[i, :s].reshape(-1).tolist(), rows[i, :s].reshape(-1).tolist(), self.tables())
             if side is not None:
                 side[i](encoder)
             out.append(bitstream.pack(self.payload_id, int(q16[i]), h, w, encoder.finish(), self.fingerprint, stream))
@@ -346,15 +431,12 @@ class RVQTokenCodec(FeatureCodec):
             packet = self._unpack_checked(data, expected, stream)
             grid = (packet.height, packet.width)
             grids.add(grid)
-            s, n = int(self.stages(torch.tensor([packet.q16 / 16]))[0]), grid[0] * grid[1]
+            s = int(self.stages(torch.tensor([packet.q16 / 16]))[0])
             decoder = self.coder.decoder(packet.body)
-            values = decoder.decode(torch.arange(s).repeat_interleave(n).tolist(), self.tables())
+            full = torch.zeros(self.config.codebooks, grid[0] * grid[1], dtype=torch.long)
+            full[:s] = torch.tensor(self._read_indices(decoder, s, grid), dtype=torch.long)
             if side is not None:
                 side(decoder)
-            if min(values) < 0 or max(values) >= self.config.codebook_size:   # an escaped value
-                raise BitstreamError("the payload holds an index outside the codebook")
-            full = torch.zeros(self.config.codebooks, n, dtype=torch.long)
-            full[:s] = torch.tensor(values, dtype=torch.long).view(s, n)
             stages.append(s)
             indices.append(full)
         if len(grids) > 1:
@@ -362,6 +444,28 @@ class RVQTokenCodec(FeatureCodec):
         device = self.codebook.device
         y_hat = self.dequantise(torch.stack(indices).to(device), stages)
         return self._features(y_hat, grids.pop())
+
+    def _read_indices(self, decoder, stages: int, grid: tuple[int, int]) -> list[list[int]]:
+        """Indices [stages][N] from a message, each under the table of its stage and context (stage
+        0 one index at a time, since its contexts are its own indices); an index outside the
+        codebook (an escaped value: a damaged message) raises :class:`BitstreamError`."""
+        k, h, w = self.config.codebook_size, *grid
+
+        def checked(values: list[int]) -> list[int]:
+            if min(values) < 0 or max(values) >= k:
+                raise BitstreamError("the payload holds an index outside the codebook")
+            return values
+
+        if not self.config.contexts:
+            return [checked(decoder.decode([m] * (h * w), self.tables())) for m in range(stages)]
+        first: list[int] = []
+        for t in range(h * w):
+            context = first[t - 1] if t % w else first[t - w] if t else k
+            first += checked(decoder.decode([0], self._row(context)))
+        out = [first]
+        for m in range(1, stages):
+            out.append(checked(decoder.decode([m * self.context_rows + c for c in out[-1]], self.tables())))
+        return out
 
     def index_bits(self) -> float:
         """Bits of one index at a uniform prior (``log2 codebook_size``), for comparison."""
