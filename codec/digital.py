@@ -67,6 +67,9 @@ from .registry import register_codec
 # Gaussian scale table: CompressAI's default stops at 256, whose 3,000-entry CDFs make every call
 # slow; latent scales of feature codecs stay well below 32 (larger values are still coded, exactly).
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 32.0, 64
+#: what one coded element costs at most in :meth:`FeatureCodec.estimate_bits`: CompressAI's CDFs
+#: have 16-bit precision (an escaped value costs more, but lies beyond the tables' 1e-9 tails)
+MAX_SYMBOL_BITS = 16
 
 
 def checked_mean_grid(value) -> tuple[int, int] | None:
@@ -258,9 +261,14 @@ class FeatureCodec(CompressionModel, Codec):
         return sum(-torch.log2(l).flatten(1).sum(1) for l in likelihoods.values())
 
     def estimate_bits(self, f: torch.Tensor, q=None) -> torch.Tensor:
-        """Likelihood estimate of the payload bits per image [B], header excluded."""
+        """Likelihood estimate of the payload bits per image [B], header excluded: each element's
+        information, counted at most :data:`MAX_SYMBOL_BITS` (the coders' 16-bit tables give every
+        symbol at least 1/65536, while CompressAI's likelihoods go down to 1e-9, 29.9 bits: an
+        entropy model trained for a few thousand steps leaves enough elements that far out to
+        overstate its payloads by up to 12 %). ``likelihood_bits``, the training rate, is unbounded."""
         with torch.no_grad():
-            return self.likelihood_bits(self.forward(f, q)["likelihoods"])
+            likelihoods = self.forward(f, q)["likelihoods"]
+            return self.likelihood_bits({k: l.clamp_min(2.0 ** -MAX_SYMBOL_BITS) for k, l in likelihoods.items()})
 
     # ------------------------------------------------------------------ bitstreams
     def update(self, scale_table=None, force: bool = True, update_quantiles: bool = False) -> bool:

@@ -64,20 +64,19 @@ def test_decoding_is_bit_exact_and_equals_the_eval_forward(codec):
 
 
 def test_real_bits_match_the_likelihood_estimate(codec):
-    """Real bits = estimate within 5 %, plus the fixed part: our 6-byte header and check, and the
-    arithmetic coder's termination (under a byte and a half).
-
-    These codecs are fitted for seconds only; the 2 % figure of trained codecs is measured by
-    benchmarks/codec_speed_rate.py."""
-    if codec.registered_name == "hyperprior":
-        pytest.skip("a hyperprior fitted for seconds codes about 5 % below its estimate; the trained one "
-                    "is checked in test_shipped_hyperprior_real_bits_match_its_estimate_on_real_features")
+    """Real bits = estimate within 2 %, plus the fixed part: our 6-byte header and check, and the
+    arithmetic coder's termination (under a byte and a half), even for codecs fitted for seconds,
+    whose entropy models leave elements far out in their tails: the estimate counts each at most
+    16 bits, as the coder's 16-bit tables do (the raw likelihoods, down to 1e-9, overstate it)."""
     f = features(16, seed=7)
     for q in (2.5, 3.0):  # the larger payloads, where the fixed part does not dominate
         real = torch.tensor([8.0 * len(p) for p in codec.compress(f, q=q)])
         estimate = codec.estimate_bits(f, q=q)
         excess = real.sum() - estimate.sum() - 16 * 48
-        assert -0.05 * estimate.sum() <= excess <= 0.05 * estimate.sum() + 16 * 12, (q, real, estimate)
+        assert -0.02 * estimate.sum() <= excess <= 0.02 * estimate.sum() + 16 * 12, (q, real, estimate)
+        with torch.no_grad():
+            unbounded = codec.likelihood_bits(codec(f, q=q)["likelihoods"])
+        assert unbounded.sum() >= estimate.sum()
 
 
 def test_one_codec_covers_many_rates_and_hits_byte_budgets(codec):
