@@ -9,7 +9,7 @@
   and the device's FLOPs per (codec, split point).
 - :func:`plot_curves`: one PNG with CIDEr-D and semantic accuracy against payload bits (log axis,
   the semantic-entropy floor marked), CIDEr-D against SNR, and against channel uses, one line per
-  method (and channel).
+  method (and channel); the last two only for results over a channel.
 """
 
 from __future__ import annotations
@@ -155,15 +155,18 @@ def shannon_limits(rows: Sequence[dict], floor_bits: float | None) -> list[tuple
 
 def plot_curves(rows: Sequence[dict], path: str | Path, floor_bits: float | None = None,
                 clean: float | None = None, title: str = "") -> Path:
-    """Draw the 2x2 panel figure to ``path`` (PNG)."""
+    """Draw the panel figure to ``path`` (PNG): CIDEr-D and semantic accuracy against payload bits
+    on the ideal link; below them, when some row went over a channel, CIDEr-D against SNR and
+    against channel uses (results on the ideal link alone get the top row only)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     clean = clean if clean is not None else clean_cider(rows)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
-    (ax_bits, ax_sem), (ax_snr, ax_uses) = axes
+    over_channel = any(r.get("channel") not in (None, "none") for r in rows)
+    fig, axes = plt.subplots(2 if over_channel else 1, 2, figsize=(12, 9 if over_channel else 4.8), squeeze=False)
+    (ax_bits, ax_sem), (ax_snr, ax_uses) = axes[0], (axes[1] if over_channel else (None, None))
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["channel"]), []).append(r)
@@ -207,20 +210,21 @@ def plot_curves(rows: Sequence[dict], path: str | Path, floor_bits: float | None
             ax.axvline(floor_bits, color="k", ls=":", lw=1)
             ax.text(floor_bits, ax.get_ylim()[0], " semantic-entropy floor", rotation=90, va="bottom", fontsize=8)
     if clean:
-        for ax in (ax_bits, ax_snr, ax_uses):
+        for ax in (ax_bits, ax_snr, ax_uses) if over_channel else (ax_bits,):
             ax.axhline(clean, color="grey", ls="--", lw=1)
             ax.axhline(0.95 * clean, color="grey", ls=":", lw=1)
     ax_bits.set_ylabel("CIDEr-D")
     ax_bits.set_title("caption quality vs payload (ideal link)")
     ax_sem.set_ylabel("semantic accuracy")
     ax_sem.set_title("semantic accuracy vs payload (ideal link)")
-    ax_snr.set_xlabel("SNR (dB)")
-    ax_snr.set_ylabel("CIDEr-D")
-    ax_snr.set_title("caption quality vs SNR")
-    ax_uses.set_xscale("log")
-    ax_uses.set_xlabel("channel uses per image")
-    ax_uses.set_ylabel("CIDEr-D")
-    ax_uses.set_title("caption quality vs channel uses (limits: Shannon, semantic entropy)")
+    if over_channel:
+        ax_snr.set_xlabel("SNR (dB)")
+        ax_snr.set_ylabel("CIDEr-D")
+        ax_snr.set_title("caption quality vs SNR")
+        ax_uses.set_xscale("log")
+        ax_uses.set_xlabel("channel uses per image")
+        ax_uses.set_ylabel("CIDEr-D")
+        ax_uses.set_title("caption quality vs channel uses (limits: Shannon, semantic entropy)")
     for ax in axes.ravel():
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -45,6 +45,12 @@ def test_summary_ratios_and_plot(tmp_path):
     assert table["mse-codec"]["bits_to_target"] is None and table["mse-codec"]["ratio_to_ours"] is None
     png = plot_curves(rows, tmp_path / "plot.png", floor_bits=15.6)
     assert png.stat().st_size > 20_000
+    # results on the ideal link alone: the payload panels only, no empty SNR and channel-use panels
+    from PIL import Image
+
+    ideal = plot_curves([r for r in rows if r["channel"] == "none"], tmp_path / "ideal.png")
+    (width, height), (_, full_height) = Image.open(ideal).size, Image.open(png).size
+    assert height < 0.6 * full_height and width > 2 * height
     assert main(["curve", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c.png")]) == 0
     text = (tmp_path / "c.md").read_text()
     assert "| **ours** (ours) |" in text and "Semantic-entropy floor: 15.6" in text
