@@ -33,15 +33,17 @@ the likelihoods carry no gradient, and the rate follows ``β``. With ``contexts`
 index is coded under its context, not only its stage's prior: a stage-0 index under its left
 neighbour's stage-0 index (the upper one's at the start of a row), a later stage's index under the
 previous stage's index at the same token. Those conditional frequencies are counted over training
-batches too (moving averages of the pairs' counts) and shrunk towards the stage's prior
-(``(count(context, c) + α p_m(c)) / (count(context) + α)``, ``α = context_strength``), so a rare
-context codes at about the prior's cost. On the shipped captioner's 8x8 tokens this codes the same
-indices in about 30 % fewer bits than the priors alone (a plain background repeats its neighbour's
-index; a later stage's index depends on the coarser one it refines). The assignment still weighs
-each index by its stage's prior (the contexts of stage 0 are only known in raster order). Training uses the straight-through
-estimator with VQ-VAE's codebook and commitment losses (the codec's ``aux_loss``), code vectors
-initialised from the first training batch's residuals, and code vectors no token has chosen for
-many batches moved onto residuals of the current batch.
+batches too (sums of the pairs' counts, decaying by ``1 - prior_momentum`` a batch) and shrunk
+towards the stage's prior (``(count(context, c) + α p_m(c)) / (count(context) + α)``,
+``α = context_strength``), so a rare context codes at about the prior's cost. On the shipped
+captioner's 8x8 tokens this codes the same indices in about 30 % fewer bits than the priors alone
+(a plain background repeats its neighbour's index; a later stage's index depends on the coarser one
+it refines). The assignment still weighs each index by its stage's prior (the contexts of stage 0
+are only known in raster order).
+
+Training uses the straight-through estimator with VQ-VAE's codebook and commitment losses (the
+codec's ``aux_loss``), code vectors initialised from the first training batch's residuals, and code
+vectors no token has chosen for many batches moved onto residuals of the current batch.
 
 >>> import torch
 >>> codec = RVQTokenCodec(RVQCodecConfig(in_channels=16, hidden_channels=32, latent_channels=8,
@@ -190,8 +192,12 @@ class RVQTokenCodec(FeatureCodec):
     def log2_prior(self) -> torch.Tensor:
         """What each index costs under its stage's prior alone, ``-log2 p`` [M, K] (the assignment's
         rate term): the priors mixed with a thousandth of uniform."""
-        k = self.config.codebook_size
-        return -torch.log2(0.999 * self.prior / self.prior.sum(-1, keepdim=True) + 0.001 / k)
+        return self._bits(self.prior / self.prior.sum(-1, keepdim=True))
+
+    def _bits(self, p: torch.Tensor) -> torch.Tensor:
+        """``-log2`` of probabilities ``p`` [..., K] mixed with a thousandth of uniform (so every
+        index stays codable)."""
+        return -torch.log2(0.999 * p + 0.001 / self.config.codebook_size)
 
     @property
     def context_rows(self) -> int:
@@ -222,7 +228,7 @@ class RVQTokenCodec(FeatureCodec):
         if c.contexts:
             counts = self.context_counts
             prior = (counts + c.context_strength * prior) / (counts.sum(-1, keepdim=True) + c.context_strength)
-        return -torch.log2(0.999 * prior + 0.001 / c.codebook_size)
+        return self._bits(prior)
 
     # ------------------------------------------------------------------ quantisation
     def _tokens(self, f: torch.Tensor) -> torch.Tensor:
