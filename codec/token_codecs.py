@@ -2,8 +2,9 @@
 
 Q-Former queries, merged tokens or an LLM's image tokens have no spatial neighbours for a
 convolution to exploit. These codecs treat the features ``[B, D, H, W]`` (the one codec interface;
-tokens on no grid lie as one row, ``H = 1``) as ``N = H * W`` tokens and code each on its own, so
-they also run on the grid models' features.
+tokens on no grid lie as one row, ``H = 1``) as ``N = H * W`` tokens and code them token by token
+(attention, not convolutions, when tokens share what they carry), so they also run on the grid
+models' features.
 
 :class:`RVQTokenCodec` (after Q-TOFC): a per-token analysis MLP maps each token to a latent,
 residual vector quantisation with ``codebooks`` stages of ``codebook_size`` code vectors codes it
@@ -40,6 +41,12 @@ captioner's 8x8 tokens this codes the same indices in about 30 % fewer bits than
 (a plain background repeats its neighbour's index; a later stage's index depends on the coarser one
 it refines). The assignment still weighs each index by its stage's prior (the contexts of stage 0
 are only known in raster order).
+
+With ``mixing_layers`` (:class:`TokenMixer`), self-attention layers over the tokens run before the
+analysis MLP and after the synthesis MLP: the tokens of one object can share what they carry (one
+token's index need not repeat what its neighbours' say), and the decoder fills each token in from
+every token's indices. Positions come from the grid (sinusoidal, as fractions of its height and
+width), so any token count works; the layers start as the identity.
 
 Training uses the straight-through estimator with VQ-VAE's codebook and commitment losses (the
 codec's ``aux_loss``), code vectors initialised from the first training batch's residuals, and code
@@ -104,9 +111,22 @@ class RVQCodecConfig:
     #: the feature codecs' ``mean_grid`` (a per-token codec cannot synthesise what every image
     #: shares by position, such as a positional embedding); ``None``: tokens as they are
     mean_grid: tuple[int, int] | None = None
+    #: self-attention layers over the tokens before the analysis MLP and after the synthesis MLP
+    #: (0: every token on its own): tokens of one object can share what they carry, and the decoder
+    #: can fill a token in from its neighbours' indices; any token count, positions from the grid
+    mixing_layers: int = 0
+    mixing_heads: int = 4
     entropy_coder: str = "arithmetic"
 
     def __post_init__(self):
+        for name in ("mixing_layers",):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"codec {name} must be an integer at least 0, got {str(value)[:20]}")
+        if self.mixing_layers and (not isinstance(self.mixing_heads, int) or isinstance(self.mixing_heads, bool)
+                                   or self.mixing_heads < 1 or self.in_channels % self.mixing_heads):
+            raise ConfigError(f"codec mixing_heads must be a positive integer dividing in_channels "
+                              f"({self.in_channels}), got {str(self.mixing_heads)[:20]}")
         for name in ("in_channels", "hidden_channels", "latent_channels", "codebooks", "codebook_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -151,6 +171,53 @@ def _mlp(width_in: int, hidden: int, width_out: int) -> nn.Sequential:
                          nn.Conv2d(hidden, width_out, 1))
 
 
+def grid_positions(grid: tuple[int, int], width: int, device=None) -> torch.Tensor:
+    """Sinusoidal positions [H * W, width] of tokens on ``grid`` (H, W) in raster order: half the
+    channels for the row, half for the column, each at its fraction of the grid (so a grid of any
+    size, or one row of tokens on no grid, gets positions in the same range)."""
+    h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h, device=device) / max(h, 1), torch.arange(w, device=device) / max(w, 1),
+                                indexing="ij")
+    quarter = width // 4
+    freq = math.pi * 2.0 ** torch.arange(quarter, device=device, dtype=torch.float32)
+    parts = [fn(x.reshape(-1, 1) * freq) for x in (rows, cols) for fn in (torch.sin, torch.cos)]
+    out = torch.cat(parts, 1)
+    return F.pad(out, (0, width - out.shape[1]))
+
+
+class TokenMixer(nn.Module):
+    """Pre-norm self-attention layers over tokens [B, N, D] on a grid; every layer's output
+    projections start at zero, so an untrained mixer is the identity (and a codec with one starts as
+    the per-token codec)."""
+
+    def __init__(self, width: int, layers: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.position = nn.Linear(width, width)
+        self.qkv = nn.ModuleList(nn.Linear(width, 3 * width) for _ in range(layers))
+        self.out = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
+        self.norm_1 = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
+        self.norm_2 = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
+        self.feed = nn.ModuleList(nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+                                  for _ in range(layers))
+        for module in (self.position, *self.out, *(f[2] for f in self.feed)):
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Tokens [B, N, D] on ``grid`` (N = H * W, raster order) -> mixed tokens [B, N, D]."""
+        b, n, d = x.shape
+        position = self.position(grid_positions(grid, d, x.device).to(x.dtype))
+        for qkv, out, norm_1, norm_2, feed in zip(self.qkv, self.out, self.norm_1, self.norm_2, self.feed):
+            q, k, v = qkv(norm_1(x + position)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            # written out, not torch's fused attention: that takes another kernel without gradients,
+            # and the decoder's features must be the eval forward's exactly
+            weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // self.heads), -1)
+            x = x + out((weights @ v).transpose(1, 2).reshape(b, n, d))
+            x = x + feed(norm_2(x))
+        return x
+
+
 @register_codec("rvq", config=RVQCodecConfig, payload_id=5)
 class RVQTokenCodec(FeatureCodec):
     """Residual-VQ token codec (see the module docstring)."""
@@ -160,6 +227,9 @@ class RVQTokenCodec(FeatureCodec):
         self.config = c = config or RVQCodecConfig()
         self.g_a = _mlp(c.in_channels, c.hidden_channels, c.latent_channels)
         self.g_s = _mlp(c.latent_channels, c.hidden_channels, c.in_channels)
+        if c.mixing_layers:
+            self.mix_a = TokenMixer(c.in_channels, c.mixing_layers, c.mixing_heads)
+            self.mix_s = TokenMixer(c.in_channels, c.mixing_layers, c.mixing_heads)
         self.codebook = nn.Parameter(torch.randn(c.codebooks, c.codebook_size, c.latent_channels) * 0.1)
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
         #: each stage's prior: how often each code vector is chosen, a moving average over batches
@@ -231,13 +301,21 @@ class RVQTokenCodec(FeatureCodec):
         return self._bits(prior)
 
     # ------------------------------------------------------------------ quantisation
+    def _mix(self, mixer: str, f: torch.Tensor) -> torch.Tensor:
+        """Features [B, D, H, W] through the token mixer ``mixer`` (unchanged without one)."""
+        if not self.config.mixing_layers:
+            return f
+        b, d, h, w = f.shape
+        x = getattr(self, mixer)(f.flatten(2).transpose(1, 2), (h, w))
+        return x.transpose(1, 2).reshape(b, d, h, w)
+
     def _tokens(self, f: torch.Tensor) -> torch.Tensor:
-        y = self.g_a(self._centre(f))                      # [B, d, H, W]
+        y = self.g_a(self._mix("mix_a", self._centre(f)))   # [B, d, H, W]
         return y.flatten(2).transpose(1, 2)                # [B, N, d]
 
     def _features(self, y_hat: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         b, n, d = y_hat.shape
-        return self._uncentre(self.g_s(y_hat.transpose(1, 2).reshape(b, d, *grid)))
+        return self._uncentre(self._mix("mix_s", self.g_s(y_hat.transpose(1, 2).reshape(b, d, *grid))))
 
     @torch.no_grad()
     def _initialise(self, tokens: torch.Tensor) -> None:

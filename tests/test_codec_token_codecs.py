@@ -259,6 +259,59 @@ def test_saved_codec_decodes_payloads_of_the_original(codec, tmp_path):
     assert loaded.encode(f, q=2) == payloads
 
 
+MIXING = RVQCodecConfig(in_channels=24, hidden_channels=48, latent_channels=8, codebooks=4, codebook_size=32,
+                        mixing_layers=1)
+
+
+@pytest.fixture(scope="module")
+def mixing():
+    return fitted(steps=40, config=MIXING)
+
+
+def test_an_untrained_mixer_is_the_identity():
+    """A codec with token mixing starts as the per-token codec with the same weights: the same
+    indices and the same features."""
+    torch.manual_seed(0)
+    plain = RVQTokenCodec(CONFIG)
+    mixed = RVQTokenCodec(MIXING)
+    missing = mixed.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith(("mix_a.", "mix_s.")) for k in missing)
+    f = tokens(4, (3, 4))
+    for codec in (plain, mixed):
+        torch.manual_seed(1)     # the same first batch and draws initialise both
+        codec.train().train_pass(tokens(8, (3, 4), seed=1), q=3)
+        codec.eval().update()
+    a, b = plain(f, q=2), mixed(f, q=2)
+    assert torch.equal(a["indices"], b["indices"]) and torch.allclose(a["f_hat"], b["f_hat"], atol=1e-5)
+
+
+@pytest.mark.parametrize("grid", [(1, 12), (1, 1), (3, 7)])
+def test_mixed_tokens_decode_bit_exactly_on_any_grid(mixing, grid):
+    f = tokens(5, grid)
+    for q in (0, 2):
+        payloads = mixing.encode(f, q=q)
+        assert torch.equal(mixing.decode(payloads, expected=(MIXING.in_channels, *grid)), mixing(f, q=q)["f_hat"])
+
+
+def test_the_mixing_decoder_fills_a_token_in_from_its_neighbours(mixing, codec):
+    """One token's index changes: without mixing only that token's features change; with it, the
+    others' do too (the decoder reads every token's indices), and the encoder's indices of one
+    token depend on its neighbours."""
+    def decoded(c, first):
+        indices = torch.zeros(1, c.config.codebooks, 6, dtype=torch.long)
+        indices[0, 0, 0] = first
+        return c._features(c.dequantise(indices, [1]), (1, 6))[0]
+
+    for c, spreads in ((codec, False), (mixing, True)):
+        changed = (decoded(c, 3) - decoded(c, 5)).abs().amax(0)          # [1, 6] per token
+        assert changed[0, 0] > 0 and bool((changed[0, 1:] > 1e-6).any()) == spreads
+    assert any(not torch.equal(mixing._mix("mix_a", x), x) for x in (tokens(1, (2, 3)),))
+    with pytest.raises(ConfigError, match="mixing_heads"):
+        RVQCodecConfig(in_channels=24, mixing_layers=1, mixing_heads=5)
+    with pytest.raises(ConfigError, match="mixing_layers"):
+        RVQCodecConfig(mixing_layers=-1)
+
+
 # --------------------------------------------------------------------------------- merged tokens (TOFC)
 
 from intelliflow.codec.token_codecs import MergeCodecConfig, MergedTokenCodec, density_peak_clusters  # noqa: E402
