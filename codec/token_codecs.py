@@ -119,10 +119,9 @@ class RVQCodecConfig:
     entropy_coder: str = "arithmetic"
 
     def __post_init__(self):
-        for name in ("mixing_layers",):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"codec {name} must be an integer at least 0, got {str(value)[:20]}")
+        value = self.mixing_layers
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"codec mixing_layers must be an integer at least 0, got {str(value)[:20]}")
         if self.mixing_layers and (not isinstance(self.mixing_heads, int) or isinstance(self.mixing_heads, bool)
                                    or self.mixing_heads < 1 or self.in_channels % self.mixing_heads):
             raise ConfigError(f"codec mixing_heads must be a positive integer dividing in_channels "
