@@ -226,9 +226,9 @@ class RVQTokenCodec(FeatureCodec):
         self.config = c = config or RVQCodecConfig()
         self.g_a = _mlp(c.in_channels, c.hidden_channels, c.latent_channels)
         self.g_s = _mlp(c.latent_channels, c.hidden_channels, c.in_channels)
-        if c.mixing_layers:
-            self.mix_a = TokenMixer(c.in_channels, c.mixing_layers, c.mixing_heads)
-            self.mix_s = TokenMixer(c.in_channels, c.mixing_layers, c.mixing_heads)
+        #: the token mixers before g_a and after g_s (None without ``mixing_layers``)
+        self.mix_a = TokenMixer(c.in_channels, c.mixing_layers, c.mixing_heads) if c.mixing_layers else None
+        self.mix_s = TokenMixer(c.in_channels, c.mixing_layers, c.mixing_heads) if c.mixing_layers else None
         self.codebook = nn.Parameter(torch.randn(c.codebooks, c.codebook_size, c.latent_channels) * 0.1)
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
         #: each stage's prior: how often each code vector is chosen, a moving average over batches
@@ -300,21 +300,22 @@ class RVQTokenCodec(FeatureCodec):
         return self._bits(prior)
 
     # ------------------------------------------------------------------ quantisation
-    def _mix(self, mixer: str, f: torch.Tensor) -> torch.Tensor:
-        """Features [B, D, H, W] through the token mixer ``mixer`` (unchanged without one)."""
-        if not self.config.mixing_layers:
+    @staticmethod
+    def _mix(mixer: "TokenMixer | None", f: torch.Tensor) -> torch.Tensor:
+        """Features [B, D, H, W] through ``mixer`` (unchanged without one)."""
+        if mixer is None:
             return f
         b, d, h, w = f.shape
-        x = getattr(self, mixer)(f.flatten(2).transpose(1, 2), (h, w))
+        x = mixer(f.flatten(2).transpose(1, 2), (h, w))
         return x.transpose(1, 2).reshape(b, d, h, w)
 
     def _tokens(self, f: torch.Tensor) -> torch.Tensor:
-        y = self.g_a(self._mix("mix_a", self._centre(f)))   # [B, d, H, W]
+        y = self.g_a(self._mix(self.mix_a, self._centre(f)))   # [B, d, H, W]
         return y.flatten(2).transpose(1, 2)                # [B, N, d]
 
     def _features(self, y_hat: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         b, n, d = y_hat.shape
-        return self._uncentre(self._mix("mix_s", self.g_s(y_hat.transpose(1, 2).reshape(b, d, *grid))))
+        return self._uncentre(self._mix(self.mix_s, self.g_s(y_hat.transpose(1, 2).reshape(b, d, *grid))))
 
     @torch.no_grad()
     def _initialise(self, tokens: torch.Tensor) -> None:
